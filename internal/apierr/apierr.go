@@ -1,0 +1,58 @@
+// Package apierr writes the error bodies of the wire contract:
+//
+//	{"error":{"code":"…","message":"…"},"trace_id":"<uuid of this request>"}
+//
+// It is shared by the handler and callback packages so that every error a
+// client sees has one shape.
+package apierr
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+
+	"github.com/google/uuid"
+)
+
+// Error codes of the contract (CONTRACT.md §4).
+const (
+	BadRequest      = "bad_request"
+	NoToken         = "no_token"
+	InvalidToken    = "invalid_token"
+	TooManyRequests = "too_many_requests"
+	APIError        = "api_error"
+)
+
+type body struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+	TraceID string `json:"trace_id"`
+}
+
+// Write answers status with the contract's error body and a fresh trace id,
+// which it returns so the caller can log it.
+func Write(w http.ResponseWriter, status int, code, message string) string {
+	var b body
+	b.Error.Code = code
+	b.Error.Message = message
+	b.TraceID = uuid.NewString()
+	out, _ := json.Marshal(b)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	w.Write(out)
+	return b.TraceID
+}
+
+// Internal answers 500 api_error with a generic message and logs err (which
+// never reaches the client) with the trace id of the answer.
+func Internal(ctx context.Context, w http.ResponseWriter, log *slog.Logger, msg string, err error) {
+	id := Write(w, http.StatusInternalServerError, APIError, "internal error; quote trace_id when reporting it")
+	if log != nil {
+		log.ErrorContext(ctx, msg, "trace_id", id, "err", err)
+	}
+}

@@ -1,0 +1,89 @@
+package taskstore
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+)
+
+// Store keeps tasks. Implementations are safe for concurrent use by many
+// goroutines (and, for shared-database stores, by many processes).
+//
+// Every method takes a context first; a cancelled context aborts the call
+// with the context's error. Returned tasks are copies: changing them never
+// changes the stored task. Errors other than the sentinels (ErrNotFound,
+// ErrConflict, ErrInvalid, ErrClosed) are system failures.
+//
+// The conformance suite in taskstore/storetest pins every rule stated here.
+type Store interface {
+	// Create stores a new task. The task is validated and normalized with
+	// Normalize (ErrInvalid naming the field). A task with the same id
+	// already stored gives ErrConflict and changes nothing. Request and
+	// Response are kept byte for byte.
+	Create(ctx context.Context, t Task) error
+
+	// Get returns the task with the given id, or ErrNotFound.
+	Get(ctx context.Context, id string) (Task, error)
+
+	// Find returns the page of tasks matching f, newest first (CreatedAt
+	// descending, then ID descending), skipping f.Offset and returning at
+	// most f.Limit, together with the total number of tasks matching f
+	// regardless of Offset and Limit. An invalid filter (negative Limit or
+	// Offset) gives ErrInvalid. The page is never nil.
+	Find(ctx context.Context, f Filter) (page []Task, total int, err error)
+
+	// Start records that work on the task started at the given time. It
+	// gives ErrNotFound for an unknown id, and ErrConflict (changing
+	// nothing) when the task has already started or finished.
+	Start(ctx context.Context, id string, at time.Time) error
+
+	// Finish records the task's response (valid JSON, else ErrInvalid) and
+	// FinishedAt, exactly once: finishing a finished task gives ErrConflict
+	// and changes nothing; an unknown id gives ErrNotFound. It clears the
+	// run lease and, when the task has a callback URL, makes the callback
+	// due at the finish time, in the same atomic write, so that a recorded
+	// response is never without its pending delivery.
+	Finish(ctx context.Context, id string, response json.RawMessage, at time.Time) error
+
+	// Delete removes the task and its pending delivery. An unknown id gives
+	// ErrNotFound.
+	Delete(ctx context.Context, id string) error
+
+	// Prune deletes at most limit tasks (limit > 0, else ErrInvalid) whose
+	// CreatedAt is strictly before the given time, oldest first, whatever
+	// their state, and returns how many it deleted. Call it again while it
+	// returns limit.
+	Prune(ctx context.Context, before time.Time, limit int) (int, error)
+
+	// RenewLeases sets LeaseUntil of the given unfinished tasks to until.
+	// Unknown or finished ids are ignored. An empty list is a no-op.
+	RenewLeases(ctx context.Context, ids []string, until time.Time) error
+
+	// Abandoned returns at most limit (> 0) unfinished tasks whose
+	// LeaseUntil is before the given time (a zero LeaseUntil counts as
+	// expired), oldest lease first (then by ID). Their owner is gone: a caller finishes
+	// them as interrupted (Finish makes that safe when several do).
+	Abandoned(ctx context.Context, before time.Time, limit int) ([]Task, error)
+
+	// ClaimDeliveries returns at most limit (> 0) tasks whose callback is
+	// pending and due (Callback.NextAttemptAt at or before now), the
+	// earliest due first (then by ID), and claims them: their NextAttemptAt moves to
+	// now+lease in the same atomic write, so no other ClaimDeliveries call
+	// (from this or another process) returns them before the claim expires.
+	// A claimer that dies simply lets the claim expire; the delivery then
+	// becomes due again. The returned tasks carry the new NextAttemptAt.
+	ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]Task, error)
+
+	// RecordAttempt records the outcome of a delivery attempt: Attempts
+	// grows by one, LastStatus and LastError take the attempt's values, and
+	// the callback becomes delivered (DeliveredAt = a.At), rescheduled
+	// (NextAttemptAt = a.Next) or given up (a.Next zero). An unknown id
+	// gives ErrNotFound; a task whose callback is not pending (no URL,
+	// unfinished, delivered or given up) gives ErrConflict and changes
+	// nothing.
+	RecordAttempt(ctx context.Context, id string, a Attempt) error
+
+	// Close releases the store's resources and waits for its background
+	// work. It is idempotent; other methods return ErrClosed afterwards.
+	Close() error
+}

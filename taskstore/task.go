@@ -1,0 +1,367 @@
+package taskstore
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+	"unicode/utf8"
+)
+
+// MaxIDLength is the longest id or trace_id a store accepts.
+const MaxIDLength = 128
+
+// Task is one callback-mode (or async) request and, once finished, its
+// response, together with the state of its callback delivery.
+//
+// The JSON encoding of a Task (MarshalJSON, AppendJSON) is exactly the wire
+// record of the Tasks API: the callback delivery state and the run lease are
+// not part of it.
+type Task struct {
+	// ID identifies the task; callback mode uses a UUID. Required.
+	ID string
+	// TraceID is the client's own correlation id; optional and not unique.
+	TraceID string
+	// Type is the upstream API type, e.g. "images_generations". Required.
+	Type string
+	// Request is the request body as the client sent it (valid JSON). Required.
+	Request json.RawMessage
+	// Response is the final response object; nil until the task finishes.
+	Response json.RawMessage
+
+	// CreatedAt is when the task was accepted. A store sets it to the
+	// current time when it is zero on Create.
+	CreatedAt time.Time
+	// StartedAt is when work started; zero until then.
+	StartedAt time.Time
+	// FinishedAt is when the response was recorded; zero until then.
+	FinishedAt time.Time
+
+	// ApplicationID, UserID and CredentialID identify the principal that
+	// created the task. They scope who may see it (see Principal).
+	ApplicationID string
+	UserID        string
+	CredentialID  string
+
+	// Callback is the delivery state of the task's callback.
+	Callback Callback
+
+	// LeaseUntil is, while the task is unfinished, the time until which
+	// a worker holds it. A worker renews the lease while it keeps the task
+	// queued or running; once the lease has passed, the task is abandoned
+	// (see Store.Abandoned) and any process may finish it as interrupted.
+	// Zero means no one holds it.
+	LeaseUntil time.Time
+}
+
+// Callback is the delivery state of a task's callback: the outbox entry.
+//
+// A callback becomes due when the task finishes (Store.Finish sets
+// NextAttemptAt to the finish time). Each attempt is recorded with
+// Store.RecordAttempt, which either marks it delivered, schedules the next
+// attempt, or gives up.
+type Callback struct {
+	// URL is where the response is POSTed; empty means no callback.
+	URL string
+	// Attempts counts the delivery attempts made so far.
+	Attempts int
+	// NextAttemptAt is when the next attempt is due; zero when no attempt is
+	// pending. While a worker holds a claim on the delivery it is the time
+	// the claim expires.
+	NextAttemptAt time.Time
+	// DeliveredAt is when the receiver accepted the callback; zero until then.
+	DeliveredAt time.Time
+	// LastStatus is the HTTP status of the last attempt; 0 when there was no
+	// answer (or no attempt).
+	LastStatus int
+	// LastError describes why the last attempt failed; empty when it
+	// succeeded or none was made.
+	LastError string
+}
+
+// DeliveryState summarises a task's callback.
+type DeliveryState int
+
+const (
+	// NoCallback: the task has no callback URL.
+	NoCallback DeliveryState = iota
+	// Waiting: the task has a callback URL but has not finished.
+	Waiting
+	// Pending: the task has finished and its callback is due or scheduled.
+	Pending
+	// Delivered: the receiver accepted the callback.
+	Delivered
+	// GaveUp: no further attempt will be made (attempts exhausted or the
+	// receiver answered 410 Gone).
+	GaveUp
+)
+
+func (s DeliveryState) String() string {
+	switch s {
+	case NoCallback:
+		return "none"
+	case Waiting:
+		return "waiting"
+	case Pending:
+		return "pending"
+	case Delivered:
+		return "delivered"
+	case GaveUp:
+		return "gave_up"
+	}
+	return "unknown"
+}
+
+// DeliveryState reports the state of the task's callback.
+func (t Task) DeliveryState() DeliveryState {
+	switch {
+	case t.Callback.URL == "":
+		return NoCallback
+	case t.FinishedAt.IsZero():
+		return Waiting
+	case !t.Callback.DeliveredAt.IsZero():
+		return Delivered
+	case !t.Callback.NextAttemptAt.IsZero():
+		return Pending
+	default:
+		return GaveUp
+	}
+}
+
+// Finished reports whether the task's response has been recorded.
+func (t Task) Finished() bool { return !t.FinishedAt.IsZero() }
+
+// Clone returns a deep copy of t: the copy shares no memory with t.
+func (t Task) Clone() Task {
+	t.Request = cloneBytes(t.Request)
+	t.Response = cloneBytes(t.Response)
+	return t
+}
+
+func cloneBytes(b json.RawMessage) json.RawMessage {
+	if b == nil {
+		return nil
+	}
+	return append(json.RawMessage(make([]byte, 0, len(b))), b...)
+}
+
+// Attempt is the outcome of one callback delivery attempt.
+type Attempt struct {
+	// At is when the attempt was made.
+	At time.Time
+	// Status is the receiver's HTTP status; 0 when there was no answer.
+	Status int
+	// Error describes a failure (network error, non-2xx status); empty on
+	// success.
+	Error string
+	// Delivered marks the callback as delivered.
+	Delivered bool
+	// Next is when the next attempt is due when the attempt was not
+	// delivered; zero gives up.
+	Next time.Time
+}
+
+// Principal is the identity of a caller: the application, the end user and
+// the credential it authenticated with. A principal's non-empty
+// ApplicationID and UserID restrict every lookup; the zero Principal is an
+// operator and sees every task.
+type Principal struct {
+	ApplicationID string `json:"application_id,omitempty"`
+	UserID        string `json:"user_id,omitempty"`
+	CredentialID  string `json:"credential_id,omitempty"`
+}
+
+// IsOperator reports whether p sees every task.
+func (p Principal) IsOperator() bool { return p.ApplicationID == "" && p.UserID == "" }
+
+// CanSee reports whether the task is visible to p.
+func (p Principal) CanSee(t Task) bool {
+	return (p.ApplicationID == "" || p.ApplicationID == t.ApplicationID) &&
+		(p.UserID == "" || p.UserID == t.UserID)
+}
+
+// Scope ANDs the principal's restrictions into f. It returns false when no
+// task can match both (the filter asks for another application or user), in
+// which case the caller should answer an empty result without asking the
+// store.
+func (p Principal) Scope(f Filter) (Filter, bool) {
+	if p.ApplicationID != "" {
+		if f.ApplicationID != "" && f.ApplicationID != p.ApplicationID {
+			return f, false
+		}
+		f.ApplicationID = p.ApplicationID
+	}
+	if p.UserID != "" {
+		if f.UserID != "" && f.UserID != p.UserID {
+			return f, false
+		}
+		f.UserID = p.UserID
+	}
+	return f, true
+}
+
+// Filter selects tasks for Store.Find. Every set field restricts the result;
+// the restrictions are ANDed. The zero Filter matches every task and returns
+// none of them (Limit 0): set Limit to get a page.
+type Filter struct {
+	// IDs: the task id is one of these (when non-empty).
+	IDs []string
+	// TraceIDs: the trace id is one of these (when non-empty).
+	TraceIDs []string
+	// ApplicationID, UserID: equal to these (when non-empty).
+	ApplicationID string
+	UserID        string
+	// Types: the task type is one of these (when non-empty).
+	Types []string
+	// CreatedMin, CreatedMax bound CreatedAt, both inclusive; zero is
+	// unbounded. Since stores keep milliseconds, a bound with a finer
+	// fraction matches the millisecond values inside it.
+	CreatedMin time.Time
+	CreatedMax time.Time
+	// Offset skips that many matching tasks; Limit is the most returned.
+	// Limit 0 returns no tasks, only the total count. Both must be >= 0.
+	Offset int
+	Limit  int
+}
+
+// Validate checks the filter's fields; the error wraps ErrInvalid.
+func (f Filter) Validate() error {
+	switch {
+	case f.Limit < 0:
+		return Invalidf("limit must not be negative")
+	case f.Offset < 0:
+		return Invalidf("offset must not be negative")
+	}
+	return nil
+}
+
+// CreatedRange returns the inclusive CreatedAt bounds of f in Unix
+// milliseconds, with math.MinInt64/MaxInt64 for an unbounded side. empty is
+// true when no millisecond lies inside the window.
+func (f Filter) CreatedRange() (minMs, maxMs int64, empty bool) {
+	minMs, maxMs = -1<<63, 1<<63-1
+	if !f.CreatedMin.IsZero() {
+		ns := f.CreatedMin.UnixNano()
+		minMs = ns / 1e6
+		if ns%1e6 > 0 { // round up to the next whole millisecond
+			minMs++
+		}
+	}
+	if !f.CreatedMax.IsZero() {
+		ns := f.CreatedMax.UnixNano()
+		maxMs = ns / 1e6
+		if ns%1e6 < 0 { // round down for times before 1970
+			maxMs--
+		}
+	}
+	return minMs, maxMs, minMs > maxMs
+}
+
+// Millis truncates t to the millisecond in UTC, as stores keep it. The zero
+// time stays zero.
+func Millis(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return time.UnixMilli(t.UnixMilli()).UTC()
+}
+
+// FromMillis is the inverse of Time.UnixMilli for stored values: 0 is the
+// zero time.
+func FromMillis(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
+}
+
+// ToMillis returns t in Unix milliseconds; the zero time is 0.
+func ToMillis(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+// Normalize validates a task given to Store.Create and returns the copy a
+// store keeps: times truncated to milliseconds (CreatedAt set to now when
+// zero), JSON copied. The error wraps ErrInvalid and names the field.
+func Normalize(t Task, now time.Time) (Task, error) {
+	if err := checkID("id", t.ID, true); err != nil {
+		return t, err
+	}
+	if err := checkID("trace_id", t.TraceID, false); err != nil {
+		return t, err
+	}
+	if t.Type == "" {
+		return t, Invalidf("type is required")
+	}
+	if len(t.Type) > MaxIDLength || !utf8.ValidString(t.Type) {
+		return t, Invalidf("type must be valid UTF-8 of at most %d bytes", MaxIDLength)
+	}
+	if len(t.Request) == 0 {
+		return t, Invalidf("request is required")
+	}
+	if !json.Valid(t.Request) {
+		return t, Invalidf("request must be valid JSON")
+	}
+	if t.Response != nil && !json.Valid(t.Response) {
+		return t, Invalidf("response must be valid JSON")
+	}
+	if t.Response != nil && t.FinishedAt.IsZero() {
+		return t, Invalidf("finished_at is required with a response")
+	}
+	if t.Response == nil && !t.FinishedAt.IsZero() {
+		return t, Invalidf("response is required with finished_at")
+	}
+	for _, f := range []struct{ name, v string }{
+		{"application_id", t.ApplicationID}, {"user_id", t.UserID}, {"credential_id", t.CredentialID},
+	} {
+		if err := checkID(f.name, f.v, false); err != nil {
+			return t, err
+		}
+	}
+	if t.Callback.Attempts < 0 {
+		return t, Invalidf("callback attempts must not be negative")
+	}
+	t = t.Clone()
+	if t.CreatedAt.IsZero() {
+		t.CreatedAt = now
+	}
+	t.CreatedAt = Millis(t.CreatedAt)
+	t.StartedAt = Millis(t.StartedAt)
+	t.FinishedAt = Millis(t.FinishedAt)
+	t.LeaseUntil = Millis(t.LeaseUntil)
+	t.Callback.NextAttemptAt = Millis(t.Callback.NextAttemptAt)
+	t.Callback.DeliveredAt = Millis(t.Callback.DeliveredAt)
+	if t.Finished() {
+		t.LeaseUntil = time.Time{}
+	}
+	return t, nil
+}
+
+func checkID(name, v string, required bool) error {
+	switch {
+	case v == "" && required:
+		return Invalidf("%s is required", name)
+	case len(v) > MaxIDLength:
+		return Invalidf("%s must be at most %d bytes", name, MaxIDLength)
+	case !utf8.ValidString(v):
+		return Invalidf("%s must be valid UTF-8", name)
+	}
+	return nil
+}
+
+type principalKey struct{}
+
+// NewContext returns a copy of ctx carrying p. Authentication middleware
+// (handler.Authenticate) stores the caller's principal this way; the
+// callback recorder reads it to stamp new tasks.
+func NewContext(ctx context.Context, p Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// FromContext returns the principal stored in ctx by NewContext.
+func FromContext(ctx context.Context) (Principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(Principal)
+	return p, ok
+}

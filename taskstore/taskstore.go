@@ -1,0 +1,64 @@
+// Package taskstore is the domain of the tasks module: the Task record, the
+// Filter used to list tasks, the Principal that scopes what a caller sees, the
+// Store interface every backend implements, and the sentinel errors stores
+// return.
+//
+// It imports no database driver. Backends live in their own packages
+// (memstore, sqlitestore, pgstore) and prove that they behave alike by
+// passing the conformance suite in taskstore/storetest.
+//
+// # Times
+//
+// Stores keep times with millisecond precision, in UTC. A time handed to a
+// store is truncated to the millisecond; a time read back is the truncated
+// value in UTC. The zero time.Time means "not set" everywhere.
+//
+// # Errors
+//
+// Stores return ErrNotFound, ErrConflict and ErrInvalid (possibly wrapped
+// with a message naming the field); test for them with errors.Is. Any other
+// error is a system failure (I/O, a closed store, a cancelled context) whose
+// message never carries SQL text or file paths.
+package taskstore
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Stores wrap them with context; use errors.Is.
+var (
+	// ErrNotFound: no task has the given id.
+	ErrNotFound = errors.New("taskstore: task not found")
+	// ErrConflict: the operation contradicts the task's state (a duplicate
+	// id, finishing a finished task, recording an attempt for a callback that
+	// is not pending).
+	ErrConflict = errors.New("taskstore: conflict")
+	// ErrInvalid: the input is malformed. The wrapping error's message names
+	// the field.
+	ErrInvalid = errors.New("taskstore: invalid input")
+	// ErrClosed: the store has been closed.
+	ErrClosed = errors.New("taskstore: store closed")
+)
+
+// Invalidf returns an error that wraps ErrInvalid with a message naming the
+// offending field, e.g. Invalidf("limit must not be negative").
+func Invalidf(format string, args ...any) error {
+	return &invalidError{msg: fmt.Sprintf(format, args...)}
+}
+
+type invalidError struct{ msg string }
+
+func (e *invalidError) Error() string { return "taskstore: invalid input: " + e.msg }
+func (e *invalidError) Unwrap() error { return ErrInvalid }
+
+// Reason returns the human-readable part of an ErrInvalid error (for example
+// "type is required"), suitable for showing to a client. For any other error
+// it returns "".
+func Reason(err error) string {
+	var ie *invalidError
+	if errors.As(err, &ie) {
+		return ie.msg
+	}
+	return ""
+}
