@@ -248,7 +248,7 @@ func testMinimal(t *testing.T, s taskstore.Store) {
 func testTruncates(t *testing.T, s taskstore.Store) {
 	in := task("t", 0)
 	in.CreatedAt = time.Date(2025, 1, 2, 3, 4, 5, 678_999_999, time.FixedZone("X", 3600))
-	in.StartedAt = in.CreatedAt.Add(time.Microsecond)
+	in.StartedAt = in.CreatedAt.Add(-time.Microsecond)
 	mustCreate(t, s, in)
 	got := mustGet(t, s, "t")
 	want := time.Date(2025, 1, 2, 2, 4, 5, 678_000_000, time.UTC)

@@ -1,0 +1,569 @@
+// Package memstore is an in-memory taskstore.Store, for unit tests and for
+// servers whose tasks need not outlive the process.
+//
+// It passes the same conformance suite (taskstore/storetest) as the database
+// stores. Tasks are kept as values: every task a method returns is a copy,
+// and a task passed to Create is copied, so a caller can never change stored
+// state through a slice it holds.
+//
+// # Indexes
+//
+// Lookups by id and trace id go through maps. Tasks are also kept in ordered
+// indexes — one for all tasks, one per application, per user, per
+// (application, user) pair, per type and per shared trace id — sorted by
+// (CreatedAt, ID), so Find serves a page newest first from the end of the
+// most selective index (the set field with the fewest tasks) without
+// touching other tenants' tasks. When no other field restricts that index,
+// as for the application and user of a scoped principal, the total count
+// costs O(1) (O(log n) with a created_at window); otherwise Find walks the
+// index's entries inside the window and filters them. The callback outbox
+// and the run leases have indexes of their own, so ClaimDeliveries and
+// Abandoned cost O(limit · log n) whatever the number of tasks.
+//
+// # Concurrency and limits
+//
+// A Store is safe for concurrent use; one sync.RWMutex lets reads run in
+// parallel and serialises writes. A store holds at most about four billion
+// tasks. Memory per task is the task's own bytes (request, response and
+// strings) plus about 350 bytes.
+//
+// # Times
+//
+// Like every store it keeps times in Unix milliseconds, in UTC. The zero
+// time passed as the time of Start, Finish or a delivered Attempt means the
+// current time, as a zero CreatedAt does on Create.
+package memstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tasksapi/tasks/taskstore"
+)
+
+// Store is an in-memory taskstore.Store. Create one with New; the zero Store
+// is not usable.
+type Store struct {
+	mu     sync.RWMutex
+	closed bool
+
+	recs slab
+	byID map[string]uint32
+
+	all     index             // every task, byCreated
+	byTrace map[string]*index // byCreated, per trace id of two or more tasks
+	trace1  map[string]uint32 // the task of a trace id held by one task only
+	byApp   map[string]*index // byCreated, per application id
+	byUser  map[string]*index // byCreated, per user id
+	byPair  map[pair]*index   // byCreated, per (application, user), both set
+	byType  map[string]*index // byCreated, per type
+	leases  index             // unfinished tasks, byLease
+	due     index             // pending callbacks, byDue
+}
+
+var _ taskstore.Store = (*Store)(nil)
+
+// pair keys the index of one user of one application: the filter a scoped
+// principal (Principal.Scope) sends on every list.
+type pair struct{ app, user string }
+
+// New returns an empty store. It starts no goroutines; Close only releases
+// the memory.
+func New() *Store {
+	return &Store{
+		byID:    make(map[string]uint32),
+		byTrace: make(map[string]*index),
+		trace1:  make(map[string]uint32),
+		byApp:   make(map[string]*index),
+		byUser:  make(map[string]*index),
+		byPair:  make(map[pair]*index),
+		byType:  make(map[string]*index),
+	}
+}
+
+// Create stores a new task; see taskstore.Store.
+func (s *Store) Create(ctx context.Context, t taskstore.Task) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	t, err := taskstore.Normalize(t, time.Now()) // copies the JSON: the store owns it
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return taskstore.ErrClosed
+	}
+	if _, ok := s.byID[t.ID]; ok {
+		return fmt.Errorf("%w: task %q already exists", taskstore.ErrConflict, t.ID)
+	}
+	slot, err := s.recs.alloc()
+	if err != nil {
+		return err
+	}
+	*s.recs.at(slot) = rec{
+		id: t.ID, traceID: t.TraceID, typ: t.Type,
+		app: t.ApplicationID, user: t.UserID, cred: t.CredentialID,
+		url: t.Callback.URL, lastErr: t.Callback.LastError,
+		request: t.Request, response: t.Response,
+		created:   taskstore.ToMillis(t.CreatedAt),
+		started:   taskstore.ToMillis(t.StartedAt),
+		finished:  taskstore.ToMillis(t.FinishedAt),
+		lease:     taskstore.ToMillis(t.LeaseUntil),
+		next:      taskstore.ToMillis(t.Callback.NextAttemptAt),
+		delivered: taskstore.ToMillis(t.Callback.DeliveredAt),
+		attempts:  t.Callback.Attempts, lastStatus: t.Callback.LastStatus,
+	}
+	s.byID[t.ID] = slot
+	s.link(slot)
+	return nil
+}
+
+// link adds a freshly written record to every index it belongs to, and
+// interns its keyed strings (one copy per distinct value).
+func (s *Store) link(slot uint32) {
+	r := s.recs.at(slot)
+	s.all.insert(&s.recs, byCreated, slot)
+	r.typ = s.keyed(s.byType, r.typ, slot)
+	if r.traceID != "" {
+		s.linkTrace(slot, r)
+	}
+	if r.app != "" {
+		r.app = s.keyed(s.byApp, r.app, slot)
+	}
+	if r.user != "" {
+		r.user = s.keyed(s.byUser, r.user, slot)
+	}
+	if r.app != "" && r.user != "" {
+		k := pair{r.app, r.user}
+		ix := s.byPair[k]
+		if ix == nil {
+			ix = &index{}
+			s.byPair[k] = ix
+		}
+		ix.insert(&s.recs, byCreated, slot)
+	}
+	if r.finished == 0 {
+		s.leases.insert(&s.recs, byLease, slot)
+	} else if r.pending() {
+		s.due.insert(&s.recs, byDue, slot)
+	}
+}
+
+// keyed inserts slot into m[key], creating that index when needed, and
+// returns the interned key.
+func (s *Store) keyed(m map[string]*index, key string, slot uint32) string {
+	ix := m[key]
+	if ix == nil {
+		// Cloned so that a key never pins a larger buffer of the caller.
+		ix = &index{key: strings.Clone(key)}
+		m[ix.key] = ix
+	}
+	ix.insert(&s.recs, byCreated, slot)
+	return ix.key
+}
+
+// unlink removes a record from every index; the inverse of link.
+func (s *Store) unlink(slot uint32) {
+	r := s.recs.at(slot)
+	s.all.remove(&s.recs, byCreated, slot)
+	s.unkeyed(s.byType, r.typ, slot)
+	if r.traceID != "" {
+		s.unlinkTrace(slot, r.traceID)
+	}
+	if r.app != "" {
+		s.unkeyed(s.byApp, r.app, slot)
+	}
+	if r.user != "" {
+		s.unkeyed(s.byUser, r.user, slot)
+	}
+	if r.app != "" && r.user != "" {
+		k := pair{r.app, r.user}
+		ix := s.byPair[k]
+		ix.remove(&s.recs, byCreated, slot)
+		if ix.n == 0 {
+			delete(s.byPair, k)
+		}
+	}
+	if r.finished == 0 {
+		s.leases.remove(&s.recs, byLease, slot)
+	} else if r.pending() {
+		s.due.remove(&s.recs, byDue, slot)
+	}
+}
+
+// linkTrace indexes the trace id of r. Most trace ids belong to one task (a
+// client's id for one request): those cost one map entry; a trace id shared
+// by a second task gets an ordered index.
+func (s *Store) linkTrace(slot uint32, r *rec) {
+	if ix := s.byTrace[r.traceID]; ix != nil {
+		ix.insert(&s.recs, byCreated, slot)
+		r.traceID = ix.key
+		return
+	}
+	other, ok := s.trace1[r.traceID]
+	if !ok {
+		s.trace1[r.traceID] = slot
+		return
+	}
+	delete(s.trace1, r.traceID)
+	r.traceID = s.keyed(s.byTrace, r.traceID, slot)
+	s.recs.at(other).traceID = s.keyed(s.byTrace, r.traceID, other)
+}
+
+// unlinkTrace is the inverse of linkTrace: a trace id left with one task
+// goes back to the map.
+func (s *Store) unlinkTrace(slot uint32, trace string) {
+	ix := s.byTrace[trace]
+	if ix == nil {
+		delete(s.trace1, trace)
+		return
+	}
+	ix.remove(&s.recs, byCreated, slot)
+	if ix.n == 1 {
+		s.trace1[ix.key] = ix.chunks[0][0]
+		delete(s.byTrace, trace)
+	}
+}
+
+func (s *Store) unkeyed(m map[string]*index, key string, slot uint32) {
+	ix := m[key]
+	ix.remove(&s.recs, byCreated, slot)
+	if ix.n == 0 {
+		delete(m, key)
+	}
+}
+
+// drop deletes the task in slot.
+func (s *Store) drop(slot uint32) {
+	s.unlink(slot)
+	delete(s.byID, s.recs.at(slot).id)
+	s.recs.release(slot)
+}
+
+// lookup returns the slot of id; the caller holds the lock and has checked
+// that the store is open.
+func (s *Store) lookup(id string) (uint32, error) {
+	slot, ok := s.byID[id]
+	if !ok {
+		return 0, fmt.Errorf("%w: %q", taskstore.ErrNotFound, id)
+	}
+	return slot, nil
+}
+
+// tasks returns the tasks in slots as values, with one allocation for all
+// their JSON.
+func (s *Store) tasks(slots []uint32) []taskstore.Task {
+	size := 0
+	for _, slot := range slots {
+		r := s.recs.at(slot)
+		size += len(r.request) + len(r.response)
+	}
+	buf := make([]byte, 0, size)
+	out := make([]taskstore.Task, len(slots))
+	for i, slot := range slots {
+		out[i] = s.recs.at(slot).task(&buf)
+	}
+	return out
+}
+
+// Get returns a copy of the task with the given id; see taskstore.Store.
+func (s *Store) Get(ctx context.Context, id string) (taskstore.Task, error) {
+	if err := ctx.Err(); err != nil {
+		return taskstore.Task{}, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return taskstore.Task{}, taskstore.ErrClosed
+	}
+	slot, err := s.lookup(id)
+	if err != nil {
+		return taskstore.Task{}, err
+	}
+	r := s.recs.at(slot)
+	buf := make([]byte, 0, len(r.request)+len(r.response))
+	return r.task(&buf), nil
+}
+
+// Start records when work on the task started; see taskstore.Store. A zero
+// at means now.
+func (s *Store) Start(ctx context.Context, id string, at time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	ms := millisOrNow(at)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return taskstore.ErrClosed
+	}
+	slot, err := s.lookup(id)
+	if err != nil {
+		return err
+	}
+	r := s.recs.at(slot)
+	switch {
+	case r.finished != 0:
+		return fmt.Errorf("%w: task %q has already finished", taskstore.ErrConflict, id)
+	case r.started != 0:
+		return fmt.Errorf("%w: task %q has already started", taskstore.ErrConflict, id)
+	}
+	r.started = ms
+	return nil
+}
+
+// Finish records the task's response, once; see taskstore.Store. A zero at
+// means now.
+func (s *Store) Finish(ctx context.Context, id string, response json.RawMessage, at time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !json.Valid(response) {
+		return taskstore.Invalidf("response must be valid JSON")
+	}
+	ms := millisOrNow(at)
+	response = append(json.RawMessage(make([]byte, 0, len(response))), response...)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return taskstore.ErrClosed
+	}
+	slot, err := s.lookup(id)
+	if err != nil {
+		return err
+	}
+	r := s.recs.at(slot)
+	if r.finished != 0 {
+		return fmt.Errorf("%w: task %q has already finished", taskstore.ErrConflict, id)
+	}
+	s.leases.remove(&s.recs, byLease, slot)
+	r.response, r.finished, r.lease = response, ms, 0
+	if r.url != "" {
+		r.next = ms
+	}
+	if r.pending() {
+		s.due.insert(&s.recs, byDue, slot)
+	}
+	return nil
+}
+
+// Delete removes the task and its pending delivery; see taskstore.Store.
+func (s *Store) Delete(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return taskstore.ErrClosed
+	}
+	slot, err := s.lookup(id)
+	if err != nil {
+		return err
+	}
+	s.drop(slot)
+	return nil
+}
+
+// Prune deletes at most limit tasks created strictly before the given time,
+// oldest first; see taskstore.Store. It costs O(limit · log n).
+func (s *Store) Prune(ctx context.Context, before time.Time, limit int) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if limit <= 0 {
+		return 0, taskstore.Invalidf("limit must be positive")
+	}
+	cut := ceilMillis(before)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, taskstore.ErrClosed
+	}
+	victims := make([]uint32, 0, min(limit, s.all.n))
+	s.all.each(func(slot uint32) bool {
+		if len(victims) == limit || s.recs.at(slot).created >= cut {
+			return false
+		}
+		victims = append(victims, slot)
+		return true
+	})
+	for _, slot := range victims {
+		s.drop(slot)
+	}
+	return len(victims), nil
+}
+
+// RenewLeases sets the lease of the given unfinished tasks; see
+// taskstore.Store.
+func (s *Store) RenewLeases(ctx context.Context, ids []string, until time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	ms := taskstore.ToMillis(until)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return taskstore.ErrClosed
+	}
+	for _, id := range ids {
+		slot, ok := s.byID[id]
+		if !ok {
+			continue
+		}
+		r := s.recs.at(slot)
+		if r.finished != 0 || r.lease == ms {
+			continue
+		}
+		s.leases.remove(&s.recs, byLease, slot)
+		r.lease = ms
+		s.leases.insert(&s.recs, byLease, slot)
+	}
+	return nil
+}
+
+// Abandoned returns at most limit unfinished tasks whose lease ended
+// strictly before the given time, oldest lease (a zero one) first; see
+// taskstore.Store.
+func (s *Store) Abandoned(ctx context.Context, before time.Time, limit int) ([]taskstore.Task, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		return nil, taskstore.Invalidf("limit must be positive")
+	}
+	cut := ceilMillis(before)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, taskstore.ErrClosed
+	}
+	var slots []uint32
+	s.leases.each(func(slot uint32) bool {
+		if len(slots) == limit {
+			return false
+		}
+		if k, _ := s.recs.sortKey(byLease, slot); k >= cut {
+			return false
+		}
+		slots = append(slots, slot)
+		return true
+	})
+	return s.tasks(slots), nil
+}
+
+// ClaimDeliveries returns and claims at most limit due callbacks, earliest
+// due first; see taskstore.Store. A zero now or a negative lease is invalid;
+// a zero lease leaves the deliveries due at once.
+func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]taskstore.Task, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	switch {
+	case limit <= 0:
+		return nil, taskstore.Invalidf("limit must be positive")
+	case now.IsZero():
+		return nil, taskstore.Invalidf("now is required")
+	case lease < 0:
+		return nil, taskstore.Invalidf("lease must not be negative")
+	}
+	nowMs := now.UnixMilli() // due means NextAttemptAt <= now: floor
+	until := taskstore.ToMillis(now.Add(lease))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, taskstore.ErrClosed
+	}
+	var slots []uint32
+	s.due.each(func(slot uint32) bool {
+		if len(slots) == limit || s.recs.at(slot).next > nowMs {
+			return false
+		}
+		slots = append(slots, slot)
+		return true
+	})
+	for _, slot := range slots {
+		s.due.remove(&s.recs, byDue, slot)
+		r := s.recs.at(slot)
+		r.next = until
+		if r.pending() { // always, unless until is the Unix epoch itself
+			s.due.insert(&s.recs, byDue, slot)
+		}
+	}
+	return s.tasks(slots), nil
+}
+
+// RecordAttempt records the outcome of a delivery attempt; see
+// taskstore.Store. A delivered attempt with a zero At is delivered now.
+func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attempt) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var delivered, next int64
+	if a.Delivered {
+		delivered = millisOrNow(a.At)
+	} else {
+		next = taskstore.ToMillis(a.Next)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return taskstore.ErrClosed
+	}
+	slot, err := s.lookup(id)
+	if err != nil {
+		return err
+	}
+	r := s.recs.at(slot)
+	if !r.pending() {
+		return fmt.Errorf("%w: the callback of task %q is %s, not pending", taskstore.ErrConflict, id, r.state())
+	}
+	s.due.remove(&s.recs, byDue, slot)
+	r.attempts++
+	r.lastStatus, r.lastErr = a.Status, a.Error
+	r.delivered, r.next = delivered, next
+	if r.pending() {
+		s.due.insert(&s.recs, byDue, slot)
+	}
+	return nil
+}
+
+// Close releases the tasks. It is idempotent; every other method returns
+// taskstore.ErrClosed afterwards.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.recs = slab{}
+	s.byID, s.byTrace, s.trace1, s.byApp, s.byUser, s.byType, s.byPair = nil, nil, nil, nil, nil, nil, nil
+	s.all, s.leases, s.due = index{}, index{}, index{}
+	return nil
+}
+
+// millisOrNow returns t (the current time when zero) in Unix milliseconds.
+func millisOrNow(t time.Time) int64 {
+	if t.IsZero() {
+		t = time.Now()
+	}
+	return t.UnixMilli()
+}
+
+// ceilMillis returns the first whole millisecond at or after t: a stored
+// time (whole milliseconds) is strictly before t exactly when it is before
+// ceilMillis(t).
+func ceilMillis(t time.Time) int64 {
+	ms := t.UnixMilli()
+	if t.Nanosecond()%int(time.Millisecond) != 0 {
+		ms++
+	}
+	return ms
+}

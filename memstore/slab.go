@@ -1,0 +1,124 @@
+package memstore
+
+import (
+	"encoding/json"
+	"errors"
+	"math"
+
+	"github.com/tasksapi/tasks/taskstore"
+)
+
+// rec is a stored task: times in Unix milliseconds (0 = not set), JSON owned
+// by the store and never handed out (readers get copies).
+type rec struct {
+	id, traceID, typ     string
+	app, user, cred      string
+	url, lastErr         string
+	request, response    json.RawMessage
+	created, started     int64
+	finished, lease      int64
+	next, delivered      int64
+	attempts, lastStatus int
+}
+
+// pending reports whether the callback is due or scheduled (the outbox).
+func (r *rec) pending() bool {
+	return r.url != "" && r.finished != 0 && r.delivered == 0 && r.next != 0
+}
+
+// state names the delivery state, for error messages.
+func (r *rec) state() taskstore.DeliveryState {
+	switch {
+	case r.url == "":
+		return taskstore.NoCallback
+	case r.finished == 0:
+		return taskstore.Waiting
+	case r.delivered != 0:
+		return taskstore.Delivered
+	case r.next != 0:
+		return taskstore.Pending
+	}
+	return taskstore.GaveUp
+}
+
+// payload is the number of bytes of the task's own data.
+func (r *rec) payload() int {
+	return len(r.request) + len(r.response) + len(r.id) + len(r.traceID) + len(r.typ) +
+		len(r.app) + len(r.user) + len(r.cred) + len(r.url) + len(r.lastErr)
+}
+
+// task returns the task as a value; its JSON is carved out of *buf, which the
+// caller sized for every task it converts (one allocation per page).
+func (r *rec) task(buf *[]byte) taskstore.Task {
+	return taskstore.Task{
+		ID: r.id, TraceID: r.traceID, Type: r.typ,
+		Request:       carve(buf, r.request),
+		Response:      carve(buf, r.response),
+		CreatedAt:     taskstore.FromMillis(r.created),
+		StartedAt:     taskstore.FromMillis(r.started),
+		FinishedAt:    taskstore.FromMillis(r.finished),
+		ApplicationID: r.app, UserID: r.user, CredentialID: r.cred,
+		Callback: taskstore.Callback{
+			URL: r.url, Attempts: r.attempts,
+			NextAttemptAt: taskstore.FromMillis(r.next),
+			DeliveredAt:   taskstore.FromMillis(r.delivered),
+			LastStatus:    r.lastStatus, LastError: r.lastErr,
+		},
+		LeaseUntil: taskstore.FromMillis(r.lease),
+	}
+}
+
+// carve copies b to the end of *buf and returns the copy, capped so that an
+// append to it reallocates instead of overwriting the next task's bytes.
+func carve(buf *[]byte, b json.RawMessage) json.RawMessage {
+	if b == nil {
+		return nil
+	}
+	start := len(*buf)
+	*buf = append(*buf, b...)
+	return json.RawMessage((*buf)[start:len(*buf):len(*buf)])
+}
+
+const (
+	pageShift = 8
+	pageSize  = 1 << pageShift
+	pageMask  = pageSize - 1
+)
+
+// errFull is returned when the store holds as many tasks as a slot can
+// number (about four billion).
+var errFull = errors.New("memstore: store is full")
+
+// slab holds the records in fixed-size pages, addressed by a uint32 slot, so
+// that indexes are arrays of small integers the garbage collector does not
+// scan, and growing the store never copies the records. Freed slots are
+// reused.
+type slab struct {
+	pages [][]rec
+	free  []uint32
+	used  uint32 // slots ever handed out
+}
+
+func (sl *slab) at(slot uint32) *rec { return &sl.pages[slot>>pageShift][slot&pageMask] }
+
+func (sl *slab) alloc() (uint32, error) {
+	if n := len(sl.free); n > 0 {
+		slot := sl.free[n-1]
+		sl.free = sl.free[:n-1]
+		return slot, nil
+	}
+	if sl.used == math.MaxUint32 {
+		return 0, errFull
+	}
+	slot := sl.used
+	if slot>>pageShift == uint32(len(sl.pages)) {
+		sl.pages = append(sl.pages, make([]rec, pageSize))
+	}
+	sl.used++
+	return slot, nil
+}
+
+func (sl *slab) release(slot uint32) {
+	*sl.at(slot) = rec{}
+	sl.free = append(sl.free, slot)
+}
