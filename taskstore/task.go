@@ -240,18 +240,15 @@ func (f Filter) Validate() error {
 func (f Filter) CreatedRange() (minMs, maxMs int64, empty bool) {
 	minMs, maxMs = -1<<63, 1<<63-1
 	if !f.CreatedMin.IsZero() {
-		ns := f.CreatedMin.UnixNano()
-		minMs = ns / 1e6
-		if ns%1e6 > 0 { // round up to the next whole millisecond
+		sec, nsec := f.CreatedMin.Unix(), int64(f.CreatedMin.Nanosecond())
+		minMs = sec*1000 + nsec/1e6
+		if nsec%1e6 > 0 { // round up to the next whole millisecond
 			minMs++
 		}
 	}
 	if !f.CreatedMax.IsZero() {
-		ns := f.CreatedMax.UnixNano()
-		maxMs = ns / 1e6
-		if ns%1e6 < 0 { // round down for times before 1970
-			maxMs--
-		}
+		// Nanosecond() is never negative, so this rounds down.
+		maxMs = f.CreatedMax.Unix()*1000 + int64(f.CreatedMax.Nanosecond())/1e6
 	}
 	return minMs, maxMs, minMs > maxMs
 }
