@@ -1,0 +1,434 @@
+package sqlitestore
+
+// Benchmarks of the Store next to the same statements issued directly
+// through database/sql and modernc.org/sqlite (prepared, same PRAGMAs, same
+// schema): the BenchmarkRaw… siblings. Run them together:
+//
+//	go test -run '^$' -bench . -benchmem ./sqlitestore/
+//
+// The 1,000,000-row dataset is built once with bulk INSERT … SELECT
+// statements and cached under os.TempDir(), keyed by schema and dataset
+// version; -short skips it.
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tasksapi/tasks/taskstore"
+)
+
+// benchDataVersion changes whenever fillSQL changes, so that a cached
+// dataset of the old shape is not reused.
+const benchDataVersion = 1
+
+const (
+	benchUsers = 100
+	benchApps  = 10
+)
+
+// fillSQL inserts the tasks numbered [?, ?) in one statement: UUID-shaped
+// ids in random order, a trace id on one task in four, three types, ten
+// applications, a hundred users, finished and delivered, with request and
+// response bodies the size of real image API calls.
+const fillSQL = `WITH RECURSIVE n(i) AS (SELECT ? UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?)
+INSERT INTO tasks (id, trace_id, type, created_ms, started_ms, finished_ms, application_id, user_id,
+	credential_id, callback_url, attempts, delivered_ms, last_status, request, response)
+SELECT printf('%08x-%04x-4%03x-8%03x-%012x', (i * 2654435761) % 4294967296, i % 65536, i % 4096, (i / 7) % 4096, i),
+	CASE WHEN i % 4 = 0 THEN printf('trace-%d', i) ELSE '' END,
+	CASE i % 3 WHEN 0 THEN 'images_generations' WHEN 1 THEN 'images_edits' ELSE 'images_variations' END,
+	1700000000000 + i * 10, 1700000000000 + i * 10 + 3, 1700000000000 + i * 10 + 9000,
+	printf('app-%d', i % 10), printf('user-%03d', i % 100), printf('cred-%03d', i % 100),
+	'https://example.com/callback', 1, 1700000000000 + i * 10 + 9500, 200,
+	printf('{"model":"gpt-image-1","prompt":"A cat number %d sitting on a windowsill at dusk","size":"1024x1024","callback_url":"https://example.com/callback"}', i),
+	printf('{"success":true,"task_id":"%d","created":1763142637,"data":[{"url":"https://cdn.example.com/images/%d.png"}]}', i, i)
+FROM n`
+
+// benchID is the id fillSQL gives task i.
+func benchID(i int) string {
+	return fmt.Sprintf("%08x-%04x-4%03x-8%03x-%012x", (i*2654435761)%4294967296, i%65536, i%4096, (i/7)%4096, i)
+}
+
+// fill bulk-inserts tasks [0, n) into the database at path, in large
+// transactions.
+func fill(tb testing.TB, path string, n int) {
+	tb.Helper()
+	s, err := Open(path) // creates the schema
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s.Close()
+	db, err := sql.Open("sqlite", path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(OFF)&_pragma=cache_size(-262144)")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	const chunk = 100_000
+	for lo := 0; lo < n; lo += chunk {
+		if _, err := db.Exec(fillSQL, lo, min(lo+chunk, n)); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if _, err := db.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// dataset returns the path of a database holding n tasks made by fillSQL,
+// cached under os.TempDir() between runs.
+func dataset(b *testing.B, n int) string {
+	b.Helper()
+	if n >= 1_000_000 && testing.Short() {
+		b.Skip("the 1M-row dataset is skipped in -short mode")
+	}
+	path := filepath.Join(os.TempDir(), fmt.Sprintf("sqlitestore-bench-s%d-d%d-%d.db", SchemaVersion(), benchDataVersion, n))
+	if _, err := os.Stat(path); err == nil {
+		return path
+	}
+	start := time.Now()
+	tmp := filepath.Join(os.TempDir(), fmt.Sprintf("sqlitestore-bench-build-%d-%d.db", os.Getpid(), n))
+	fill(b, tmp, n)
+	if err := os.Rename(tmp, path); err != nil {
+		b.Fatal(err)
+	}
+	os.Remove(tmp + "-wal")
+	os.Remove(tmp + "-shm")
+	db, err := sql.Open("sqlite", path+"?_pragma=query_only(1)")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	var payload float64
+	db.QueryRow(`SELECT avg(length(id) + length(trace_id) + length(type) + length(application_id) + length(user_id)
+		+ length(credential_id) + length(callback_url) + length(request) + length(response)) FROM tasks`).Scan(&payload)
+	fi, _ := os.Stat(path)
+	b.Logf("built %d tasks in %v: %d bytes on disk, %.0f bytes per task for %.0f payload bytes (%.2fx)",
+		n, time.Since(start).Round(time.Millisecond), fi.Size(), float64(fi.Size())/float64(n), payload,
+		float64(fi.Size())/float64(n)/payload)
+	return path
+}
+
+func benchOpen(b *testing.B, path string) *Store {
+	b.Helper()
+	s, err := Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
+// rawOpenDB opens the database at path through database/sql with the DSN
+// the Store uses for its writer or its readers.
+func rawOpenDB(b *testing.B, path string, writer bool) *sql.DB {
+	b.Helper()
+	o := options{readConns: 4, busyTimeout: 10 * time.Second}
+	db, err := sql.Open("sqlite", dsn(path, o, writer))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if writer {
+		db.SetMaxOpenConns(1)
+	} else {
+		db.SetMaxOpenConns(o.readConns)
+		db.SetMaxIdleConns(o.readConns)
+	}
+	b.Cleanup(func() { db.Close() })
+	return db
+}
+
+func rawPrepare(b *testing.B, db *sql.DB, query string) *sql.Stmt {
+	b.Helper()
+	st, err := db.Prepare(query)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	return st
+}
+
+// emptyDB returns a new database with the schema and no tasks.
+func emptyDB(b *testing.B) string {
+	b.Helper()
+	path := filepath.Join(b.TempDir(), "tasks.db")
+	fill(b, path, 0)
+	return path
+}
+
+var benchRequest = json.RawMessage(`{"model":"gpt-image-1","prompt":"A cat sitting on a windowsill at dusk","size":"1024x1024","callback_url":"https://example.com/callback"}`)
+
+func benchTask(i int) taskstore.Task {
+	return taskstore.Task{
+		ID: benchID(i), Type: "images_generations", Request: benchRequest,
+		CreatedAt:     time.UnixMilli(1_700_000_000_000 + int64(i)),
+		ApplicationID: "app-1", UserID: "user-001", CredentialID: "cred-001",
+		Callback: taskstore.Callback{URL: "https://example.com/callback"},
+	}
+}
+
+// rawInsertArgs are the arguments the Store passes to insertSQL for t.
+func rawInsertArgs(t taskstore.Task) []any {
+	return []any{t.ID, t.TraceID, t.Type, ms(t.CreatedAt), ms(t.StartedAt), ms(t.FinishedAt),
+		t.ApplicationID, t.UserID, t.CredentialID, t.Callback.URL, t.Callback.Attempts,
+		ms(t.Callback.NextAttemptAt), ms(t.Callback.DeliveredAt), t.Callback.LastStatus,
+		t.Callback.LastError, ms(t.LeaseUntil), string(t.Request), nil}
+}
+
+func BenchmarkCreate(b *testing.B) {
+	s := benchOpen(b, emptyDB(b))
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := range b.N {
+		if err := s.Create(ctx, benchTask(i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkRawCreate(b *testing.B) {
+	db := rawOpenDB(b, emptyDB(b), true)
+	st := rawPrepare(b, db, insertSQL)
+	b.ResetTimer()
+	for i := range b.N {
+		if _, err := st.Exec(rawInsertArgs(benchTask(i))...); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// runtimeProcs is GOMAXPROCS: b.SetParallelism(p) runs p*GOMAXPROCS
+// goroutines.
+func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
+
+// BenchmarkCreateParallel64 creates tasks from 64 goroutines: the writer
+// groups the calls waiting for it into shared transactions.
+func BenchmarkCreateParallel64(b *testing.B) {
+	s := benchOpen(b, emptyDB(b))
+	ctx := context.Background()
+	var next atomic.Int64
+	commits := s.w.commits.Load()
+	b.SetParallelism(max(1, 64/runtimeProcs()))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := s.Create(ctx, benchTask(int(next.Add(1)))); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	if c := s.w.commits.Load() - commits; c > 0 {
+		b.ReportMetric(float64(b.N)/float64(c), "creates/commit")
+	}
+}
+
+// BenchmarkRawCreateParallel64 issues the same INSERT from 64 goroutines
+// through the raw driver's single write connection, one transaction each.
+func BenchmarkRawCreateParallel64(b *testing.B) {
+	db := rawOpenDB(b, emptyDB(b), true)
+	st := rawPrepare(b, db, insertSQL)
+	var next atomic.Int64
+	b.SetParallelism(max(1, 64/runtimeProcs()))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := st.Exec(rawInsertArgs(benchTask(int(next.Add(1))))...); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// unfinished returns a database holding n unfinished tasks (benchTask ids).
+func unfinished(b *testing.B, n int) string {
+	b.Helper()
+	path := emptyDB(b)
+	db := rawOpenDB(b, path, true)
+	tx, err := db.Begin()
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := tx.Prepare(insertSQL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range n {
+		if _, err := st.Exec(rawInsertArgs(benchTask(i))...); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		b.Fatal(err)
+	}
+	db.Close()
+	return path
+}
+
+var benchResponse = json.RawMessage(`{"success":true,"task_id":"x","created":1763142637,"data":[{"url":"https://cdn.example.com/images/x.png"}]}`)
+
+func BenchmarkFinish(b *testing.B) {
+	s := benchOpen(b, unfinished(b, b.N))
+	ctx := context.Background()
+	at := time.UnixMilli(1_763_142_637_404)
+	b.ResetTimer()
+	for i := range b.N {
+		if err := s.Finish(ctx, benchID(i), benchResponse, at); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkRawFinish(b *testing.B) {
+	db := rawOpenDB(b, unfinished(b, b.N), true)
+	st := rawPrepare(b, db, finishSQL)
+	at := int64(1_763_142_637_404)
+	resp := string(benchResponse)
+	b.ResetTimer()
+	for i := range b.N {
+		res, err := st.Exec(resp, at, at, benchID(i))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			b.Fatalf("finished %d rows", n)
+		}
+	}
+}
+
+// benchIDs returns ids of tasks in a dataset of n, in random order.
+func benchIDs(n int) []string {
+	rng := rand.New(rand.NewPCG(1, 2))
+	ids := make([]string, 4096)
+	for i := range ids {
+		ids[i] = benchID(rng.IntN(n))
+	}
+	return ids
+}
+
+func benchGet(b *testing.B, n int) {
+	s := benchOpen(b, dataset(b, n))
+	ids := benchIDs(n)
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := range b.N {
+		t, err := s.Get(ctx, ids[i%len(ids)])
+		if err != nil || t.Response == nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func benchRawGet(b *testing.B, n int) {
+	db := rawOpenDB(b, dataset(b, n), false)
+	st := rawPrepare(b, db, getSQL)
+	ids := benchIDs(n)
+	b.ResetTimer()
+	for i := range b.N {
+		var (
+			id, trace, typ, app, user, cred, url, lastErr      string
+			created, started, finished, next, delivered, lease int64
+			attempts, status                                   int
+			req, resp                                          []byte
+		)
+		err := st.QueryRow(ids[i%len(ids)]).Scan(&id, &trace, &typ, &created, &started, &finished, &app, &user,
+			&cred, &url, &attempts, &next, &delivered, &status, &lastErr, &lease, &req, &resp)
+		if err != nil || resp == nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkGet10k(b *testing.B)    { benchGet(b, 10_000) }
+func BenchmarkRawGet10k(b *testing.B) { benchRawGet(b, 10_000) }
+func BenchmarkGet1M(b *testing.B)     { benchGet(b, 1_000_000) }
+func BenchmarkRawGet1M(b *testing.B)  { benchRawGet(b, 1_000_000) }
+
+func benchFindByUser(b *testing.B, n int) {
+	s := benchOpen(b, dataset(b, n))
+	ctx := context.Background()
+	want := n / benchUsers
+	b.ResetTimer()
+	for i := range b.N {
+		page, total, err := s.Find(ctx, taskstore.Filter{UserID: fmt.Sprintf("user-%03d", i%benchUsers), Limit: 12})
+		if err != nil || len(page) != 12 || total != want {
+			b.Fatalf("Find: %d items, total %d (want %d), err %v", len(page), total, want, err)
+		}
+	}
+}
+
+// benchRawFindByUser runs the statements Find runs for a user filter (the
+// count from task_counts and the page from tasks_user) in one read
+// transaction, scanning the same columns.
+func benchRawFindByUser(b *testing.B, n int) {
+	db := rawOpenDB(b, dataset(b, n), false)
+	q, _ := buildFind(taskstore.Filter{UserID: "x", Limit: 12})
+	count := rawPrepare(b, db, q.countSQL)
+	pageSt := rawPrepare(b, db, q.pageSQL)
+	want := n / benchUsers
+	b.ResetTimer()
+	for i := range b.N {
+		user := "user-" + fmt.Sprintf("%03d", i%benchUsers)
+		tx, err := db.BeginTx(context.Background(), &sql.TxOptions{ReadOnly: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var total int
+		if err := tx.Stmt(count).QueryRow(user).Scan(&total); err != nil || total != want {
+			b.Fatalf("count %d, want %d: %v", total, want, err)
+		}
+		rows, err := tx.Stmt(pageSt).Query(user, 12, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		got := 0
+		for rows.Next() {
+			var (
+				id, trace, typ, app, usr, cred, url, lastErr       string
+				created, started, finished, next, delivered, lease int64
+				attempts, status                                   int
+				req, resp                                          []byte
+			)
+			if err := rows.Scan(&id, &trace, &typ, &created, &started, &finished, &app, &usr,
+				&cred, &url, &attempts, &next, &delivered, &status, &lastErr, &lease, &req, &resp); err != nil {
+				b.Fatal(err)
+			}
+			got++
+		}
+		rows.Close()
+		tx.Rollback()
+		if got != 12 {
+			b.Fatalf("page of %d", got)
+		}
+	}
+}
+
+func BenchmarkFindByUser10k(b *testing.B)    { benchFindByUser(b, 10_000) }
+func BenchmarkRawFindByUser10k(b *testing.B) { benchRawFindByUser(b, 10_000) }
+func BenchmarkFindByUser1M(b *testing.B)     { benchFindByUser(b, 1_000_000) }
+func BenchmarkRawFindByUser1M(b *testing.B)  { benchRawFindByUser(b, 1_000_000) }
+
+// BenchmarkFindByApp1MWithOffset pages deep into one application's 100,000
+// tasks (offset 1,000): the index range is skipped without reading rows.
+func BenchmarkFindByApp1MWithOffset(b *testing.B) {
+	s := benchOpen(b, dataset(b, 1_000_000))
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := range b.N {
+		page, total, err := s.Find(ctx, taskstore.Filter{ApplicationID: "app-" + strconv.Itoa(i%benchApps), Offset: 1000, Limit: 12})
+		if err != nil || len(page) != 12 || total != 1_000_000/benchApps {
+			b.Fatalf("Find: %d items, total %d, err %v", len(page), total, err)
+		}
+	}
+}

@@ -1,0 +1,141 @@
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/tasksapi/tasks/taskstore"
+)
+
+// Error is a system failure of a Store method: anything that is not one of
+// the taskstore sentinels or a context error. Its message names the method
+// and the SQLite result code, never SQL text or file paths; the driver's own
+// message goes to the logger set with WithLogger.
+type Error struct {
+	// Op is the Store method that failed, e.g. "create".
+	Op string
+	// Code is the SQLite (extended) result code, e.g. 10 for SQLITE_IOERR or
+	// 522 for SQLITE_IOERR_SHORT_READ; 0 when the failure did not come from
+	// SQLite.
+	Code int
+}
+
+func (e *Error) Error() string {
+	if e.Code == 0 {
+		return "sqlitestore: " + e.Op + ": internal error"
+	}
+	return "sqlitestore: " + e.Op + ": " + codeName(e.Code)
+}
+
+// translate is the one place driver errors become the errors callers see:
+// sql.ErrNoRows → ErrNotFound, a primary key or unique violation →
+// ErrConflict, a JSON check violation → ErrInvalid, a closed database →
+// ErrClosed, context errors kept, anything else an *Error (logged with its
+// details). Errors the Store made itself pass through.
+func (s *Store) translate(op string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case isDomain(err):
+		return err
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("sqlitestore: %s: %w", op, err)
+	case errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("sqlitestore: %s: %w", op, taskstore.ErrNotFound)
+	case errors.Is(err, sql.ErrConnDone), err.Error() == "sql: database is closed",
+		err.Error() == "sql: statement is closed":
+		return fmt.Errorf("sqlitestore: %s: %w", op, taskstore.ErrClosed)
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() {
+		case sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY, sqlite3.SQLITE_CONSTRAINT_UNIQUE:
+			return fmt.Errorf("sqlitestore: %s: a task with this id already exists: %w", op, taskstore.ErrConflict)
+		case sqlite3.SQLITE_CONSTRAINT_CHECK:
+			// json_valid is stricter than encoding/json in a few corners
+			// (nesting deeper than 1000 levels).
+			return taskstore.Invalidf("request or response is JSON the database does not accept")
+		}
+		s.log.Error("sqlitestore: "+op+" failed", "code", se.Code(), "err", se.Error())
+		return &Error{Op: op, Code: se.Code()}
+	}
+	s.log.Error("sqlitestore: "+op+" failed", "err", err.Error())
+	return &Error{Op: op}
+}
+
+// isDomain reports whether err is a taskstore sentinel the Store decided on.
+func isDomain(err error) bool {
+	return errors.Is(err, taskstore.ErrNotFound) || errors.Is(err, taskstore.ErrConflict) ||
+		errors.Is(err, taskstore.ErrInvalid) || errors.Is(err, taskstore.ErrClosed)
+}
+
+// isConstraint reports whether err is a constraint violation, after which
+// SQLite has undone the failing statement and nothing else.
+func isConstraint(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_CONSTRAINT
+}
+
+// primaryNames are the names of SQLite's primary result codes.
+var primaryNames = [...]string{
+	0: "SQLITE_OK", 1: "SQLITE_ERROR", 2: "SQLITE_INTERNAL", 3: "SQLITE_PERM", 4: "SQLITE_ABORT",
+	5: "SQLITE_BUSY", 6: "SQLITE_LOCKED", 7: "SQLITE_NOMEM", 8: "SQLITE_READONLY",
+	9: "SQLITE_INTERRUPT", 10: "SQLITE_IOERR", 11: "SQLITE_CORRUPT", 12: "SQLITE_NOTFOUND",
+	13: "SQLITE_FULL", 14: "SQLITE_CANTOPEN", 15: "SQLITE_PROTOCOL", 16: "SQLITE_EMPTY",
+	17: "SQLITE_SCHEMA", 18: "SQLITE_TOOBIG", 19: "SQLITE_CONSTRAINT", 20: "SQLITE_MISMATCH",
+	21: "SQLITE_MISUSE", 22: "SQLITE_NOLFS", 23: "SQLITE_AUTH", 24: "SQLITE_FORMAT",
+	25: "SQLITE_RANGE", 26: "SQLITE_NOTADB", 27: "SQLITE_NOTICE", 28: "SQLITE_WARNING",
+}
+
+// extendedNames are the extended result codes the driver has no name for.
+var extendedNames = map[int]string{
+	sqlite3.SQLITE_BUSY_RECOVERY:         "SQLITE_BUSY_RECOVERY",
+	sqlite3.SQLITE_BUSY_SNAPSHOT:         "SQLITE_BUSY_SNAPSHOT",
+	sqlite3.SQLITE_BUSY_TIMEOUT:          "SQLITE_BUSY_TIMEOUT",
+	sqlite3.SQLITE_CANTOPEN_ISDIR:        "SQLITE_CANTOPEN_ISDIR",
+	sqlite3.SQLITE_CANTOPEN_FULLPATH:     "SQLITE_CANTOPEN_FULLPATH",
+	sqlite3.SQLITE_CONSTRAINT_CHECK:      "SQLITE_CONSTRAINT_CHECK",
+	sqlite3.SQLITE_CONSTRAINT_DATATYPE:   "SQLITE_CONSTRAINT_DATATYPE",
+	sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY: "SQLITE_CONSTRAINT_FOREIGNKEY",
+	sqlite3.SQLITE_CONSTRAINT_NOTNULL:    "SQLITE_CONSTRAINT_NOTNULL",
+	sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY: "SQLITE_CONSTRAINT_PRIMARYKEY",
+	sqlite3.SQLITE_CONSTRAINT_TRIGGER:    "SQLITE_CONSTRAINT_TRIGGER",
+	sqlite3.SQLITE_CONSTRAINT_UNIQUE:     "SQLITE_CONSTRAINT_UNIQUE",
+	sqlite3.SQLITE_CORRUPT_INDEX:         "SQLITE_CORRUPT_INDEX",
+	sqlite3.SQLITE_IOERR_NOMEM:           "SQLITE_IOERR_NOMEM",
+	sqlite3.SQLITE_READONLY_CANTINIT:     "SQLITE_READONLY_CANTINIT",
+	sqlite3.SQLITE_READONLY_DBMOVED:      "SQLITE_READONLY_DBMOVED",
+	sqlite3.SQLITE_READONLY_DIRECTORY:    "SQLITE_READONLY_DIRECTORY",
+	sqlite3.SQLITE_READONLY_RECOVERY:     "SQLITE_READONLY_RECOVERY",
+	sqlite3.SQLITE_READONLY_ROLLBACK:     "SQLITE_READONLY_ROLLBACK",
+}
+
+// codeName names an SQLite result code: the primary code's name, with the
+// extended code's name when the driver knows it (SQLITE_IOERR_SHORT_READ).
+func codeName(code int) string {
+	primary := code & 0xff
+	name := "SQLITE_" + strconv.Itoa(primary)
+	if primary < len(primaryNames) {
+		name = primaryNames[primary]
+	}
+	if code == primary {
+		return name
+	}
+	if n, ok := extendedNames[code]; ok {
+		return n
+	}
+	// The driver's descriptions end in "(SQLITE_IOERR_READ)".
+	if d, ok := sqlite.ErrorCodeString[code]; ok {
+		if i := strings.LastIndex(d, "(SQLITE_"); i >= 0 && strings.HasSuffix(d, ")") {
+			return d[i+1 : len(d)-1]
+		}
+	}
+	return name + " (extended code " + strconv.Itoa(code) + ")"
+}

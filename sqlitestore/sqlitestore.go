@@ -1,0 +1,306 @@
+// Package sqlitestore is a taskstore.Store kept in a SQLite database file,
+// for a server that wants its tasks and pending callbacks to survive a
+// restart without running a database server. It uses the pure-Go driver modernc.org/sqlite (no cgo).
+//
+//	s, err := sqlitestore.Open("/var/lib/tasksd/tasks.db")
+//	if err != nil {
+//		return err
+//	}
+//	defer s.Close()
+//
+// # Connections
+//
+// Open sets every PRAGMA in the connection string, so that each pooled
+// connection gets it: WAL journal, busy_timeout, foreign keys, and
+// synchronous=NORMAL (WithSynchronousFull trades write speed for durability
+// across power loss). All writes go through one connection owned by a single
+// writer goroutine; reads use a separate pool of query_only connections
+// (WithReadConns), which in WAL mode never wait for the writer.
+//
+// The writer commits in groups: write calls that arrive while a transaction
+// is being written queue up and are then run together in one
+// BEGIN IMMEDIATE … COMMIT. Each call still gets its own result: an
+// ErrConflict or ErrNotFound of one call does not fail the others, and no call
+// returns before the transaction holding its write has committed.
+//
+// An in-memory database (":memory:") is refused: every pooled connection
+// would get a database of its own. Use the memstore package instead.
+//
+// # Schema
+//
+// The schema is created and upgraded by SQL migrations embedded in the
+// package, applied in order, each in its own transaction, with the version
+// recorded in PRAGMA user_version. Open upgrades a database written by an
+// older version of this package and refuses one written by a newer version.
+//
+// Every filter Find accepts runs on an index, never on a pass over the
+// table. Filters on a user, an application, one type, one trace id or only
+// the creation window read the page straight out of an index in page order
+// (newest first), so LIMIT stops early; lists of ids or trace ids sort their
+// few matches; a list of types merges each type's newest entries. The total
+// of a filter made only of application, user and types is the sum of
+// counters kept by triggers, so a user holding a million tasks is counted
+// in a few rows; other totals count the index range. The planner is told
+// which index to use (INDEXED BY), so plans do not change with the data.
+//
+// Several processes may open the same file (their writes serialize on
+// SQLite's lock, waiting up to the busy timeout); group commit works within
+// each process.
+//
+// # Errors
+//
+// Methods return the taskstore sentinels (ErrNotFound, ErrConflict,
+// ErrInvalid, ErrClosed) or the context's error, wrapped with the operation
+// name. Any other failure is an *Error naming the operation and the SQLite
+// result code; its message never contains SQL or file paths (the details go
+// to the logger given with WithLogger). Errors from Open do name the path,
+// since they are meant for the operator who chose it.
+package sqlitestore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+
+	"github.com/tasksapi/tasks/taskstore"
+)
+
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	syncFull    bool
+	readConns   int
+	busyTimeout time.Duration
+	logger      *slog.Logger
+}
+
+// WithSynchronousFull sets PRAGMA synchronous=FULL: every commit is synced to
+// disk, so a committed task survives a power loss, at the cost of write
+// throughput. The default, NORMAL, is safe against a crash of the process and
+// may lose the last commits only on a power loss or operating system crash.
+func WithSynchronousFull() Option { return func(o *options) { o.syncFull = true } }
+
+// WithReadConns sets the size of the read connection pool (default: the
+// larger of 4 and GOMAXPROCS). Values below 1 are treated as 1.
+func WithReadConns(n int) Option { return func(o *options) { o.readConns = max(n, 1) } }
+
+// WithBusyTimeout sets how long a connection waits for a lock held by
+// another connection or process before failing (default 10s).
+func WithBusyTimeout(d time.Duration) Option {
+	return func(o *options) { o.busyTimeout = max(d, 0) }
+}
+
+// WithLogger sets the logger that receives the details of system failures
+// (the SQLite message, which callers never see) and of schema migrations.
+// By default nothing is logged.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// Store is a taskstore.Store on a SQLite database file. It is safe for
+// concurrent use. Create one with Open and release it with Close.
+type Store struct {
+	log *slog.Logger
+	wdb *sqlx.DB // the single writer connection, owned by w
+	rdb *sqlx.DB // the query_only read pool
+	w   *writer
+
+	get       *sqlx.Stmt
+	abandoned *sqlx.Stmt
+	finds     findCache
+
+	mu       sync.RWMutex // guards closed; held for reading while entering a call
+	closed   bool
+	inflight sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ taskstore.Store = (*Store)(nil)
+
+// Open opens (creating it when missing) the SQLite database at path, brings
+// its schema up to date and returns a Store on it. path is a plain file path;
+// its directory must exist. ":memory:", "file:" URIs and paths containing
+// '?' are refused.
+//
+// Open fails when the database was written by a newer version of this package
+// (its schema version is higher than the one this code knows), and when the
+// file is not a SQLite database.
+func Open(path string, opts ...Option) (*Store, error) {
+	o := options{readConns: max(4, runtime.GOMAXPROCS(0)), busyTimeout: 10 * time.Second}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := checkPath(path); err != nil {
+		return nil, err
+	}
+	log := o.logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+
+	ctx := context.Background()
+	wdb, err := sqlx.Open("sqlite", dsn(path, o, true))
+	if err != nil {
+		return nil, openError(path, "open", err)
+	}
+	wdb.SetMaxOpenConns(1)
+	wdb.SetMaxIdleConns(1)
+	wdb.SetConnMaxLifetime(0)
+	wdb.SetConnMaxIdleTime(0)
+	conn, err := wdb.Connx(ctx)
+	if err != nil {
+		wdb.Close()
+		return nil, openError(path, "open", err)
+	}
+	fail := func(what string, err error) (*Store, error) {
+		conn.Close()
+		wdb.Close()
+		return nil, openError(path, what, err)
+	}
+	if err := migrate(ctx, conn, log); err != nil {
+		return fail("migrate", err)
+	}
+	w, err := newWriter(ctx, conn)
+	if err != nil {
+		return fail("prepare", err)
+	}
+
+	rdb, err := sqlx.Open("sqlite", dsn(path, o, false))
+	if err != nil {
+		w.close()
+		return fail("open read pool", err)
+	}
+	rdb.SetMaxOpenConns(o.readConns)
+	rdb.SetMaxIdleConns(o.readConns)
+	rdb.SetConnMaxLifetime(0)
+	rdb.SetConnMaxIdleTime(0)
+	s := &Store{log: log, wdb: wdb, rdb: rdb, w: w}
+	if s.get, err = rdb.Preparex(getSQL); err == nil {
+		s.abandoned, err = rdb.Preparex(abandonedSQL)
+	}
+	if err != nil {
+		s.closeStatements()
+		rdb.Close()
+		w.close()
+		return fail("prepare", err)
+	}
+	w.started = true
+	go w.run()
+	return s, nil
+}
+
+// checkPath refuses what cannot be a shared file database.
+func checkPath(path string) error {
+	switch {
+	case path == "":
+		return errors.New("sqlitestore: open: empty database path")
+	case path == ":memory:" || strings.HasPrefix(path, "file:") || strings.Contains(path, "mode=memory"):
+		return fmt.Errorf("sqlitestore: open %q: in-memory databases and URIs are not supported "+
+			"(each pooled connection would see its own database); give a file path, or use memstore", path)
+	case strings.ContainsRune(path, '?'):
+		return fmt.Errorf("sqlitestore: open %q: the path must not contain '?'", path)
+	}
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("sqlitestore: open %s: directory %s does not exist", path, dir)
+	case err != nil:
+		return fmt.Errorf("sqlitestore: open %s: %w", path, err)
+	case !fi.IsDir():
+		return fmt.Errorf("sqlitestore: open %s: %s is not a directory", path, dir)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return fmt.Errorf("sqlitestore: open %s: is a directory", path)
+	}
+	return nil
+}
+
+// dsn builds the connection string: every PRAGMA is in it, so that every
+// connection the pool opens gets the same settings.
+func dsn(path string, o options, writer bool) string {
+	q := url.Values{}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", o.busyTimeout.Milliseconds()))
+	if writer {
+		sync := "NORMAL"
+		if o.syncFull {
+			sync = "FULL"
+		}
+		q.Add("_pragma", "journal_mode(WAL)")
+		q.Add("_pragma", "synchronous("+sync+")")
+		q.Add("_pragma", "foreign_keys(1)")
+		// Statement journals (one per statement inside a group commit)
+		// and temporary sort trees stay in memory, not in temporary files.
+		q.Add("_pragma", "temp_store(MEMORY)")
+		// Keep the WAL file from staying large after a burst of writes.
+		q.Add("_pragma", "journal_size_limit(67108864)")
+		q.Set("_txlock", "immediate")
+	} else {
+		q.Add("_pragma", "query_only(1)")
+	}
+	return path + "?" + q.Encode()
+}
+
+func openError(path, what string, err error) error {
+	return fmt.Errorf("sqlitestore: open %s: %s: %w", path, what, err)
+}
+
+// enter admits a call: it fails with ErrClosed once Close has begun, and with
+// the context's error when ctx is done. A successful enter must be paired
+// with leave.
+func (s *Store) enter(ctx context.Context, op string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("sqlitestore: %s: %w", op, err)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return fmt.Errorf("sqlitestore: %s: %w", op, taskstore.ErrClosed)
+	}
+	s.inflight.Add(1)
+	return nil
+}
+
+func (s *Store) leave() { s.inflight.Done() }
+
+// Close waits for the calls in flight, stops the writer and closes the
+// database. It is idempotent; other methods return taskstore.ErrClosed
+// afterwards.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		s.inflight.Wait()
+		s.closeStatements()
+		s.finds.close()
+		errR := s.rdb.Close()
+		errW := s.w.close()
+		errD := s.wdb.Close()
+		if err := errors.Join(errR, errW, errD); err != nil {
+			s.log.Error("sqlitestore: close", "err", err)
+			s.closeErr = errors.New("sqlitestore: close: failed to close the database cleanly")
+		}
+	})
+	return s.closeErr
+}
+
+func (s *Store) closeStatements() {
+	for _, st := range []*sqlx.Stmt{s.get, s.abandoned} {
+		if st != nil {
+			st.Close()
+		}
+	}
+}

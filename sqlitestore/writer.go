@@ -1,0 +1,244 @@
+package sqlitestore
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// maxBatch bounds how many write calls share one transaction.
+const maxBatch = 128
+
+// States of a writeOp.
+const (
+	opQueued    int32 = iota
+	opTaken           // the writer runs it; its result will be sent
+	opCancelled       // the caller gave up before the writer took it
+)
+
+// writeOp is one write call waiting for the writer goroutine.
+type writeOp struct {
+	// run executes the call on the writer connection, inside the batch's
+	// transaction when there is one. It must be safe to run again (the
+	// writer re-runs the other calls of a batch it had to roll back) and
+	// may run at most one statement that changes the database, so that a
+	// constraint failure undoes only its own change (SQLite aborts the
+	// statement, not the transaction).
+	run func(*writer) error
+	// tx asks for a transaction even when the call runs alone.
+	tx    bool
+	state atomic.Int32
+	done  chan error // buffered, receives exactly one result
+}
+
+var opPool = sync.Pool{New: func() any { return &writeOp{done: make(chan error, 1)} }}
+
+// writer owns the single write connection. One goroutine (run) drains the
+// queue of write calls and executes as many as are waiting in one
+// transaction: group commit.
+type writer struct {
+	conn    *sqlx.Conn
+	ch      chan *writeOp
+	exited  chan struct{}
+	started bool
+	batch   []*writeOp
+	results []error
+
+	// Transactions committed and rolled back (tests and benchmarks read
+	// them to see how calls were grouped).
+	commits, rollbacks atomic.Int64
+
+	begin, commit, rollback *sqlx.Stmt
+
+	insert, start, finish, exists, del, prune, renew *sqlx.Stmt
+	record, claimSelect, claimUpdate                 *sqlx.Stmt
+}
+
+func newWriter(ctx context.Context, conn *sqlx.Conn) (*writer, error) {
+	w := &writer{conn: conn, ch: make(chan *writeOp, 4*maxBatch), exited: make(chan struct{})}
+	for _, p := range []struct {
+		dst **sqlx.Stmt
+		sql string
+	}{
+		{&w.begin, `BEGIN IMMEDIATE`},
+		{&w.commit, `COMMIT`},
+		{&w.rollback, `ROLLBACK`},
+		{&w.insert, insertSQL},
+		{&w.start, `UPDATE tasks SET started_ms = ? WHERE id = ? AND started_ms = 0 AND finished_ms = 0`},
+		{&w.finish, finishSQL},
+		{&w.exists, `SELECT count(*) FROM tasks WHERE id = ?`},
+		{&w.del, `DELETE FROM tasks WHERE id = ?`},
+		{&w.prune, pruneSQL},
+		{&w.renew, renewSQL},
+		{&w.record, `UPDATE tasks SET attempts = attempts + 1, last_status = ?, last_error = ?,
+			delivered_ms = ?, next_attempt_ms = ?
+			WHERE id = ? AND ` + pending},
+		{&w.claimSelect, claimSelectSQL},
+		{&w.claimUpdate, claimUpdateSQL},
+	} {
+		st, err := conn.PreparexContext(ctx, p.sql)
+		if err != nil {
+			w.close()
+			return nil, err
+		}
+		*p.dst = st
+	}
+	return w, nil
+}
+
+// Statements that plan_test.go and bench_test.go use as well.
+const (
+	insertSQL = `INSERT INTO tasks (id, trace_id, type, created_ms, started_ms, finished_ms,
+		application_id, user_id, credential_id, callback_url, attempts, next_attempt_ms,
+		delivered_ms, last_status, last_error, lease_ms, request, response)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	finishSQL = `UPDATE tasks SET response = ?, finished_ms = ?, lease_ms = 0,
+		next_attempt_ms = CASE WHEN callback_url <> '' THEN ? ELSE next_attempt_ms END
+		WHERE id = ? AND finished_ms = 0`
+	pruneSQL = `DELETE FROM tasks WHERE rid IN (SELECT rid FROM tasks INDEXED BY tasks_created
+		WHERE created_ms < ? ORDER BY created_ms, id LIMIT ?)`
+	renewSQL = `UPDATE tasks INDEXED BY tasks_id SET lease_ms = ?
+		WHERE id IN (SELECT value FROM json_each(?)) AND finished_ms = 0`
+	claimSelectSQL = `SELECT rid, ` + taskColumns + ` FROM tasks INDEXED BY tasks_outbox
+		WHERE ` + pending + ` AND next_attempt_ms <= ? ORDER BY next_attempt_ms, id LIMIT ?`
+	claimUpdateSQL = `UPDATE tasks SET next_attempt_ms = ? WHERE rid IN (SELECT value FROM json_each(?))`
+	abandonedSQL   = `SELECT ` + taskColumns + ` FROM tasks INDEXED BY tasks_lease
+		WHERE finished_ms = 0 AND lease_ms < ? ORDER BY lease_ms, id LIMIT ?`
+	getSQL = `SELECT ` + taskColumns + ` FROM tasks WHERE id = ?`
+)
+
+// pending is the condition of a task whose callback is due or scheduled; it
+// is also the condition of the partial index tasks_outbox, written the same
+// way so that SQLite can use the index.
+const pending = `callback_url <> '' AND finished_ms <> 0 AND delivered_ms = 0 AND next_attempt_ms <> 0`
+
+// run is the writer goroutine: it takes every call waiting in the queue (up
+// to maxBatch) and executes them together, until the queue is closed.
+func (w *writer) run() {
+	defer close(w.exited)
+	for o := range w.ch {
+		w.batch = append(w.batch[:0], o)
+	fill:
+		for len(w.batch) < maxBatch {
+			select {
+			case o, ok := <-w.ch:
+				if !ok {
+					break fill
+				}
+				w.batch = append(w.batch, o)
+			default:
+				break fill
+			}
+		}
+		live := w.batch[:0]
+		for _, o := range w.batch {
+			if o.state.CompareAndSwap(opQueued, opTaken) {
+				live = append(live, o)
+			}
+		}
+		w.exec(live)
+		clear(w.batch)
+	}
+}
+
+// exec runs ops and sends each its result once the outcome is final.
+func (w *writer) exec(ops []*writeOp) {
+	switch {
+	case len(ops) == 0:
+		return
+	case len(ops) == 1 && !ops[0].tx:
+		// Alone, a single-statement call is atomic without BEGIN/COMMIT.
+		ops[0].done <- ops[0].run(w)
+		return
+	}
+	if _, err := w.begin.Exec(); err != nil {
+		for _, o := range ops {
+			o.done <- err
+		}
+		return
+	}
+	w.results = w.results[:0]
+	for i, o := range ops {
+		err := o.run(w)
+		if !callLocal(err) {
+			// A system failure may have rolled back the whole transaction.
+			// Give this call its error and run the others again without it.
+			w.rollback.Exec()
+			w.rollbacks.Add(1)
+			o.done <- err
+			rest := make([]*writeOp, 0, len(ops)-1)
+			rest = append(append(rest, ops[:i]...), ops[i+1:]...)
+			w.exec(rest)
+			return
+		}
+		w.results = append(w.results, err)
+	}
+	if _, err := w.commit.Exec(); err != nil {
+		w.rollback.Exec()
+		w.rollbacks.Add(1)
+		for _, o := range ops {
+			o.done <- err
+		}
+		return
+	}
+	w.commits.Add(1)
+	for i, o := range ops {
+		o.done <- w.results[i]
+	}
+}
+
+// close stops the writer goroutine (after the calls already queued) and
+// closes the statements. The caller guarantees no call is being submitted.
+func (w *writer) close() error {
+	if w.started {
+		close(w.ch)
+		<-w.exited
+	}
+	for _, st := range []*sqlx.Stmt{w.begin, w.commit, w.rollback, w.insert, w.start, w.finish,
+		w.exists, w.del, w.prune, w.renew, w.record, w.claimSelect, w.claimUpdate} {
+		if st != nil {
+			st.Close()
+		}
+	}
+	return w.conn.Close()
+}
+
+// write hands run to the writer and waits for its result. A call whose
+// context ends before the writer takes it is dropped and returns the
+// context's error; once taken, it runs to completion and its true result is
+// returned, so a write never happens behind the back of a caller told it
+// failed.
+func (s *Store) write(ctx context.Context, tx bool, run func(*writer) error) error {
+	o := opPool.Get().(*writeOp)
+	o.run, o.tx = run, tx
+	o.state.Store(opQueued)
+	select {
+	case s.w.ch <- o:
+	case <-ctx.Done():
+		o.run = nil
+		opPool.Put(o)
+		return ctx.Err()
+	}
+	var err error
+	select {
+	case err = <-o.done:
+	case <-ctx.Done():
+		if o.state.CompareAndSwap(opQueued, opCancelled) {
+			// The writer will skip it and never send: o must not be reused.
+			return ctx.Err()
+		}
+		err = <-o.done
+	}
+	o.run = nil
+	opPool.Put(o)
+	return err
+}
+
+// callLocal reports whether err leaves the batch's transaction intact: no
+// error, a domain error decided by the call itself, or a constraint
+// violation (SQLite undoes only the failing statement).
+func callLocal(err error) bool {
+	return err == nil || isDomain(err) || isConstraint(err)
+}
