@@ -1,0 +1,373 @@
+package callback
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/textproto"
+	"net/url"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/tasksapi/tasks/taskstore"
+)
+
+// Limits on the callback-mode fields.
+const (
+	// MaxCallbackURLLength is the longest callback_url accepted, in bytes.
+	MaxCallbackURLLength = 2048
+	// MaxTraceIDLength is the longest trace_id accepted, in bytes.
+	MaxTraceIDLength = taskstore.MaxIDLength
+)
+
+// The fields that make a request a callback-mode one. They are removed from
+// the body the upstream handler sees.
+const (
+	fieldCallbackURL = "callback_url"
+	fieldTraceID     = "trace_id"
+	fieldAsync       = "async"
+)
+
+// Messages of the 400 answers to a malformed callback-mode request.
+const (
+	msgBadCallbackURL = "callback_url must be an absolute http or https URL"
+	msgBadTraceID     = "trace_id must be a string of at most 128 characters"
+	msgBadAsyncJSON   = "async must be a boolean"
+	msgBadAsyncForm   = "async must be true or false"
+)
+
+// badRequest is a malformed callback-mode field; its message is shown to the
+// client.
+type badRequest struct{ msg string }
+
+func (e *badRequest) Error() string { return e.msg }
+
+// inspection is what Wrap learned from a request body.
+type inspection struct {
+	// callback is true for a callback-mode (or async) request; everything
+	// below is set only then.
+	callback    bool
+	callbackURL string
+	traceID     string
+	// stored is the task's Request: the compacted JSON body, or the JSON
+	// object describing a multipart form.
+	stored []byte
+	// upstream is the body for the wrapped handler, without the
+	// callback-mode fields; contentType, when non-empty, replaces the
+	// request's Content-Type (a multipart body with a new boundary).
+	upstream    []byte
+	contentType string
+}
+
+// mentionsFields reports whether body may hold one of the callback-mode
+// fields; a body that does not is passed through without parsing. A JSON key
+// can spell a field with escapes, so any backslash counts.
+func mentionsFields(body []byte, escapes bool) bool {
+	return bytes.Contains(body, []byte("callback_url")) || bytes.Contains(body, []byte("async")) ||
+		escapes && bytes.IndexByte(body, '\\') >= 0
+}
+
+// fields collects the callback-mode fields of a body.
+type fields struct {
+	callbackURL, traceID string
+	hasURL, async        bool
+	seen                 [3]bool
+}
+
+func (f *fields) once(i int, name string) error {
+	if f.seen[i] {
+		return &badRequest{name + " must not appear more than once"}
+	}
+	f.seen[i] = true
+	return nil
+}
+
+func (f *fields) setURL(s string) error {
+	if err := checkCallbackURL(s); err != nil {
+		return &badRequest{msgBadCallbackURL}
+	}
+	f.callbackURL, f.hasURL = s, true
+	return nil
+}
+
+func (f *fields) setTraceID(s string) error {
+	if len(s) > MaxTraceIDLength || !utf8.ValidString(s) {
+		return &badRequest{msgBadTraceID}
+	}
+	f.traceID = s
+	return nil
+}
+
+// inspectJSON inspects a JSON request body. A body that is not a JSON object,
+// or that has neither callback_url nor "async": true, is not callback mode.
+// null counts as an absent field.
+func inspectJSON(body []byte) (inspection, error) {
+	if !mentionsFields(body, true) {
+		return inspection{}, nil
+	}
+	obj, ok := compactObject(body)
+	if !ok {
+		return inspection{}, nil // not an object: the upstream decides
+	}
+	var f fields
+	var err error
+	forEachMember(obj, func(k, _, val []byte) {
+		if err != nil {
+			return
+		}
+		null := string(val) == "null"
+		switch key := string(k); key {
+		case fieldCallbackURL:
+			if err = f.once(0, key); err != nil || null {
+				return
+			}
+			if val[0] != '"' {
+				err = &badRequest{msgBadCallbackURL}
+				return
+			}
+			err = f.setURL(jsonString(val))
+		case fieldTraceID:
+			if err = f.once(1, key); err != nil || null {
+				return
+			}
+			if val[0] != '"' {
+				err = &badRequest{msgBadTraceID}
+				return
+			}
+			err = f.setTraceID(jsonString(val))
+		case fieldAsync:
+			if err = f.once(2, key); err != nil || null {
+				return
+			}
+			switch string(val) {
+			case "true":
+				f.async = true
+			case "false":
+			default:
+				err = &badRequest{msgBadAsyncJSON}
+			}
+		}
+	})
+	if err != nil {
+		return inspection{}, err
+	}
+	if !f.hasURL && !f.async {
+		return inspection{}, nil
+	}
+	return inspection{
+		callback:    true,
+		callbackURL: f.callbackURL,
+		traceID:     f.traceID,
+		stored:      obj,
+		upstream:    stripJSON(obj),
+	}, nil
+}
+
+// stripJSON returns the compacted JSON object obj without its callback-mode
+// members, the others kept in their order.
+func stripJSON(obj []byte) []byte {
+	out := make([]byte, 0, len(obj))
+	out = append(out, '{')
+	forEachMember(obj, func(key, rawKey, val []byte) {
+		if k := string(key); k == fieldCallbackURL || k == fieldTraceID || k == fieldAsync {
+			return
+		}
+		if len(out) > 1 {
+			out = append(out, ',')
+		}
+		out = append(out, rawKey...)
+		out = append(out, ':')
+		out = append(out, val...)
+	})
+	return append(out, '}')
+}
+
+// formPart is one part of a multipart body.
+type formPart struct {
+	header   textproto.MIMEHeader
+	name     string
+	filename string // base name; "" for a form field
+	file     bool
+	data     []byte
+}
+
+// inspectMultipart inspects a multipart/form-data body. The callback-mode
+// fields are form fields (a file part with one of their names is refused).
+// A body that cannot be parsed is not callback mode (the upstream decides).
+//
+// The stored request is a JSON object with one member per field name, in the
+// order names first appear: a form field's value is its string; a file part
+// is {"filename","content_type","size","sha256"} (content_type defaults to
+// application/octet-stream; size and sha256 describe the part's bytes as
+// sent); a name that appears more than once has an array of its values.
+//
+// The upstream body keeps every other part byte for byte with the same part
+// headers (re-serialised) and, when the multipart writer accepts it, the same
+// boundary; otherwise a new boundary and Content-Type.
+func inspectMultipart(body []byte, boundary string) (inspection, error) {
+	if !mentionsFields(body, false) {
+		return inspection{}, nil
+	}
+	var parts []formPart
+	mr := multipart.NewReader(bytes.NewReader(body), boundary)
+	for {
+		p, err := mr.NextRawPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return inspection{}, nil
+		}
+		data, err := io.ReadAll(p)
+		if err != nil {
+			return inspection{}, nil
+		}
+		fn := p.FileName()
+		parts = append(parts, formPart{header: p.Header, name: p.FormName(), filename: fn, file: fn != "", data: data})
+	}
+	var f fields
+	for _, p := range parts {
+		var err error
+		switch p.name {
+		case fieldCallbackURL:
+			if err = f.once(0, p.name); err == nil {
+				if p.file {
+					err = &badRequest{msgBadCallbackURL}
+				} else {
+					err = f.setURL(string(p.data))
+				}
+			}
+		case fieldTraceID:
+			if err = f.once(1, p.name); err == nil {
+				if p.file {
+					err = &badRequest{msgBadTraceID}
+				} else {
+					err = f.setTraceID(string(p.data))
+				}
+			}
+		case fieldAsync:
+			if err = f.once(2, p.name); err == nil {
+				b, perr := strconv.ParseBool(string(p.data))
+				if p.file || perr != nil {
+					err = &badRequest{msgBadAsyncForm}
+				}
+				f.async = b
+			}
+		}
+		if err != nil {
+			return inspection{}, err
+		}
+	}
+	if !f.hasURL && !f.async {
+		return inspection{}, nil
+	}
+	in := inspection{
+		callback:    true,
+		callbackURL: f.callbackURL,
+		traceID:     f.traceID,
+		stored:      describeForm(parts),
+	}
+	var buf bytes.Buffer
+	buf.Grow(len(body))
+	mw := multipart.NewWriter(&buf)
+	if mw.SetBoundary(boundary) != nil {
+		in.contentType = mw.FormDataContentType()
+	}
+	for _, p := range parts {
+		if p.name == fieldCallbackURL || p.name == fieldTraceID || p.name == fieldAsync {
+			continue
+		}
+		w, err := mw.CreatePart(p.header)
+		if err != nil {
+			return inspection{}, fmt.Errorf("callback: re-encoding multipart body: %w", err)
+		}
+		w.Write(p.data) // a bytes.Buffer does not fail
+	}
+	if err := mw.Close(); err != nil {
+		return inspection{}, fmt.Errorf("callback: re-encoding multipart body: %w", err)
+	}
+	in.upstream = buf.Bytes()
+	return in, nil
+}
+
+// describeForm builds the stored JSON object of a multipart form.
+func describeForm(parts []formPart) []byte {
+	var order []string
+	values := make(map[string][][]byte)
+	for _, p := range parts {
+		if p.name == "" {
+			continue // not a form-data part
+		}
+		var v []byte
+		if p.file {
+			sum := sha256.Sum256(p.data)
+			ct := p.header.Get("Content-Type")
+			if ct == "" {
+				ct = "application/octet-stream"
+			}
+			v = append(v, `{"filename":`...)
+			v = taskstore.AppendString(v, p.filename)
+			v = append(v, `,"content_type":`...)
+			v = taskstore.AppendString(v, ct)
+			v = append(v, `,"size":`...)
+			v = strconv.AppendInt(v, int64(len(p.data)), 10)
+			v = append(v, `,"sha256":"`...)
+			v = hex.AppendEncode(v, sum[:])
+			v = append(v, `"}`...)
+		} else {
+			v = taskstore.AppendString(nil, string(p.data))
+		}
+		if _, ok := values[p.name]; !ok {
+			order = append(order, p.name)
+		}
+		values[p.name] = append(values[p.name], v)
+	}
+	out := []byte{'{'}
+	for i, name := range order {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = taskstore.AppendString(out, name)
+		out = append(out, ':')
+		vs := values[name]
+		if len(vs) == 1 {
+			out = append(out, vs[0]...)
+			continue
+		}
+		out = append(out, '[')
+		for j, v := range vs {
+			if j > 0 {
+				out = append(out, ',')
+			}
+			out = append(out, v...)
+		}
+		out = append(out, ']')
+	}
+	return append(out, '}')
+}
+
+// checkCallbackURL validates a callback URL; the error says why it is
+// refused and wraps ErrBadCallbackURL.
+func checkCallbackURL(s string) error {
+	bad := func(reason string) error { return fmt.Errorf("%w: %s", ErrBadCallbackURL, reason) }
+	switch {
+	case s == "":
+		return bad("empty")
+	case len(s) > MaxCallbackURLLength:
+		return bad(fmt.Sprintf("longer than %d bytes", MaxCallbackURLLength))
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return bad("not a URL")
+	case u.Scheme != "http" && u.Scheme != "https":
+		return bad("scheme must be http or https")
+	case u.Opaque != "" || u.Host == "" || u.Hostname() == "":
+		return bad("no host")
+	}
+	return nil
+}

@@ -1,0 +1,244 @@
+package callback
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"mime/multipart"
+	"strings"
+	"testing"
+)
+
+func TestResponseBytes(t *testing.T) {
+	cases := []struct {
+		name, traceID string
+		o             outcome
+		want          string
+		ok            bool
+	}{
+		{"Success", "t<1>", outcome{status: 200, body: []byte(" {\"a\" : [1, {\"b\":\"\\u00e9\"}], \"success\":0}\n")},
+			`{"success":true,"task_id":"id-1","trace_id":"t\u003c1\u003e","a":[1,{"b":"\u00e9"}]}`, true},
+		{"EmptyObject", "", outcome{status: 204, body: []byte(`{}`)},
+			`{"success":true,"task_id":"id-1"}`, true},
+		{"EscapedKeyDropped", "", outcome{status: 200, body: []byte(`{"task\u005fid":"forged","x":1}`)},
+			`{"success":true,"task_id":"id-1","x":1}`, true},
+		{"Status3xx", "", outcome{status: 302, body: []byte(`{}`)},
+			`{"success":false,"task_id":"id-1","error":{"code":"api_error","message":"upstream returned status 302"}}`, false},
+		{"ErrorNotObject", "", outcome{status: 500, body: []byte(`{"error":"boom"}`)},
+			`{"success":false,"task_id":"id-1","error":{"code":"api_error","message":"upstream returned status 500"}}`, false},
+		{"ErrorCodeNumber", "", outcome{status: 429, body: []byte(`{"error":{"code":429,"message":"slow down"}}`)},
+			`{"success":false,"task_id":"id-1","error":{"code":"api_error","message":"slow down"}}`, false},
+		{"TooLarge", "", outcome{status: 200, tooLarge: true},
+			`{"success":false,"task_id":"id-1","error":{"code":"api_error","message":"upstream response is too large"}}`, false},
+		{"RunError", "", outcome{err: errors.New("secret")},
+			`{"success":false,"task_id":"id-1","error":{"code":"api_error","message":"task failed"}}`, false},
+		{"WrappedTaskError", "", outcome{err: errors.Join(errors.New("x"), &TaskError{Code: "quota", Message: "over \"quota\""})},
+			`{"success":false,"task_id":"id-1","error":{"code":"quota","message":"over \"quota\""}}`, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok, _ := verdict("id-1", tc.traceID, tc.o)
+			if string(got) != tc.want || ok != tc.ok {
+				t.Errorf("got %s (ok %v)\nwant %s (ok %v)", got, ok, tc.want, tc.ok)
+			}
+			if !json.Valid(got) {
+				t.Errorf("not valid JSON: %s", got)
+			}
+		})
+	}
+}
+
+func TestCheckCallbackURL(t *testing.T) {
+	for _, u := range []string{"http://example.com", "HTTPS://example.com:8443/cb?x=1#f", "http://user:pw@10.0.0.1/", "http://[::1]:80/"} {
+		if err := checkCallbackURL(u); err != nil {
+			t.Errorf("%s refused: %v", u, err)
+		}
+	}
+	for _, u := range []string{"", "example.com/cb", "//example.com/cb", "ftp://example.com", "http:example.com", "http://", "http://:80/", "javascript:alert(1)",
+		"http://exa mple.com/", "http://example.com/\n", "http://example.com/" + strings.Repeat("a", 2030)} {
+		if err := checkCallbackURL(u); !errors.Is(err, ErrBadCallbackURL) {
+			t.Errorf("%q accepted (%v)", u, err)
+		}
+	}
+}
+
+// seedsJSON and seedsMultipart are also committed under testdata/fuzz.
+var seedsJSON = []string{
+	`{"model":"gpt-image-1","prompt":"A cat","callback_url":"https://example.com/cb","trace_id":"t1","async":true,"n":1}`,
+	`{"callback\u005furl":"http://a.example/","async":false}`,
+	`{"prompt":"\"callback_url\": x","nested":{"callback_url":1},"async":null}`,
+	`[1,2,{"callback_url":"http://a/"}]`,
+	`{"callback_url":"http://a/","callback_url":"http://b/"}`,
+	`{"async":true, "s": "\ud83d\ude00 \\ \/", "e": 1e-7, "t": [true,false,null,{},[]]}`,
+}
+
+func FuzzInspectJSON(f *testing.F) {
+	for _, s := range seedsJSON {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		in, err := inspectJSON(body)
+		if err != nil {
+			if _, ok := errors.AsType[*badRequest](err); !ok {
+				t.Fatalf("unexpected error type %T: %v", err, err)
+			}
+			return
+		}
+		for _, status := range []int{200, 500} {
+			if resp, _, _ := verdict("id", "tr", outcome{status: status, body: body}); !json.Valid(resp) {
+				t.Fatalf("response for status %d is not valid JSON: %s", status, resp)
+			}
+		}
+		if !in.callback {
+			return
+		}
+		var want bytes.Buffer
+		if err := json.Compact(&want, body); err != nil || !bytes.Equal(in.stored, want.Bytes()) {
+			t.Fatalf("stored request %s, want the compacted body %s", in.stored, want.Bytes())
+		}
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(in.upstream, &m); err != nil {
+			t.Fatalf("upstream body %s is not a JSON object: %v", in.upstream, err)
+		}
+		for _, k := range []string{fieldCallbackURL, fieldTraceID, fieldAsync} {
+			if _, ok := m[k]; ok {
+				t.Fatalf("upstream body %s still has %s", in.upstream, k)
+			}
+		}
+		var orig map[string]json.RawMessage
+		json.Unmarshal(body, &orig)
+		for k := range orig {
+			if _, ok := m[k]; !ok && k != fieldCallbackURL && k != fieldTraceID && k != fieldAsync {
+				t.Fatalf("upstream body %s lost member %q", in.upstream, k)
+			}
+		}
+		if in.callbackURL != "" && checkCallbackURL(in.callbackURL) != nil {
+			t.Fatalf("accepted callback_url %q", in.callbackURL)
+		}
+	})
+}
+
+func multipartSeed(fields ...string) (body []byte, boundary string) {
+	var b bytes.Buffer
+	mw := multipart.NewWriter(&b)
+	for i := 0; i+1 < len(fields); i += 2 {
+		if strings.HasPrefix(fields[i], "file:") {
+			w, _ := mw.CreateFormFile(strings.TrimPrefix(fields[i], "file:"), "f.png")
+			io.WriteString(w, fields[i+1])
+			continue
+		}
+		mw.WriteField(fields[i], fields[i+1])
+	}
+	mw.Close()
+	return b.Bytes(), mw.Boundary()
+}
+
+func seedsMultipart() (bodies [][]byte, boundaries []string) {
+	for _, fields := range [][]string{
+		{"prompt", "p", "callback_url", "http://example.com/cb", "trace_id", "t", "file:image", "\x89PNG\r\n--x\r\n"},
+		{"async", "true", "file:image[]", "a", "file:image[]", "b", "n", "2"},
+		{"callback_url", "ftp://x"},
+		{"prompt", "no fields"},
+	} {
+		b, bd := multipartSeed(fields...)
+		bodies, boundaries = append(bodies, b), append(boundaries, bd)
+	}
+	// A boundary the multipart writer refuses ('*'): a new one is made.
+	bodies = append(bodies, []byte(newBoundaryBody))
+	boundaries = append(boundaries, "a*b")
+	return bodies, boundaries
+}
+
+const newBoundaryBody = "--a*b\r\nContent-Disposition: form-data; name=\"async\"\r\n\r\ntrue\r\n" +
+	"--a*b\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nhello\r\n--a*b--\r\n"
+
+func TestMultipartNewBoundary(t *testing.T) {
+	in, err := inspectMultipart([]byte(newBoundaryBody), "a*b")
+	if err != nil || !in.callback {
+		t.Fatalf("inspect: %+v, %v", in, err)
+	}
+	mt, params, err := mime.ParseMediaType(in.contentType)
+	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" || params["boundary"] == "a*b" {
+		t.Fatalf("new Content-Type %q (%v)", in.contentType, err)
+	}
+	form, err := multipart.NewReader(bytes.NewReader(in.upstream), params["boundary"]).ReadForm(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(form.Value) != 1 || form.Value["prompt"][0] != "hello" {
+		t.Errorf("upstream form %v", form.Value)
+	}
+	if string(in.stored) != `{"async":"true","prompt":"hello"}` {
+		t.Errorf("stored %s", in.stored)
+	}
+}
+
+func FuzzInspectMultipart(f *testing.F) {
+	bodies, boundaries := seedsMultipart()
+	for i := range bodies {
+		f.Add(bodies[i], boundaries[i])
+	}
+	f.Fuzz(func(t *testing.T, body []byte, boundary string) {
+		if boundary == "" {
+			return // Wrap never inspects a multipart body without a boundary
+		}
+		in, err := inspectMultipart(body, boundary)
+		if err != nil {
+			if _, ok := errors.AsType[*badRequest](err); !ok {
+				t.Fatalf("unexpected error type %T: %v", err, err)
+			}
+			return
+		}
+		if !in.callback {
+			return
+		}
+		if !json.Valid(in.stored) || in.stored[0] != '{' {
+			t.Fatalf("stored request is not a JSON object: %s", in.stored)
+		}
+		bd := boundary
+		if in.contentType != "" {
+			_, params, err := mime.ParseMediaType(in.contentType)
+			if err != nil {
+				t.Fatalf("new Content-Type %q: %v", in.contentType, err)
+			}
+			bd = params["boundary"]
+		}
+		mr := multipart.NewReader(bytes.NewReader(in.upstream), bd)
+		for {
+			p, err := mr.NextRawPart()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("upstream body does not parse: %v\n%q", err, in.upstream)
+			}
+			switch p.FormName() {
+			case fieldCallbackURL, fieldTraceID, fieldAsync:
+				t.Fatalf("upstream body still has %s", p.FormName())
+			}
+		}
+	})
+}
+
+func BenchmarkInspectJSON(b *testing.B) {
+	body := []byte(`{"model":"gpt-image-1","prompt":"A watercolor cat wearing a tiny hat, studio light","size":"1024x1024","n":1,` +
+		`"callback_url":"https://receiver.example/cb","trace_id":"bench-trace"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if in, err := inspectJSON(body); err != nil || !in.callback {
+			b.Fatal(in, err)
+		}
+	}
+}
+
+func BenchmarkVerdict(b *testing.B) {
+	o := outcome{status: 200, body: []byte(`{"created":1721626477,"data":[{"url":"https://img.example/1.png","revised_prompt":"A watercolor cat"}]}`)}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok, _ := verdict("7489df4c-ef03-4de0-b598-e9a590793434", "bench-trace", o); !ok {
+			b.Fatal("not ok")
+		}
+	}
+}

@@ -1,0 +1,247 @@
+package callback_test
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tasksapi/tasks/callback"
+	"github.com/tasksapi/tasks/taskstore"
+)
+
+// submitAsync posts a callback-mode request answered {"data":[]} and returns
+// the task id.
+func submitCallback(t testing.TB, rec *callback.Recorder, url string) string {
+	t.Helper()
+	h := rec.Wrap("images_generations", jsonHandler(nil, 200, `{"data":[]}`))
+	return acceptedID(t, post(h, "application/json", `{"prompt":"p","callback_url":"`+url+`"}`), "")
+}
+
+func TestReceiverDownThenUp(t *testing.T) {
+	store := newMemStore(t)
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		switch n {
+		case 1: // no answer at all: the connection drops
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+		case 2:
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	var events atomic.Int32
+	rec := newRecorder(t, store, callback.Options{Hooks: callback.Hooks{
+		DeliveryAttempted: func(callback.DeliveryEvent) { events.Add(1) },
+	}})
+	id := submitCallback(t, rec, rc.URL+"/hook")
+	task := waitDelivery(t, store, id)
+
+	if task.DeliveryState() != taskstore.Delivered || task.Callback.Attempts != 3 ||
+		task.Callback.LastStatus != 200 || task.Callback.LastError != "" || task.Callback.DeliveredAt.IsZero() {
+		t.Errorf("callback %v %+v", task.DeliveryState(), task.Callback)
+	}
+	ds := rc.deliveries()
+	if len(ds) != 3 {
+		t.Fatalf("receiver got %d attempts, want 3", len(ds))
+	}
+	for i, d := range ds {
+		if d.header.Get("webhook-id") != id {
+			t.Errorf("attempt %d webhook-id %q, want %q", i+1, d.header.Get("webhook-id"), id)
+		}
+		if string(d.body) != string(task.Response) {
+			t.Errorf("attempt %d body %s", i+1, d.body)
+		}
+	}
+	st := rec.Stats()
+	if st.DeliveriesAttempted != 3 || st.Delivered != 1 || st.GivenUp != 0 || events.Load() != 3 {
+		t.Errorf("stats %+v, hook events %d", st, events.Load())
+	}
+}
+
+func TestGoneStops(t *testing.T) {
+	store := newMemStore(t)
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusGone) })
+	rec := newRecorder(t, store, callback.Options{})
+	id := submitCallback(t, rec, rc.URL)
+	task := waitDelivery(t, store, id)
+	if task.DeliveryState() != taskstore.GaveUp || task.Callback.Attempts != 1 || task.Callback.LastStatus != 410 || task.Callback.LastError == "" {
+		t.Errorf("callback %v %+v", task.DeliveryState(), task.Callback)
+	}
+	// Given up is final: no attempt can follow.
+	if n := rc.count(); n != 1 {
+		t.Errorf("receiver got %d attempts", n)
+	}
+	if st := rec.Stats(); st.GivenUp != 1 || st.Delivered != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestAttemptsExhausted(t *testing.T) {
+	store := newMemStore(t)
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
+	rec := newRecorder(t, store, callback.Options{Schedule: callback.Schedule{0, 10 * time.Millisecond}})
+	id := submitCallback(t, rec, rc.URL)
+	task := waitDelivery(t, store, id)
+	if task.DeliveryState() != taskstore.GaveUp || task.Callback.Attempts != 2 || task.Callback.LastStatus != 500 {
+		t.Errorf("callback %v %+v", task.DeliveryState(), task.Callback)
+	}
+	if n := rc.count(); n != 2 {
+		t.Errorf("receiver got %d attempts, want 2", n)
+	}
+}
+
+func TestRetryAfterHonoured(t *testing.T) {
+	store := newMemStore(t)
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusTooManyRequests)
+	})
+	// A frozen clock: the attempt is made at exactly t0, and the retry,
+	// due at least a second later, is never reached.
+	t0 := time.Now().Truncate(time.Millisecond)
+	var events atomic.Int32
+	rec := newRecorder(t, store, callback.Options{
+		Schedule: callback.Schedule{0, 10 * time.Millisecond, 10 * time.Millisecond},
+		Now:      func() time.Time { return t0 },
+		Hooks:    callback.Hooks{DeliveryAttempted: func(callback.DeliveryEvent) { events.Add(1) }},
+	})
+	id := submitCallback(t, rec, rc.URL)
+	var task taskstore.Task
+	eventually(t, "the first attempt is recorded", func() bool {
+		task = getTask(t, store, id)
+		return task.Callback.Attempts == 1
+	})
+	if task.DeliveryState() != taskstore.Pending || task.Callback.LastStatus != 429 {
+		t.Errorf("callback %v %+v", task.DeliveryState(), task.Callback)
+	}
+	if next := task.Callback.NextAttemptAt; next.Before(t0.Add(time.Second)) {
+		t.Errorf("next attempt at %v, less than Retry-After (1s) after the attempt at %v", next, t0)
+	}
+	eventually(t, "the hook ran", func() bool { return events.Load() == 1 })
+}
+
+func TestRestartResumesDelivery(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tasks.db")
+	var down atomic.Bool
+	down.Store(true)
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	// Recorder A finishes the tasks while the receiver is down, then stops.
+	storeA := openSQLite(t, path)
+	long := callback.Schedule{0, 50 * time.Millisecond, 50 * time.Millisecond, 50 * time.Millisecond, 50 * time.Millisecond,
+		50 * time.Millisecond, 50 * time.Millisecond, 50 * time.Millisecond, 50 * time.Millisecond, time.Hour}
+	recA, err := startRecorder(t, storeA, callback.Options{Schedule: long})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]string, 5)
+	for i := range ids {
+		ids[i] = submitCallback(t, recA, rc.URL+"/cb")
+	}
+	for _, id := range ids {
+		eventually(t, "a failed attempt of "+id, func() bool { return getTask(t, storeA, id).Callback.Attempts >= 1 })
+	}
+	if err := recA.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := storeA.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Recorder B on the same file delivers them.
+	down.Store(false)
+	storeB := openSQLite(t, path)
+	newRecorder(t, storeB, callback.Options{Schedule: long})
+	for _, id := range ids {
+		task := waitDelivery(t, storeB, id)
+		if task.DeliveryState() != taskstore.Delivered {
+			t.Errorf("task %s: %v %+v", id, task.DeliveryState(), task.Callback)
+		}
+	}
+	byID := map[string]int{}
+	for _, d := range rc.deliveries() {
+		byID[d.header.Get("webhook-id")]++
+	}
+	for _, id := range ids {
+		if byID[id] < 2 {
+			t.Errorf("task %s: %d attempts reached the receiver, want a failed one and the delivery", id, byID[id])
+		}
+	}
+}
+
+func TestSSRFGuard(t *testing.T) {
+	store := newMemStore(t)
+	rc := newReceiver(t, nil)
+	rec := newRecorder(t, store, callback.Options{}, guardOn)
+	_, port, _ := net.SplitHostPort(rc.Listener.Addr().String())
+	urls := []string{
+		rc.URL + "/cb",                            // 127.0.0.1
+		"http://localhost:" + port + "/cb",        // a name resolving to loopback
+		"http://[::1]:" + port + "/cb",            // IPv6 loopback
+		"http://[::ffff:127.0.0.1]:" + port,       // IPv4-mapped loopback
+		"http://0x7f000001:" + port + "/cb",       // odd numeric host
+		"http://2130706433:" + port + "/cb",       // odd numeric host
+		"http://10.0.0.1/cb",                      // private (refused before dialing)
+		"http://192.168.1.1/cb",                   // private
+		"http://169.254.169.254/latest/meta-data", // cloud metadata
+		"http://0.0.0.0:" + port + "/cb",          // unspecified
+	}
+	ids := make([]string, len(urls))
+	for i, u := range urls {
+		ids[i] = submitCallback(t, rec, u)
+	}
+	for i, id := range ids {
+		task := waitDelivery(t, store, id)
+		if task.DeliveryState() != taskstore.GaveUp || task.Callback.Attempts != 1 || task.Callback.LastError == "" {
+			t.Errorf("%s: %v %+v", urls[i], task.DeliveryState(), task.Callback)
+		}
+	}
+	if n := rc.count(); n != 0 {
+		t.Errorf("the loopback receiver was reached %d times", n)
+	}
+}
+
+func TestRedirectNotFollowed(t *testing.T) {
+	store := newMemStore(t)
+	target := newReceiver(t, nil)
+	redirect := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, target.URL+"/private", http.StatusFound)
+	})
+	rec := newRecorder(t, store, callback.Options{Schedule: callback.Schedule{0}})
+	id := submitCallback(t, rec, redirect.URL)
+	task := waitDelivery(t, store, id)
+	if task.DeliveryState() != taskstore.GaveUp || task.Callback.LastStatus != http.StatusFound {
+		t.Errorf("callback %v %+v", task.DeliveryState(), task.Callback)
+	}
+	if target.count() != 0 {
+		t.Errorf("the redirect was followed")
+	}
+}
+
+func TestAttemptTimeout(t *testing.T) {
+	store := newMemStore(t)
+	release := make(chan struct{})
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		if n == 1 {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+	})
+	t.Cleanup(func() { close(release) })
+	rec := newRecorder(t, store, callback.Options{AttemptTimeout: 100 * time.Millisecond})
+	id := submitCallback(t, rec, rc.URL)
+	task := waitDelivery(t, store, id)
+	if task.DeliveryState() != taskstore.Delivered || task.Callback.Attempts != 2 {
+		t.Errorf("callback %v %+v", task.DeliveryState(), task.Callback)
+	}
+}

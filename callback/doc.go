@@ -1,0 +1,54 @@
+// Package callback gives an image-API server "callback mode": a request that
+// carries a callback_url is stored as a task, answered at once with its id,
+// run in the background by the handler the server already has, and its
+// response POSTed to the callback URL, reliably, with the store as the
+// outbox.
+//
+// Mount it around an existing handler:
+//
+//	rec, err := callback.New(store, callback.Options{Secret: "whsec_…"})
+//	…
+//	defer rec.Close(ctx)
+//	mux.Handle("POST /openai/images/generations",
+//		handler.Authenticate(auth, rec.Wrap("images_generations", images)))
+//
+// Servers whose work is not an http.Handler use Recorder.Submit.
+//
+// # Responses
+//
+// When a task ends, its response is recorded with Store.Finish and is,
+// byte for byte, the body of its callback:
+//
+//   - success (the handler answered 2xx with a JSON object): the object with
+//     "success":true, "task_id" and "trace_id" first, then the upstream's
+//     members in their order (members named success, task_id or trace_id
+//     dropped), compacted:
+//     {"success":true,"task_id":"…","trace_id":"…","created":1721626477,"data":[…]}
+//   - failure: {"success":false,"task_id":"…","trace_id":"…","error":{"code":"…","message":"…"}}
+//     for a non-2xx answer (the upstream's own error.code and error.message
+//     kept when they are non-empty strings, else "api_error" and "upstream
+//     returned status N"), a 2xx answer that is not a JSON object, a panic,
+//     a timeout (code "timeout") or a shutdown or crash (code "interrupted").
+//
+// "trace_id" is left out everywhere when the client gave none.
+//
+// # Delivery
+//
+// Callbacks are delivered at least once, across restarts: a finished task's
+// callback is due in the store in the same write as its response, a delivery
+// loop claims due callbacks (so several processes sharing a store do not
+// send the same attempt twice), and every attempt is recorded on the task.
+// 2xx is delivered; 410 Gone, and an address refused by the SSRF guard, give
+// up; anything else is retried on the Schedule, honouring Retry-After. Every
+// attempt of a task's callback carries the same webhook-id (the task id) and,
+// with a Secret, a Standard Webhooks signature.
+//
+// # Failure and shutdown
+//
+// Queued and running tasks hold a lease in the store, renewed while this
+// process lives. Close lets them finish until its context ends and records
+// the rest as "interrupted"; a task whose process crashed is found by the
+// sweeper of any recorder once its lease expires (at once with
+// Options.SoleOwner) and finished as "interrupted", so no task stays
+// unfinished forever and its callback is still sent.
+package callback

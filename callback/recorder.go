@@ -1,0 +1,309 @@
+package callback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/tasksapi/tasks/internal/webhook"
+	"github.com/tasksapi/tasks/taskstore"
+)
+
+// Errors returned by Submit (Wrap answers them with the contract's error
+// bodies).
+var (
+	// ErrQueueFull: Options.Queue tasks are already waiting for a worker.
+	// Nothing was stored; retry later.
+	ErrQueueFull = errors.New("callback: task queue is full")
+	// ErrClosed: the recorder is closed (or closing) and takes no new tasks.
+	ErrClosed = errors.New("callback: recorder closed")
+	// ErrBadCallbackURL: the callback URL is not an absolute http or https
+	// URL of at most MaxCallbackURLLength bytes. The returned error wraps it
+	// with the reason.
+	ErrBadCallbackURL = errors.New("callback: callback_url must be an absolute http or https URL")
+)
+
+const (
+	// storeTimeout bounds the recorder's own store calls (bookkeeping that
+	// must not hang on a stuck store, and must survive a cancelled request).
+	storeTimeout = 30 * time.Second
+	// deliveryGrace is how long in-flight delivery attempts may still run
+	// once Close's context has ended.
+	deliveryGrace = 500 * time.Millisecond
+	// sweepBatch is how many abandoned tasks are fetched at a time.
+	sweepBatch = 100
+	// pruneBatch is how many old tasks are deleted at a time.
+	pruneBatch = 1000
+	// renewChunk is how many ids go into one RenewLeases call.
+	renewChunk = 500
+)
+
+// A Recorder runs callback mode on top of a taskstore.Store: Wrap turns
+// callback-mode requests into stored tasks run by a bounded worker pool, and
+// a delivery loop POSTs each finished task's response to its callback URL,
+// retrying on the Options.Schedule, with the store as the outbox.
+//
+// A Recorder is safe for concurrent use. Create it with New and stop it with
+// Close; it never closes the store.
+type Recorder struct {
+	store  taskstore.Store
+	o      Options
+	log    *slog.Logger
+	sender *webhook.Sender
+	c      counters
+
+	mu         sync.Mutex
+	closed     bool
+	waiting    int // slots reserved or queued, at most o.Queue
+	running    int
+	active     map[string]struct{} // ids queued or running: their leases are renewed
+	submitting sync.WaitGroup      // reservations not yet enqueued or released
+	jobs       chan *job
+
+	// hardStop is cancelled when Close's context ends: running tasks are
+	// cancelled and every remaining one is finished as interrupted.
+	hardStop       context.Context
+	hardStopCancel context.CancelFunc
+	// bg is cancelled last, stopping the renewer, sweeper and pruner.
+	bg       context.Context
+	bgCancel context.CancelFunc
+	// deliverCtx is the context of delivery attempts.
+	deliverCtx    context.Context
+	deliverCancel context.CancelFunc
+
+	wake     chan struct{} // wakes the delivery loop
+	stopLoop chan struct{} // stops the delivery loop
+	loopDone chan struct{}
+
+	workersWG  sync.WaitGroup
+	bgWG       sync.WaitGroup
+	deliveries sync.WaitGroup // in-flight delivery attempts
+
+	closeOnce sync.Once
+}
+
+// New validates the options, creates a Recorder on store and starts its
+// background work: the task workers, the delivery loop (which at once
+// resumes every delivery that is due, e.g. left by a previous process), the
+// lease renewer, the sweeper that finishes abandoned tasks as "interrupted"
+// (at once and then every Lease) and, with a Retention, the pruner.
+//
+// With Options.SoleOwner, New first finishes every unfinished task in the
+// store as "interrupted" and returns an error if it cannot.
+func New(store taskstore.Store, o Options) (*Recorder, error) {
+	if store == nil {
+		return nil, errors.New("callback: New: nil store")
+	}
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	sender, err := webhook.NewSender(webhook.Options{
+		Secret:               o.Secret,
+		AllowPrivateNetworks: o.AllowPrivateNetworks,
+		Timeout:              o.AttemptTimeout,
+		Transport:            o.Transport,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("callback: %w", err)
+	}
+	r := &Recorder{
+		store:    store,
+		o:        o,
+		log:      o.Logger,
+		sender:   sender,
+		active:   make(map[string]struct{}),
+		jobs:     make(chan *job, o.Queue),
+		wake:     make(chan struct{}, 1),
+		stopLoop: make(chan struct{}),
+		loopDone: make(chan struct{}),
+	}
+	r.hardStop, r.hardStopCancel = context.WithCancel(context.Background())
+	r.bg, r.bgCancel = context.WithCancel(context.Background())
+	r.deliverCtx, r.deliverCancel = context.WithCancel(context.Background())
+
+	if o.SoleOwner {
+		// Nothing else uses the store: every unfinished task belongs to a
+		// process that is gone, whatever its lease says.
+		farFuture := r.now().AddDate(100, 0, 0)
+		if err := r.sweep(context.Background(), farFuture); err != nil {
+			r.stopBackground()
+			return nil, fmt.Errorf("callback: finishing the tasks of a previous process: %w", err)
+		}
+	}
+
+	r.workersWG.Add(o.Workers)
+	for range o.Workers {
+		go r.worker()
+	}
+	go r.deliveryLoop()
+	r.goBackground(r.renewer)
+	r.goBackground(r.sweeper)
+	if o.Retention > 0 {
+		r.goBackground(r.pruner)
+	}
+	return r, nil
+}
+
+func (r *Recorder) goBackground(f func()) {
+	r.bgWG.Add(1)
+	go func() {
+		defer r.bgWG.Done()
+		f()
+	}()
+}
+
+func (r *Recorder) stopBackground() {
+	r.hardStopCancel()
+	r.bgCancel()
+	r.deliverCancel()
+}
+
+func (r *Recorder) now() time.Time { return r.o.Now() }
+
+// Close stops the recorder:
+//
+//  1. it takes no new tasks: Wrap answers 429 too_many_requests and Submit
+//     returns ErrClosed (requests that are not callback mode still pass
+//     through to their handler);
+//  2. queued and running tasks go on until they finish or ctx ends; when ctx
+//     ends, running tasks are cancelled and every task not yet finished is
+//     recorded with the "interrupted" failure (its callback stays due in the
+//     store for the next start);
+//  3. the delivery loop stops; attempts in flight may go on while ctx lasts
+//     (plus a short grace), then they are cancelled and left unrecorded, to
+//     be retried once their claim expires;
+//  4. the lease renewer, sweeper and pruner stop, and Close waits for every
+//     goroutine it started, except handler goroutines of cancelled tasks that
+//     ignore their context (see Wrap).
+//
+// Close returns ctx's error when tasks had to be interrupted, else nil. It
+// does not close the store. Calling it again is a no-op that returns nil.
+func (r *Recorder) Close(ctx context.Context) error {
+	var err error
+	r.closeOnce.Do(func() { err = r.close(ctx) })
+	return err
+}
+
+func (r *Recorder) close(ctx context.Context) error {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	r.submitting.Wait() // reservations being stored finish enqueueing or release
+	close(r.jobs)
+
+	var err error
+	workersDone := make(chan struct{})
+	go func() {
+		r.workersWG.Wait()
+		close(workersDone)
+	}()
+	select {
+	case <-workersDone:
+	default:
+		select {
+		case <-workersDone:
+		case <-ctx.Done():
+			err = ctx.Err()
+			r.hardStopCancel() // workers now finish every remaining task as interrupted
+			<-workersDone
+		}
+	}
+	r.hardStopCancel()
+
+	close(r.stopLoop)
+	<-r.loopDone
+	deliveriesDone := make(chan struct{})
+	go func() {
+		r.deliveries.Wait()
+		close(deliveriesDone)
+	}()
+	select {
+	case <-deliveriesDone:
+	case <-ctx.Done():
+		t := time.NewTimer(deliveryGrace)
+		select {
+		case <-deliveriesDone:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	r.deliverCancel()
+	<-deliveriesDone
+
+	r.bgCancel()
+	r.bgWG.Wait()
+	return err
+}
+
+// Stats returns a snapshot of the recorder's counters.
+func (r *Recorder) Stats() Stats {
+	r.mu.Lock()
+	queued, running := r.waiting, r.running
+	r.mu.Unlock()
+	return Stats{
+		TasksCreated:        r.c.tasksCreated.Load(),
+		TasksFinished:       r.c.tasksFinished.Load(),
+		TasksFailed:         r.c.tasksFailed.Load(),
+		DeliveriesAttempted: r.c.deliveriesAttempted.Load(),
+		Delivered:           r.c.delivered.Load(),
+		GivenUp:             r.c.givenUp.Load(),
+		Queued:              queued,
+		Running:             running,
+	}
+}
+
+type taskIDKey struct{}
+
+// TaskID returns the id of the task whose run ctx belongs to: the wrapped
+// handler of a callback-mode request, or a Submit run function, can use it
+// to log or report progress.
+func TaskID(ctx context.Context) (string, bool) {
+	id, ok := ctx.Value(taskIDKey{}).(string)
+	return id, ok
+}
+
+// wakeDelivery makes the delivery loop look for due deliveries now.
+func (r *Recorder) wakeDelivery() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// storeCtx returns a context for the recorder's own store calls.
+func storeCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), storeTimeout)
+}
+
+// retryStore runs a bookkeeping store call, retrying system failures (not
+// the sentinel errors) a few times with a short pause.
+func (r *Recorder) retryStore(ctx context.Context, f func(ctx context.Context) error) error {
+	var err error
+	for attempt := range 3 {
+		if attempt > 0 {
+			t := time.NewTimer(time.Duration(attempt) * 100 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return err
+			case <-t.C:
+			}
+		}
+		cctx, cancel := context.WithTimeout(ctx, storeTimeout)
+		err = f(cctx)
+		cancel()
+		if err == nil || isSentinel(err) || ctx.Err() != nil {
+			return err
+		}
+	}
+	return err
+}
+
+func isSentinel(err error) bool {
+	return errors.Is(err, taskstore.ErrNotFound) || errors.Is(err, taskstore.ErrConflict) ||
+		errors.Is(err, taskstore.ErrInvalid) || errors.Is(err, taskstore.ErrClosed)
+}

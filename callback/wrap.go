@@ -1,0 +1,344 @@
+package callback
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/tasksapi/tasks/internal/apierr"
+	"github.com/tasksapi/tasks/taskstore"
+)
+
+// Wrap returns a handler that adds callback mode to h, an image endpoint
+// whose tasks are recorded with the given type (e.g. "images_generations").
+//
+// A request whose Content-Type is application/json or multipart/form-data
+// is read into memory (at most Options.MaxBodyBytes, else 400 bad_request)
+// and inspected:
+//
+//   - With a callback_url field (an absolute http or https URL), or with
+//     "async": true, it is a callback-mode request. callback_url, trace_id
+//     (a string of at most 128 bytes) and async (a boolean; for multipart a
+//     form field true or false) are validated (400 bad_request, nothing
+//     stored). The task is stored with the caller's principal, queued, and
+//     only then answered 200 {"task_id":"…"} (with "trace_id" when given).
+//     When the queue is full, or the recorder is closed, the answer is 429
+//     too_many_requests and nothing is stored; a store failure is 500
+//     api_error. null counts as an absent field.
+//   - Otherwise (other content types, a JSON body that is not an object, a
+//     malformed multipart body, or neither field) h serves the request
+//     synchronously with the original body bytes; nothing is stored.
+//
+// A worker later runs h on a copy of the request (same method, URL and
+// headers) whose body lacks callback_url, trace_id and async, whose context
+// keeps the request's values (the principal among them; see TaskID) but not
+// its cancellation, and ends after Options.TaskTimeout or when Close gives
+// up. h's status and body (at most 64 MiB) become the task's response; see
+// the package documentation for its shape. A handler that ignores its
+// context is abandoned when the context ends: its goroutine may outlive the
+// task, and whatever it writes afterwards is discarded.
+//
+// Wrap panics if taskType is empty or longer than 128 bytes.
+func (r *Recorder) Wrap(taskType string, h http.Handler) http.Handler {
+	if taskType == "" || len(taskType) > taskstore.MaxIDLength || !utf8.ValidString(taskType) {
+		panic(fmt.Sprintf("callback: Wrap: task type %q must be 1 to %d bytes of UTF-8", taskType, taskstore.MaxIDLength))
+	}
+	if h == nil {
+		panic("callback: Wrap: nil handler")
+	}
+	return &wrapped{r: r, typ: taskType, h: h}
+}
+
+type wrapped struct {
+	r   *Recorder
+	typ string
+	h   http.Handler
+}
+
+const (
+	kindOther = iota
+	kindJSON
+	kindMultipart
+)
+
+func (wh *wrapped) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	r := wh.r
+	kind, boundary := bodyKind(req)
+	if kind == kindOther || req.Body == nil || req.Body == http.NoBody {
+		wh.h.ServeHTTP(w, req)
+		return
+	}
+	body, err := readBody(req.Body, req.ContentLength, r.o.MaxBodyBytes)
+	switch {
+	case errors.Is(err, errTooLarge):
+		apierr.Write(w, http.StatusBadRequest, apierr.BadRequest,
+			"request body must be at most "+strconv.FormatInt(r.o.MaxBodyBytes, 10)+" bytes")
+		return
+	case err != nil:
+		apierr.Write(w, http.StatusBadRequest, apierr.BadRequest, "the request body could not be read")
+		return
+	}
+
+	var in inspection
+	if kind == kindJSON {
+		in, err = inspectJSON(body)
+	} else {
+		in, err = inspectMultipart(body, boundary)
+	}
+	if br, ok := errors.AsType[*badRequest](err); ok {
+		apierr.Write(w, http.StatusBadRequest, apierr.BadRequest, br.msg)
+		return
+	}
+	if err != nil {
+		apierr.Internal(req.Context(), w, r.log, "callback: inspecting request body", err)
+		return
+	}
+	if !in.callback {
+		// Pass through, untouched: the same bytes behind a fresh reader.
+		pass := *req
+		pass.Body = io.NopCloser(bytes.NewReader(body))
+		pass.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		wh.h.ServeHTTP(w, &pass)
+		return
+	}
+	wh.accept(w, req, in)
+}
+
+// accept stores and queues a callback-mode request, then answers it.
+func (wh *wrapped) accept(w http.ResponseWriter, req *http.Request, in inspection) {
+	r := wh.r
+	p := r.o.Principal(req)
+	switch err := r.reserve(); {
+	case errors.Is(err, ErrClosed):
+		apierr.Write(w, http.StatusTooManyRequests, apierr.TooManyRequests, "the server is shutting down; retry later")
+		return
+	case err != nil:
+		apierr.Write(w, http.StatusTooManyRequests, apierr.TooManyRequests, "too many tasks are waiting; retry later")
+		return
+	}
+	id := uuid.NewString()
+	now := r.now()
+	task := taskstore.Task{
+		ID: id, TraceID: in.traceID, Type: wh.typ, Request: in.stored, CreatedAt: now,
+		ApplicationID: p.ApplicationID, UserID: p.UserID, CredentialID: p.CredentialID,
+		Callback:   taskstore.Callback{URL: in.callbackURL},
+		LeaseUntil: now.Add(r.o.Lease),
+	}
+	// Detached from the client: once Create has started, a disconnect must
+	// not leave a stored task behind that nobody queued.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), storeTimeout)
+	err := r.store.Create(ctx, task)
+	cancel()
+	if err != nil {
+		r.release()
+		if reason := taskstore.Reason(err); reason != "" {
+			apierr.Write(w, http.StatusBadRequest, apierr.BadRequest, reason)
+			return
+		}
+		apierr.Internal(req.Context(), w, r.log, "callback: storing task", err)
+		return
+	}
+
+	up := req.Clone(req.Context())
+	up.Header.Del("Content-Length")
+	if in.contentType != "" {
+		up.Header.Set("Content-Type", in.contentType)
+	}
+	up.Form, up.PostForm, up.MultipartForm = nil, nil, nil
+	h, upstream := wh.h, in.upstream
+	r.enqueue(&job{
+		id: id, typ: wh.typ, traceID: in.traceID, callback: in.callbackURL != "",
+		base: taskContext(req.Context(), id, p),
+		run: func(ctx context.Context) outcome {
+			rq := up.WithContext(ctx)
+			rq.Body = io.NopCloser(bytes.NewReader(upstream))
+			rq.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(upstream)), nil }
+			rq.ContentLength = int64(len(upstream))
+			cw := &capture{ctx: ctx, header: make(http.Header)}
+			h.ServeHTTP(cw, rq)
+			return cw.outcome()
+		},
+	})
+
+	answer := acceptedAnswer(id, in.traceID)
+	hd := w.Header()
+	hd.Set("Content-Type", "application/json")
+	hd.Set("Content-Length", strconv.Itoa(len(answer)))
+	w.WriteHeader(http.StatusOK)
+	w.Write(answer)
+}
+
+// taskContext is the base context of a task's run: parent's values without
+// its cancellation, plus the task id and principal.
+func taskContext(parent context.Context, id string, p taskstore.Principal) context.Context {
+	ctx := context.WithoutCancel(parent)
+	ctx = context.WithValue(ctx, taskIDKey{}, id)
+	return taskstore.NewContext(ctx, p)
+}
+
+// bodyKind classifies a request by its Content-Type.
+func bodyKind(req *http.Request) (kind int, boundary string) {
+	ct := req.Header.Get("Content-Type")
+	if ct == "" {
+		return kindOther, ""
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	switch {
+	case err != nil:
+		return kindOther, ""
+	case mt == "application/json":
+		return kindJSON, ""
+	case mt == "multipart/form-data" && params["boundary"] != "":
+		return kindMultipart, params["boundary"]
+	}
+	return kindOther, ""
+}
+
+var errTooLarge = errors.New("callback: request body too large")
+
+// readBody reads all of body, failing with errTooLarge past max bytes.
+func readBody(body io.Reader, length, max int64) ([]byte, error) {
+	if length > max {
+		return nil, errTooLarge
+	}
+	size := int64(512)
+	if length > 0 {
+		size = length + 1 // room for the EOF read
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size))
+	n, err := buf.ReadFrom(io.LimitReader(body, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if n > max {
+		return nil, errTooLarge
+	}
+	return buf.Bytes(), nil
+}
+
+// capture is the in-memory ResponseWriter of a task's run.
+type capture struct {
+	ctx      context.Context
+	header   http.Header
+	status   int
+	buf      []byte
+	tooLarge bool
+}
+
+func (c *capture) Header() http.Header { return c.header }
+
+func (c *capture) WriteHeader(code int) {
+	if c.status != 0 || code < 200 && code >= 100 { // informational answers are not the final status
+		return
+	}
+	c.status = code
+}
+
+func (c *capture) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err // the task is over; nobody reads this anymore
+	}
+	if c.status == 0 {
+		c.status = http.StatusOK
+	}
+	if len(c.buf)+len(p) > maxCaptureSize {
+		c.tooLarge = true
+		return 0, errResponseTooLarge
+	}
+	c.buf = append(c.buf, p...)
+	return len(p), nil
+}
+
+// Flush is a no-op: the answer is recorded once the handler returns.
+func (c *capture) Flush() {}
+
+var errResponseTooLarge = errors.New("callback: upstream response too large")
+
+func (c *capture) outcome() outcome {
+	status := c.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	return outcome{status: status, body: c.buf, tooLarge: c.tooLarge}
+}
+
+// Submission describes a task for Submit.
+type Submission struct {
+	// Type is the task type, e.g. "images_generations". Required.
+	Type string
+	// TraceID is the client's correlation id (at most 128 bytes); optional.
+	TraceID string
+	// CallbackURL receives the response once the task finishes; empty means
+	// no callback (the client polls the Tasks API).
+	CallbackURL string
+	// Request is the request as the client sent it, stored on the task: a
+	// JSON value, required.
+	Request json.RawMessage
+	// Principal is the caller, stamped on the task.
+	Principal taskstore.Principal
+}
+
+// Submit is the direct entry point of callback mode, for servers whose work
+// is not an http.Handler. It stores the task and queues it, and returns its
+// id once it is stored; a worker then calls run with a context that keeps
+// ctx's values (plus the principal and the task id, see TaskID) but not its
+// cancellation, and ends after Options.TaskTimeout or when Close gives up.
+//
+// run returns the upstream's JSON object, recorded as the success response
+// (with "success", "task_id" and "trace_id" added first). A value that is
+// not a JSON object, a panic, or an error is recorded as a failure: a
+// *TaskError chooses the failure code and message; any other error becomes
+// "api_error" with a generic message, so its text never reaches the client.
+//
+// Errors: ErrBadCallbackURL (wrapped with the reason), ErrQueueFull,
+// ErrClosed, or the store's error (taskstore.ErrInvalid naming the field for
+// a missing Type or Request, or a trace id that is too long).
+func (r *Recorder) Submit(ctx context.Context, s Submission, run func(ctx context.Context) (json.RawMessage, error)) (taskID string, err error) {
+	if run == nil {
+		return "", errors.New("callback: Submit: nil run function")
+	}
+	if s.CallbackURL != "" {
+		if err := checkCallbackURL(s.CallbackURL); err != nil {
+			return "", err
+		}
+	}
+	if err := r.reserve(); err != nil {
+		return "", err
+	}
+	id := uuid.NewString()
+	now := r.now()
+	p := s.Principal
+	err = r.store.Create(ctx, taskstore.Task{
+		ID: id, TraceID: s.TraceID, Type: s.Type, Request: s.Request, CreatedAt: now,
+		ApplicationID: p.ApplicationID, UserID: p.UserID, CredentialID: p.CredentialID,
+		Callback:   taskstore.Callback{URL: s.CallbackURL},
+		LeaseUntil: now.Add(r.o.Lease),
+	})
+	if err != nil {
+		r.release()
+		return "", fmt.Errorf("callback: storing task: %w", err)
+	}
+	r.enqueue(&job{
+		id: id, typ: s.Type, traceID: s.TraceID, callback: s.CallbackURL != "",
+		base: taskContext(ctx, id, p),
+		run: func(ctx context.Context) outcome {
+			body, err := run(ctx)
+			if err != nil {
+				if _, ok := errors.AsType[*TaskError](err); !ok {
+					r.log.Error("callback: task failed", "task_id", id, "type", s.Type, "err", err)
+				}
+				return outcome{err: err}
+			}
+			return outcome{status: http.StatusOK, body: body}
+		},
+	})
+	return id, nil
+}
