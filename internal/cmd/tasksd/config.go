@@ -1,0 +1,150 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/tasksapi/tasks/internal/webhook"
+	"github.com/tasksapi/tasks/taskstore"
+)
+
+// config is everything the command line and environment can set.
+type config struct {
+	Addr                  string
+	DB                    string
+	Tokens                string
+	Upstream              string
+	UpstreamKey           string
+	CallbackSecret        string
+	AllowPrivateCallbacks bool
+	CallbackSchedule      webhook.Schedule
+	TaskTimeout           time.Duration
+	Workers               int
+	Queue                 int
+	Retention             time.Duration
+	StandinDelay          time.Duration
+	Grace                 time.Duration
+	CallbackTimeout       time.Duration
+	Lease                 time.Duration
+}
+
+// scheduleFlag adapts webhook.Schedule to flag.Value.
+type scheduleFlag struct{ s *webhook.Schedule }
+
+func (f scheduleFlag) String() string {
+	if f.s == nil {
+		return ""
+	}
+	parts := make([]string, len(*f.s))
+	for i, d := range *f.s {
+		parts[i] = d.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+func (f scheduleFlag) Set(v string) error {
+	s, err := webhook.ParseSchedule(v)
+	if err != nil {
+		return err
+	}
+	*f.s = s
+	return nil
+}
+
+// parseConfig reads flags from args, falling back to TASKSD_<FLAG> variables
+// from getenv for every flag not given on the command line.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	c := config{CallbackSchedule: append(webhook.Schedule(nil), webhook.DefaultSchedule...)}
+	fs := flag.NewFlagSet("tasksd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "listen address")
+	fs.StringVar(&c.DB, "db", "tasks.db", "SQLite file; \":memory:\" keeps tasks in memory; a postgres:// URL uses PostgreSQL")
+	fs.StringVar(&c.Tokens, "tokens", "", `JSON file {"<token>": {"application_id": "…", "user_id": "…", "credential_id": "…"}, …}; without it a random operator token is printed at start`)
+	fs.StringVar(&c.Upstream, "upstream", "", "base URL of an OpenAI-compatible API (e.g. https://api.openai.com/v1); without it the stand-in generator answers")
+	fs.StringVar(&c.UpstreamKey, "upstream-key", "", "bearer key sent upstream (prefer TASKSD_UPSTREAM_KEY)")
+	fs.StringVar(&c.CallbackSecret, "callback-secret", "", "whsec_… secret: callbacks are signed with Standard Webhooks (prefer TASKSD_CALLBACK_SECRET)")
+	fs.BoolVar(&c.AllowPrivateCallbacks, "allow-private-callbacks", false, "allow callbacks to loopback and private networks")
+	fs.Var(scheduleFlag{&c.CallbackSchedule}, "callback-schedule", "delays before each delivery attempt; its length is the number of attempts")
+	fs.DurationVar(&c.TaskTimeout, "task-timeout", 10*time.Minute, "longest a task may run")
+	fs.IntVar(&c.Workers, "workers", 4*runtime.GOMAXPROCS(0), "tasks running at once")
+	fs.IntVar(&c.Queue, "queue", 1024, "tasks waiting for a worker; beyond it requests get 429")
+	fs.DurationVar(&c.Retention, "retention", 720*time.Hour, "tasks older than this are pruned; 0 keeps them")
+	fs.DurationVar(&c.StandinDelay, "standin-delay", time.Second, "how long the stand-in generator takes")
+	fs.DurationVar(&c.CallbackTimeout, "callback-timeout", 15*time.Second, "longest one callback delivery attempt may take")
+	fs.DurationVar(&c.Lease, "lease", time.Minute, "how long a claim on a task or a delivery lasts; after a crash, claimed deliveries are retried once it expires (must exceed -callback-timeout)")
+	fs.DurationVar(&c.Grace, "grace", 30*time.Second, "on SIGINT/SIGTERM, how long running tasks may take to finish")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		env := "TASKSD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(env); v != "" {
+			if err := fs.Set(f.Name, v); err != nil {
+				// The value may be a secret: name the variable, not the value.
+				errs = append(errs, fmt.Errorf("%s: invalid value for -%s", env, f.Name))
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return c, err
+	}
+	switch {
+	case c.Workers < 1:
+		return c, errors.New("-workers must be at least 1")
+	case c.Queue < 1:
+		return c, errors.New("-queue must be at least 1")
+	case c.TaskTimeout <= 0:
+		return c, errors.New("-task-timeout must be positive")
+	case c.Retention < 0:
+		return c, errors.New("-retention must not be negative")
+	case c.StandinDelay < 0:
+		return c, errors.New("-standin-delay must not be negative")
+	case c.CallbackTimeout <= 0:
+		return c, errors.New("-callback-timeout must be positive")
+	case c.Lease <= c.CallbackTimeout:
+		return c, errors.New("-lease must be longer than -callback-timeout")
+	case c.UpstreamKey != "" && c.Upstream == "":
+		return c, errors.New("-upstream-key needs -upstream")
+	}
+	return c, nil
+}
+
+// loadTokens reads a tokens file: a JSON object from bearer token to principal.
+// Errors never quote the file's content (it holds secrets).
+func loadTokens(path string) (map[string]taskstore.Principal, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading tokens file: %w", err)
+	}
+	var m map[string]taskstore.Principal
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("tokens file %s is not a JSON object of token → {application_id, user_id, credential_id}", path)
+	}
+	if len(m) == 0 {
+		return nil, fmt.Errorf("tokens file %s defines no token", path)
+	}
+	for tok := range m {
+		if strings.TrimSpace(tok) == "" || strings.ContainsAny(tok, " \t\r\n") {
+			return nil, fmt.Errorf("tokens file %s: a token is empty or contains white space", path)
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/tasksapi/tasks/callback"
+	"github.com/tasksapi/tasks/handler"
+	"github.com/tasksapi/tasks/internal/apierr"
+	"github.com/tasksapi/tasks/internal/proxy"
+	"github.com/tasksapi/tasks/internal/standin"
+	"github.com/tasksapi/tasks/memstore"
+	"github.com/tasksapi/tasks/sqlitestore"
+	"github.com/tasksapi/tasks/taskstore"
+)
+
+// route is one image endpoint: its path, the task type callback mode records,
+// and the upstream path in proxy mode.
+type route struct {
+	path, taskType, upstreamPath string
+}
+
+var imageRoutes = []route{
+	{"/openai/images/generations", "images_generations", "/images/generations"},
+	{"/openai/images/edits", "images_edits", "/images/edits"},
+	{"/openai/chat/completions", "chat_completions_image", "/chat/completions"},
+	{"/v1/images/generations", "images_generations", "/images/generations"},
+	{"/v1/images/edits", "images_edits", "/images/edits"},
+	{"/v1/chat/completions", "chat_completions_image", "/chat/completions"},
+}
+
+// taskTypes are the types the /openai/tasks mount shows.
+var taskTypes = []string{"images_generations", "images_edits", "chat_completions_image"}
+
+// run serves until ctx is cancelled, then shuts down gracefully.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := parseConfig(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+
+	store, soleOwner, dbDesc, err := openStore(ctx, cfg.DB)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error("closing the store", "err", err)
+		}
+	}()
+
+	var auth handler.Authenticator
+	var generated string
+	if cfg.Tokens != "" {
+		tokens, err := loadTokens(cfg.Tokens)
+		if err != nil {
+			return err
+		}
+		auth = handler.Tokens(tokens)
+	} else {
+		generated = randomToken()
+		auth = handler.Tokens(map[string]taskstore.Principal{generated: {}})
+	}
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.Addr, err)
+	}
+	baseURL := "http://" + ln.Addr().String()
+
+	rec, err := callback.New(store, callback.Options{
+		Workers:              cfg.Workers,
+		Queue:                cfg.Queue,
+		TaskTimeout:          cfg.TaskTimeout,
+		Schedule:             cfg.CallbackSchedule,
+		Secret:               cfg.CallbackSecret,
+		AllowPrivateNetworks: cfg.AllowPrivateCallbacks,
+		SoleOwner:            soleOwner,
+		Retention:            cfg.Retention,
+		AttemptTimeout:       cfg.CallbackTimeout,
+		Lease:                cfg.Lease,
+		Logger:               log,
+	})
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("starting the callback recorder: %w", err)
+	}
+
+	mux, upstreamDesc, err := newMux(cfg, baseURL, store, auth, rec, log)
+	if err != nil {
+		ln.Close()
+		rec.Close(ctx)
+		return err
+	}
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	log.Info("listening", "addr", ln.Addr().String(), "url", baseURL)
+	log.Info("database", "store", dbDesc)
+	log.Info("upstream", "mode", upstreamDesc)
+	for _, r := range imageRoutes {
+		log.Info("route", "method", "POST", "path", r.path, "type", r.taskType)
+	}
+	log.Info("route", "method", "POST", "path", "/openai/tasks", "api", "tasks")
+	log.Info("route", "method", "GET", "path", "/healthz")
+	log.Info("callbacks", "signing", onOff(cfg.CallbackSecret != ""), "private_networks", onOff(cfg.AllowPrivateCallbacks),
+		"attempts", len(cfg.CallbackSchedule))
+	if cfg.Tokens != "" {
+		log.Info("authentication", "tokens_file", cfg.Tokens)
+	} else {
+		log.Info("authentication", "tokens", "one operator token generated for this run, printed on standard output")
+		fmt.Fprintf(stdout, "Operator token for this run (pass -tokens FILE to configure your own):\n\n  %s\n\nTry:\n\n"+
+			"  curl -s %s/openai/tasks -H 'authorization: Bearer %s' -H 'content-type: application/json' -d '{\"action\":\"retrieve_batch\"}'\n\n",
+			generated, baseURL, generated)
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		rec.Close(context.Background())
+		return fmt.Errorf("serving: %w", err)
+	}
+	log.Info("shutting down", "grace", cfg.Grace.String())
+	grace, cancel := context.WithTimeout(context.Background(), cfg.Grace)
+	defer cancel()
+	if err := srv.Shutdown(grace); err != nil {
+		log.Warn("http shutdown", "err", err)
+	}
+	if err := rec.Close(grace); err != nil {
+		log.Warn("recorder shutdown", "err", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+func randomToken() string {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return "tsk_" + hex.EncodeToString(b)
+}
+
+// openStore opens the store -db names. soleOwner is true when this process
+// is the only one using it (so unfinished tasks found at start are from a
+// dead process).
+func openStore(ctx context.Context, db string) (s taskstore.Store, soleOwner bool, desc string, err error) {
+	switch {
+	case db == ":memory:":
+		return memstore.New(), true, "memory (tasks are lost on exit)", nil
+	case strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://"):
+		return openPostgres(ctx, db)
+	default:
+		st, err := sqlitestore.Open(db)
+		if err != nil {
+			return nil, false, "", err
+		}
+		return st, true, "sqlite " + db, nil
+	}
+}
+
+// newMux builds the routes. It returns a description of the upstream mode.
+func newMux(cfg config, baseURL string, store taskstore.Store, auth handler.Authenticator, rec *callback.Recorder, log *slog.Logger) (*http.ServeMux, string, error) {
+	mux := http.NewServeMux()
+	var upstream func(r route) http.Handler
+	var desc string
+	if cfg.Upstream != "" {
+		p, err := proxy.New(proxy.Options{Upstream: cfg.Upstream, Key: cfg.UpstreamKey})
+		if err != nil {
+			return nil, "", err
+		}
+		upstream = func(r route) http.Handler { return p.Handler(r.upstreamPath) }
+		desc = "proxy to " + cfg.Upstream
+	} else {
+		g := standin.New(standin.Options{Delay: cfg.StandinDelay, BaseURL: baseURL})
+		upstream = func(r route) http.Handler {
+			switch r.taskType {
+			case "images_edits":
+				return g.Edits()
+			case "chat_completions_image":
+				return g.ChatCompletions()
+			default:
+				return g.Generations()
+			}
+		}
+		mux.Handle("GET /files/", g.Files())
+		desc = "built-in stand-in generator (delay " + cfg.StandinDelay.String() + ")"
+	}
+	for _, r := range imageRoutes {
+		mux.Handle(r.path, postOnly(handler.Authenticate(auth, rec.Wrap(r.taskType, upstream(r)))))
+	}
+	mux.Handle("/openai/tasks", handler.New(store, auth, handler.WithTypes(taskTypes...), handler.WithLogger(log)))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		w.Header().Set("Content-Type", "application/json")
+		if _, err := store.Get(ctx, "healthz"); err != nil && !errors.Is(err, taskstore.ErrNotFound) {
+			log.Warn("health check failed", "err", err)
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, `{"status":"unavailable"}`)
+			return
+		}
+		io.WriteString(w, `{"status":"ok"}`)
+	})
+	return mux, desc, nil
+}
+
+// postOnly answers any method but POST with the contract's 405.
+func postOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			apierr.Write(w, http.StatusMethodNotAllowed, apierr.BadRequest, "method "+r.Method+" not allowed; use POST")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
