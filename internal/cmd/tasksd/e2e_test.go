@@ -21,6 +21,8 @@ import (
 	"time"
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/tasksapi/tasks/internal/pgtest"
 )
 
 // The end-to-end tests build the real binary and talk to it over loopback
@@ -263,8 +265,16 @@ func waitFinished(t *testing.T, d *daemon, token, id string) map[string]any {
 }
 
 func TestEndToEndReadmeStory(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) { readmeStory(t, filepath.Join(t.TempDir(), "tasks.db")) })
+	t.Run("postgres", func(t *testing.T) {
+		binary(t) // skip in -short before asking for a database
+		readmeStory(t, pgtest.FreshSchema(t, pgtest.URL(t)))
+	})
+}
+
+// readmeStory walks the README's curl story against tasksd on the given -db.
+func readmeStory(t *testing.T, db string) {
 	rcv := newReceiver(t)
-	db := filepath.Join(t.TempDir(), "tasks.db")
 	args := []string{"-db", db, "-tokens", writeTokens(t), "-allow-private-callbacks", "-standin-delay", "50ms"}
 	env := []string{"TASKSD_CALLBACK_SECRET=" + secret}
 	d := start(t, env, args...)

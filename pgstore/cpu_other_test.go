@@ -1,0 +1,7 @@
+//go:build !unix
+
+package pgstore
+
+import "testing"
+
+func reportCPU(*testing.B) {}

@@ -1,0 +1,246 @@
+package pgstore
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tasksapi/tasks/taskstore"
+)
+
+// Create stores tasks with group commit: a Create that finds no statement
+// of its kind running runs its INSERT at once, on its own goroutine, so a
+// lone caller pays no extra latency; Creates that arrive while
+// maxCreateStatements INSERTs are running queue up and the next free slot
+// inserts them all with one statement (one round trip, one commit, one
+// trigger run). Under many concurrent callers this multiplies throughput,
+// since the server's cost is mostly per statement rather than per row.
+
+const (
+	// maxCreateStatements is how many create INSERTs run at once.
+	maxCreateStatements = 4
+	// maxCreateBatch is the most tasks one INSERT stores.
+	maxCreateBatch = 256
+)
+
+const insertTask = `INSERT INTO tasks (` + taskColumns + `)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+ON CONFLICT (id) DO NOTHING`
+
+// insertTasks stores a batch from one array per column. A task whose id
+// exists already (or comes twice in the batch) is skipped; RETURNING names
+// the ones stored.
+const insertTasks = `INSERT INTO tasks (` + taskColumns + `)
+SELECT id, trace_id, type, created_ms, started_ms, finished_ms, application_id, user_id, credential_id,
+	callback_url, attempts, next_attempt_ms, delivered_ms, last_status, last_error, lease_ms,
+	request::json, response::json
+FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[],
+	$8::text[], $9::text[], $10::text[], $11::integer[], $12::bigint[], $13::bigint[], $14::integer[],
+	$15::text[], $16::bigint[], $17::text[], $18::text[])
+	AS u(id, trace_id, type, created_ms, started_ms, finished_ms, application_id, user_id, credential_id,
+	callback_url, attempts, next_attempt_ms, delivered_ms, last_status, last_error, lease_ms, request, response)
+ON CONFLICT (id) DO NOTHING
+RETURNING id`
+
+// pendingCreate is one Create waiting for its batch.
+type pendingCreate struct {
+	ctx  context.Context
+	t    taskstore.Task
+	err  error
+	done chan struct{}
+}
+
+// createQueue is the group-commit state of a Store.
+type createQueue struct {
+	mu      sync.Mutex
+	waiting []*pendingCreate
+	running int            // INSERTs in flight
+	workers sync.WaitGroup // goroutines started to insert later arrivals
+}
+
+// Create stores a new task; see taskstore.Store. If ctx is cancelled while
+// its INSERT is in flight, Create returns the context's error at once and
+// the task may still have been stored.
+func (s *Store) Create(ctx context.Context, t taskstore.Task) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	t, err := taskstore.Normalize(t, time.Now())
+	if err != nil {
+		return err
+	}
+	if err := checkText(t); err != nil {
+		return err
+	}
+	p := &pendingCreate{ctx: ctx, t: t, done: make(chan struct{})}
+	q := &s.creates
+	q.mu.Lock()
+	q.waiting = append(q.waiting, p)
+	lead := q.running < maxCreateStatements
+	if lead {
+		q.running++
+	}
+	q.mu.Unlock()
+	if lead {
+		// This goroutine inserts the batch holding p (at least), then
+		// hands any later arrivals to a new goroutine so that its caller
+		// returns now.
+		s.insertWaiting()
+	}
+	select {
+	case <-p.done:
+		return p.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// insertWaiting takes the waiting creates (up to maxCreateBatch) and
+// inserts them, then passes the slot on: to a new goroutine when more
+// creates are waiting, else back to the queue.
+func (s *Store) insertWaiting() {
+	q := &s.creates
+	q.mu.Lock()
+	n := min(len(q.waiting), maxCreateBatch)
+	batch := slices.Clone(q.waiting[:n])
+	q.waiting = slices.Delete(q.waiting, 0, n)
+	q.mu.Unlock()
+
+	s.insertBatch(batch)
+
+	q.mu.Lock()
+	more := len(q.waiting) > 0
+	if !more {
+		q.running--
+	}
+	q.mu.Unlock()
+	if more {
+		q.workers.Go(s.insertWaiting)
+	}
+}
+
+// insertBatch stores the batch and completes each pending create.
+func (s *Store) insertBatch(batch []*pendingCreate) {
+	live := batch[:0:0]
+	for _, p := range batch {
+		if err := p.ctx.Err(); err != nil {
+			p.complete(err) // gave up before its statement was sent
+			continue
+		}
+		live = append(live, p)
+	}
+	switch len(live) {
+	case 0:
+		return
+	case 1:
+		live[0].complete(s.insertOne(live[0].ctx, live[0].t))
+		return
+	}
+	// Sorted by id, concurrent batches take row locks in one order, so
+	// duplicates across them cannot deadlock.
+	slices.SortStableFunc(live, func(a, b *pendingCreate) int { return strings.Compare(a.t.ID, b.t.ID) })
+	inserted, err := s.insertMany(live)
+	if err != nil {
+		// One bad row fails the whole statement: store them one by one
+		// so that each caller gets its own answer.
+		for _, p := range live {
+			p.complete(s.insertOne(p.ctx, p.t))
+		}
+		return
+	}
+	for _, p := range live {
+		if inserted[p.t.ID] {
+			inserted[p.t.ID] = false // a second create of the same id in the batch conflicts
+			p.complete(nil)
+		} else {
+			p.complete(fmt.Errorf("%w: task %q already exists", taskstore.ErrConflict, p.t.ID))
+		}
+	}
+}
+
+func (p *pendingCreate) complete(err error) {
+	p.err = err
+	close(p.done)
+}
+
+// insertOne stores one task with a plain INSERT.
+func (s *Store) insertOne(ctx context.Context, t taskstore.Task) error {
+	var response any // NULL unless finished
+	if t.Response != nil {
+		response = string(t.Response)
+	}
+	args := []any{
+		t.ID, t.TraceID, t.Type, taskstore.ToMillis(t.CreatedAt), taskstore.ToMillis(t.StartedAt),
+		taskstore.ToMillis(t.FinishedAt), t.ApplicationID, t.UserID, t.CredentialID, t.Callback.URL,
+		t.Callback.Attempts, taskstore.ToMillis(t.Callback.NextAttemptAt), taskstore.ToMillis(t.Callback.DeliveredAt),
+		t.Callback.LastStatus, t.Callback.LastError, taskstore.ToMillis(t.LeaseUntil),
+		string(t.Request), response,
+	}
+	var n int64
+	err := s.do(ctx, "create", safeIfUnsent, func() (err error) {
+		n, err = s.exec(ctx, insertTask, args...)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: task %q already exists", taskstore.ErrConflict, t.ID)
+	}
+	return nil
+}
+
+// insertMany stores the batch with one statement and returns the ids it
+// stored. It runs under the store's own context (closed by Close), not one
+// caller's: the statement serves every caller in the batch.
+func (s *Store) insertMany(batch []*pendingCreate) (map[string]bool, error) {
+	n := len(batch)
+	var (
+		ids, traces, types, apps, users, creds, urls, lastErrs, requests = make([]string, n), make([]string, n),
+			make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n),
+			make([]string, n), make([]string, n)
+		responses                                          = make([]*string, n)
+		created, started, finished, next, delivered, lease = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+		attempts, statuses                                 = make([]int32, n), make([]int32, n)
+	)
+	for i, p := range batch {
+		t := p.t
+		ids[i], traces[i], types[i] = t.ID, t.TraceID, t.Type
+		created[i], started[i], finished[i] = taskstore.ToMillis(t.CreatedAt), taskstore.ToMillis(t.StartedAt), taskstore.ToMillis(t.FinishedAt)
+		apps[i], users[i], creds[i], urls[i] = t.ApplicationID, t.UserID, t.CredentialID, t.Callback.URL
+		attempts[i], next[i], delivered[i] = int32(t.Callback.Attempts), taskstore.ToMillis(t.Callback.NextAttemptAt), taskstore.ToMillis(t.Callback.DeliveredAt)
+		statuses[i], lastErrs[i], lease[i] = int32(t.Callback.LastStatus), t.Callback.LastError, taskstore.ToMillis(t.LeaseUntil)
+		requests[i] = string(t.Request)
+		if t.Response != nil {
+			r := string(t.Response)
+			responses[i] = &r
+		}
+	}
+	inserted := make(map[string]bool, n)
+	ctx := s.bgCtx
+	err := s.do(ctx, "create", safeIfUnsent, func() error {
+		clear(inserted)
+		return s.conn(ctx, func(c *pgx.Conn) error {
+			rows, err := c.Query(ctx, insertTasks, ids, traces, types, created, started, finished, apps, users,
+				creds, urls, attempts, next, delivered, statuses, lastErrs, lease, requests, responses)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					return err
+				}
+				inserted[id] = true
+			}
+			return rows.Err()
+		})
+	})
+	return inserted, err
+}

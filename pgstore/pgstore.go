@@ -1,0 +1,694 @@
+package pgstore
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/tasksapi/tasks/taskstore"
+)
+
+// Pool defaults; see the With… options.
+const (
+	DefaultMaxOpenConns    = 25
+	DefaultMaxIdleConns    = 25
+	DefaultConnMaxLifetime = 30 * time.Minute
+	DefaultConnMaxIdleTime = 5 * time.Minute
+)
+
+// Option configures Open.
+type Option func(*config)
+
+type config struct {
+	maxOpen, maxIdle int
+	lifetime, idle   time.Duration
+	logger           *slog.Logger
+	retries          int
+}
+
+// WithMaxOpenConns limits the number of open connections to PostgreSQL
+// (default DefaultMaxOpenConns). Several replicas each open this many: keep
+// their sum below the server's max_connections. n <= 0 means no limit.
+func WithMaxOpenConns(n int) Option { return func(c *config) { c.maxOpen = n } }
+
+// WithMaxIdleConns sets how many idle connections the pool keeps (default
+// DefaultMaxIdleConns, capped at the open limit). n <= 0 keeps none.
+func WithMaxIdleConns(n int) Option { return func(c *config) { c.maxIdle = n } }
+
+// WithConnMaxLifetime closes connections older than d (default
+// DefaultConnMaxLifetime), so that the pool follows a fail-over or a
+// changed DNS name. d <= 0 keeps them forever.
+func WithConnMaxLifetime(d time.Duration) Option { return func(c *config) { c.lifetime = d } }
+
+// WithConnMaxIdleTime closes connections idle longer than d (default
+// DefaultConnMaxIdleTime). d <= 0 keeps them.
+func WithConnMaxIdleTime(d time.Duration) Option { return func(c *config) { c.idle = d } }
+
+// WithLogger sets the logger for migrations (Info) and retried transient
+// errors (Warn). By default nothing is logged.
+func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
+
+// WithRetries sets how many times an operation is retried after a transient
+// error (serialization failure, deadlock, lost connection where safe);
+// default 3. 0 disables retries.
+func WithRetries(n int) Option { return func(c *config) { c.retries = max(n, 0) } }
+
+// Store is a taskstore.Store on PostgreSQL. It is safe for concurrent use by
+// many goroutines and many processes.
+type Store struct {
+	db      *sqlx.DB
+	log     *slog.Logger
+	retries int
+	closed  atomic.Bool
+	creates createQueue
+	// bgCtx is the context of statements that serve several callers (a
+	// batch of creates); Close cancels it.
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+}
+
+var _ taskstore.Store = (*Store)(nil)
+
+// Open connects to the PostgreSQL database at url (a URL or keyword/value
+// connection string as pgx accepts it), brings its schema up to date and
+// returns the store. ctx bounds connecting and migrating only.
+func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
+	c := config{
+		maxOpen: DefaultMaxOpenConns, maxIdle: DefaultMaxIdleConns,
+		lifetime: DefaultConnMaxLifetime, idle: DefaultConnMaxIdleTime,
+		retries: 3,
+	}
+	for _, o := range opts {
+		o(&c)
+	}
+	if c.logger == nil {
+		c.logger = slog.New(slog.DiscardHandler)
+	}
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		// pgx redacts the password in its parse errors.
+		return nil, fmt.Errorf("pgstore: invalid database URL: %w", err)
+	}
+	db := stdlib.OpenDB(*cfg)
+	db.SetMaxOpenConns(c.maxOpen)
+	if c.maxOpen > 0 && c.maxIdle > c.maxOpen {
+		c.maxIdle = c.maxOpen
+	}
+	db.SetMaxIdleConns(c.maxIdle)
+	db.SetConnMaxLifetime(c.lifetime)
+	db.SetConnMaxIdleTime(c.idle)
+	s := &Store{db: sqlx.NewDb(db, "pgx"), log: c.logger, retries: c.retries}
+	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
+	if err := s.migrate(ctx); err != nil {
+		s.bgCancel()
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the connection pool after the statements in flight finish,
+// and waits for the store's goroutines. It is idempotent; the other methods
+// return taskstore.ErrClosed afterwards.
+func (s *Store) Close() error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	// Statements in flight finish (sql.DB.Close waits for them) before
+	// the batch context is cancelled; creates still queued then fail with
+	// ErrClosed.
+	err := s.db.Close()
+	s.bgCancel()
+	s.creates.workers.Wait()
+	if err != nil {
+		return fmt.Errorf("pgstore: close: %w", err)
+	}
+	return nil
+}
+
+// taskColumns are the columns of a row, in the order of the row struct.
+const taskColumns = `id, trace_id, type, created_ms, started_ms, finished_ms, application_id, user_id,
+credential_id, callback_url, attempts, next_attempt_ms, delivered_ms, last_status, last_error, lease_ms,
+request, response`
+
+// row is one row of the tasks table.
+type row struct {
+	ID            string
+	TraceID       string
+	Type          string
+	CreatedMs     int64
+	StartedMs     int64
+	FinishedMs    int64
+	ApplicationID string
+	UserID        string
+	CredentialID  string
+	CallbackURL   string
+	Attempts      int
+	NextAttemptMs int64
+	DeliveredMs   int64
+	LastStatus    int
+	LastError     string
+	LeaseMs       int64
+	// JSON columns scan into []byte: database/sql copies into a *[]byte
+	// (the driver may reuse its buffer), and NULL gives nil.
+	Request  []byte
+	Response []byte
+}
+
+func (r *row) task() taskstore.Task {
+	return taskstore.Task{
+		ID: r.ID, TraceID: r.TraceID, Type: r.Type,
+		Request: r.Request, Response: r.Response,
+		CreatedAt:     taskstore.FromMillis(r.CreatedMs),
+		StartedAt:     taskstore.FromMillis(r.StartedMs),
+		FinishedAt:    taskstore.FromMillis(r.FinishedMs),
+		ApplicationID: r.ApplicationID, UserID: r.UserID, CredentialID: r.CredentialID,
+		Callback: taskstore.Callback{
+			URL: r.CallbackURL, Attempts: r.Attempts,
+			NextAttemptAt: taskstore.FromMillis(r.NextAttemptMs),
+			DeliveredAt:   taskstore.FromMillis(r.DeliveredMs),
+			LastStatus:    r.LastStatus, LastError: r.LastError,
+		},
+		LeaseUntil: taskstore.FromMillis(r.LeaseMs),
+	}
+}
+
+// dest returns the scan destinations of the row's columns, after lead (the
+// destinations of columns selected before taskColumns).
+func (r *row) dest(lead ...any) []any {
+	return append(lead, &r.ID, &r.TraceID, &r.Type, &r.CreatedMs, &r.StartedMs, &r.FinishedMs,
+		&r.ApplicationID, &r.UserID, &r.CredentialID, &r.CallbackURL, &r.Attempts, &r.NextAttemptMs,
+		&r.DeliveredMs, &r.LastStatus, &r.LastError, &r.LeaseMs, &r.Request, &r.Response)
+}
+
+// conn runs fn on a pooled connection, as pgx's own *pgx.Conn. The pool,
+// its limits and its lifecycle are database/sql's; the statements, their
+// arguments and the scanning are pgx's native ones, which skip
+// database/sql's per-column conversions (half the client CPU of a Get).
+func (s *Store) conn(ctx context.Context, fn func(*pgx.Conn) error) error {
+	c, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return c.Raw(func(dc any) error { return fn(dc.(*stdlib.Conn).Conn()) })
+}
+
+// exec runs a statement and returns the number of rows it changed.
+func (s *Store) exec(ctx context.Context, query string, args ...any) (n int64, err error) {
+	err = s.conn(ctx, func(c *pgx.Conn) error {
+		tag, err := c.Exec(ctx, query, args...)
+		n = tag.RowsAffected()
+		return err
+	})
+	return n, err
+}
+
+// selectTasks runs a query whose columns are taskColumns, preceded by one
+// bigint column when withLead is set (whose values it returns as leads).
+// capHint is the number of rows expected at most.
+func (s *Store) selectTasks(ctx context.Context, withLead bool, capHint int, query string, args ...any) (out []taskstore.Task, leads []int64, err error) {
+	capHint = min(max(capHint, 0), 1000)
+	err = s.conn(ctx, func(c *pgx.Conn) error {
+		rs, err := c.Query(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		defer rs.Close()
+		out = make([]taskstore.Task, 0, capHint)
+		if withLead {
+			leads = make([]int64, 0, capHint)
+		}
+		var r row
+		var lead int64
+		d := r.dest()
+		if withLead {
+			d = r.dest(&lead)
+		}
+		for rs.Next() {
+			if err := rs.Scan(d...); err != nil {
+				return err
+			}
+			// Scan gives the JSON columns fresh slices, so tasks never
+			// share memory.
+			out = append(out, r.task())
+			if withLead {
+				leads = append(leads, lead)
+			}
+		}
+		return rs.Err()
+	})
+	return out, leads, err
+}
+
+// check is the common preamble of every method: a done context or a closed
+// store stops the call before it reaches the database.
+func (s *Store) check(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.closed.Load() {
+		return taskstore.ErrClosed
+	}
+	return nil
+}
+
+// checkText refuses what PostgreSQL text cannot hold: NUL characters (and,
+// for the fields Normalize does not check, invalid UTF-8).
+func checkText(t taskstore.Task) error {
+	for _, f := range []struct{ name, v string }{
+		{"id", t.ID}, {"trace_id", t.TraceID}, {"type", t.Type}, {"application_id", t.ApplicationID},
+		{"user_id", t.UserID}, {"credential_id", t.CredentialID},
+	} {
+		if strings.IndexByte(f.v, 0) >= 0 {
+			return taskstore.Invalidf("%s must not contain NUL characters", f.name)
+		}
+	}
+	for _, f := range []struct{ name, v string }{
+		{"callback url", t.Callback.URL}, {"callback last_error", t.Callback.LastError},
+	} {
+		if !storable(f.v) {
+			return taskstore.Invalidf("%s must be valid UTF-8 without NUL characters", f.name)
+		}
+	}
+	if !utf8.Valid(t.Request) {
+		return taskstore.Invalidf("request must be valid UTF-8")
+	}
+	if !utf8.Valid(t.Response) {
+		return taskstore.Invalidf("response must be valid UTF-8")
+	}
+	return nil
+}
+
+// storable reports whether PostgreSQL text can hold v, i.e. whether a stored
+// value can equal it.
+func storable(v string) bool {
+	return utf8.ValidString(v) && strings.IndexByte(v, 0) < 0
+}
+
+const getTask = `SELECT ` + taskColumns + ` FROM tasks WHERE id = $1`
+
+// Get returns the task with the given id; see taskstore.Store.
+func (s *Store) Get(ctx context.Context, id string) (taskstore.Task, error) {
+	if err := s.check(ctx); err != nil {
+		return taskstore.Task{}, err
+	}
+	if id == "" || !storable(id) {
+		return taskstore.Task{}, fmt.Errorf("%w: task %q", taskstore.ErrNotFound, id)
+	}
+	var r row
+	err := s.do(ctx, "get", idempotent, func() error {
+		return s.conn(ctx, func(c *pgx.Conn) error {
+			return c.QueryRow(ctx, getTask, id).Scan(r.dest()...)
+		})
+	})
+	if errors.Is(err, taskstore.ErrNotFound) {
+		return taskstore.Task{}, fmt.Errorf("%w: task %q", taskstore.ErrNotFound, id)
+	}
+	if err != nil {
+		return taskstore.Task{}, err
+	}
+	return r.task(), nil
+}
+
+// Find returns a page of the tasks matching f and their total; see
+// taskstore.Store. A non-empty page and its total come from one statement,
+// hence from one snapshot.
+func (s *Store) Find(ctx context.Context, f taskstore.Filter) ([]taskstore.Task, int, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, 0, err
+	}
+	if err := f.Validate(); err != nil {
+		return nil, 0, err
+	}
+	q, ok := buildFind(f)
+	if !ok { // nothing can match
+		return []taskstore.Task{}, 0, nil
+	}
+	if f.Limit == 0 {
+		total, err := s.count(ctx, q)
+		return []taskstore.Task{}, total, err
+	}
+	var page []taskstore.Task
+	var totals []int64
+	err := s.do(ctx, "find", idempotent, func() (err error) {
+		page, totals, err = s.selectTasks(ctx, true, f.Limit, q.page, q.pageArgs(f)...)
+		return err
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(page) == 0 {
+		// No page (the offset is past the end, or nothing matches): the
+		// total still has to be counted.
+		total, err := s.count(ctx, q)
+		return []taskstore.Task{}, total, err
+	}
+	return page, int(totals[0]), nil
+}
+
+func (s *Store) count(ctx context.Context, q findQuery) (int, error) {
+	var total int64
+	err := s.do(ctx, "count", idempotent, func() error {
+		return s.conn(ctx, func(c *pgx.Conn) error {
+			return c.QueryRow(ctx, q.count, q.countArgs()...).Scan(&total)
+		})
+	})
+	return int(total), err
+}
+
+const (
+	startTask = `UPDATE tasks SET started_ms = $2 WHERE id = $1 AND started_ms = 0 AND finished_ms = 0`
+	taskState = `SELECT started_ms, finished_ms, callback_url, delivered_ms, next_attempt_ms FROM tasks WHERE id = $1`
+)
+
+// Start records that work on the task started; see taskstore.Store. A zero
+// at means now.
+func (s *Store) Start(ctx context.Context, id string, at time.Time) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	ms := millisOrNow(at)
+	n, err := s.update(ctx, "start", startTask, id, ms)
+	if err != nil || n == 1 {
+		return err
+	}
+	st, err := s.state(ctx, "start", id)
+	switch {
+	case err != nil:
+		return err
+	case st.FinishedMs != 0:
+		return fmt.Errorf("%w: task %q has already finished", taskstore.ErrConflict, id)
+	case st.StartedMs != 0:
+		return fmt.Errorf("%w: task %q has already started", taskstore.ErrConflict, id)
+	}
+	// It changed between the two statements; report what we saw first.
+	return fmt.Errorf("%w: task %q changed concurrently", taskstore.ErrConflict, id)
+}
+
+const finishTask = `UPDATE tasks SET response = $2, finished_ms = $3, lease_ms = 0,
+next_attempt_ms = CASE WHEN callback_url <> '' THEN $3 ELSE next_attempt_ms END
+WHERE id = $1 AND finished_ms = 0`
+
+// Finish records the task's response once, clears its lease and makes its
+// callback due, in one statement; see taskstore.Store. A zero at means now.
+func (s *Store) Finish(ctx context.Context, id string, response json.RawMessage, at time.Time) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	if !json.Valid(response) {
+		return taskstore.Invalidf("response must be valid JSON")
+	}
+	if !utf8.Valid(response) {
+		return taskstore.Invalidf("response must be valid UTF-8")
+	}
+	ms := millisOrNow(at)
+	n, err := s.update(ctx, "finish", finishTask, id, string(response), ms)
+	if err != nil || n == 1 {
+		return err
+	}
+	if _, err := s.state(ctx, "finish", id); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: task %q has already finished", taskstore.ErrConflict, id)
+}
+
+// update runs a single-row UPDATE keyed by id (the first argument) and
+// returns the number of rows changed. An unstorable id changes nothing.
+func (s *Store) update(ctx context.Context, op, query, id string, args ...any) (int64, error) {
+	if !storable(id) {
+		return 0, nil
+	}
+	var n int64
+	err := s.do(ctx, op, safeIfUnsent, func() (err error) {
+		n, err = s.exec(ctx, query, append([]any{id}, args...)...)
+		return err
+	})
+	return n, err
+}
+
+type state struct {
+	StartedMs     int64  `db:"started_ms"`
+	FinishedMs    int64  `db:"finished_ms"`
+	CallbackURL   string `db:"callback_url"`
+	DeliveredMs   int64  `db:"delivered_ms"`
+	NextAttemptMs int64  `db:"next_attempt_ms"`
+}
+
+// state reads the columns that explain why a conditional update changed
+// nothing, or gives ErrNotFound.
+func (s *Store) state(ctx context.Context, op, id string) (state, error) {
+	var st state
+	if !storable(id) || id == "" {
+		return st, fmt.Errorf("%w: task %q", taskstore.ErrNotFound, id)
+	}
+	err := s.do(ctx, op, idempotent, func() error {
+		return s.db.QueryRowxContext(ctx, taskState, id).StructScan(&st)
+	})
+	if errors.Is(err, taskstore.ErrNotFound) {
+		return st, fmt.Errorf("%w: task %q", taskstore.ErrNotFound, id)
+	}
+	return st, err
+}
+
+// Delete removes the task and its pending delivery; see taskstore.Store.
+func (s *Store) Delete(ctx context.Context, id string) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	n, err := s.update(ctx, "delete", `DELETE FROM tasks WHERE id = $1`, id)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: task %q", taskstore.ErrNotFound, id)
+	}
+	return nil
+}
+
+// pruneTasks deletes the oldest tasks first. Rows locked by a concurrent
+// statement (another replica's Prune, a Finish in flight) are skipped, so
+// concurrent prunes never wait for each other or delete the same rows.
+const pruneTasks = `WITH victims AS MATERIALIZED (
+	SELECT id FROM tasks WHERE created_ms < $1 ORDER BY created_ms, id LIMIT $2 FOR UPDATE SKIP LOCKED
+)
+DELETE FROM tasks WHERE id = ANY(ARRAY(SELECT id FROM victims))`
+
+// Prune deletes at most limit tasks created before the given time, oldest
+// first; see taskstore.Store. Tasks locked by a concurrent write at that
+// moment are left for the next call.
+func (s *Store) Prune(ctx context.Context, before time.Time, limit int) (int, error) {
+	if err := s.check(ctx); err != nil {
+		return 0, err
+	}
+	if limit <= 0 {
+		return 0, taskstore.Invalidf("limit must be positive")
+	}
+	var n int64
+	err := s.do(ctx, "prune", idempotent, func() (err error) {
+		n, err = s.exec(ctx, pruneTasks, ceilMillis(before), limit)
+		return err
+	})
+	return int(n), err
+}
+
+// renewLeases locks the rows in id order, so that two renewals over
+// overlapping ids never deadlock.
+const renewLeases = `WITH l AS MATERIALIZED (
+	SELECT id FROM tasks WHERE id = ANY($1) AND finished_ms = 0 ORDER BY id FOR UPDATE
+)
+UPDATE tasks SET lease_ms = $2 WHERE id = ANY(ARRAY(SELECT id FROM l)) AND finished_ms = 0`
+
+// RenewLeases sets the lease of the given unfinished tasks; see
+// taskstore.Store.
+func (s *Store) RenewLeases(ctx context.Context, ids []string, until time.Time) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	ids = storableOnly(ids)
+	if len(ids) == 0 {
+		return nil
+	}
+	ms := taskstore.ToMillis(until)
+	return s.do(ctx, "renew leases", idempotent, func() error {
+		_, err := s.exec(ctx, renewLeases, ids, ms)
+		return err
+	})
+}
+
+const abandonedTasks = `SELECT ` + taskColumns + ` FROM tasks
+WHERE finished_ms = 0 AND lease_ms < $1 ORDER BY lease_ms, id LIMIT $2`
+
+// Abandoned returns at most limit unfinished tasks whose lease ended before
+// the given time, oldest lease first; see taskstore.Store.
+func (s *Store) Abandoned(ctx context.Context, before time.Time, limit int) ([]taskstore.Task, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		return nil, taskstore.Invalidf("limit must be positive")
+	}
+	var out []taskstore.Task
+	err := s.do(ctx, "abandoned", idempotent, func() (err error) {
+		out, _, err = s.selectTasks(ctx, false, limit, abandonedTasks, ceilMillis(before), limit)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// claimDeliveries locks up to $3 due deliveries, skipping rows another
+// claimer holds, and moves their due time to the end of the claim, in one
+// statement. It returns the old due time for ordering. (The rows are found
+// again by "id = ANY(ARRAY(…))", which the planner always runs as primary
+// key lookups, never as a join over the table.)
+var claimDeliveries = `WITH due AS MATERIALIZED (
+	SELECT id, next_attempt_ms FROM tasks
+	WHERE callback_url <> '' AND finished_ms <> 0 AND delivered_ms = 0 AND next_attempt_ms <> 0
+	  AND next_attempt_ms <= $1
+	ORDER BY next_attempt_ms, id LIMIT $3
+	FOR UPDATE SKIP LOCKED
+), claimed AS (
+	UPDATE tasks SET next_attempt_ms = $2 WHERE id = ANY(ARRAY(SELECT id FROM due))
+	RETURNING ` + taskColumns + `
+)
+SELECT due.next_attempt_ms AS due_ms, ` + claimColumns + ` FROM claimed c JOIN due ON due.id = c.id`
+
+// claimColumns is taskColumns qualified with the alias c.
+var claimColumns = func() string {
+	cols := strings.Split(taskColumns, ",")
+	for i, c := range cols {
+		cols[i] = "c." + strings.TrimSpace(c)
+	}
+	return strings.Join(cols, ", ")
+}()
+
+// ClaimDeliveries claims at most limit due callbacks, earliest due first;
+// see taskstore.Store. A negative lease is invalid; a zero lease leaves them
+// due at once.
+func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]taskstore.Task, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	switch {
+	case limit <= 0:
+		return nil, taskstore.Invalidf("limit must be positive")
+	case lease < 0:
+		return nil, taskstore.Invalidf("lease must not be negative")
+	}
+	var claimed []taskstore.Task
+	var due []int64
+	// Retrying after a lost connection is safe: a claim whose answer was
+	// lost only delays those deliveries until the claim expires.
+	err := s.do(ctx, "claim deliveries", idempotent, func() (err error) {
+		claimed, due, err = s.selectTasks(ctx, true, limit, claimDeliveries, now.UnixMilli(), taskstore.ToMillis(now.Add(lease)), limit)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Earliest due first, then by id (RETURNING gives no order).
+	order := make([]int, len(claimed))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int {
+		if c := cmp.Compare(due[a], due[b]); c != 0 {
+			return c
+		}
+		return strings.Compare(claimed[a].ID, claimed[b].ID)
+	})
+	out := make([]taskstore.Task, len(claimed))
+	for i, k := range order {
+		out[i] = claimed[k]
+	}
+	return out, nil
+}
+
+const recordAttempt = `UPDATE tasks SET attempts = attempts + 1, last_status = $2, last_error = $3,
+delivered_ms = $4, next_attempt_ms = $5
+WHERE id = $1 AND callback_url <> '' AND finished_ms <> 0 AND delivered_ms = 0 AND next_attempt_ms <> 0`
+
+// RecordAttempt records the outcome of a delivery attempt; see
+// taskstore.Store. A delivered attempt with a zero At is delivered now. The
+// error text is stored with invalid UTF-8 replaced and NUL characters
+// removed.
+func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attempt) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	var delivered, next int64
+	if a.Delivered {
+		delivered = millisOrNow(a.At)
+	} else {
+		next = taskstore.ToMillis(a.Next)
+	}
+	msg := strings.ReplaceAll(strings.ToValidUTF8(a.Error, "\uFFFD"), "\x00", "")
+	n, err := s.update(ctx, "record attempt", recordAttempt, id, a.Status, msg, delivered, next)
+	if err != nil || n == 1 {
+		return err
+	}
+	st, err := s.state(ctx, "record attempt", id)
+	if err != nil {
+		return err
+	}
+	why := "given up"
+	switch {
+	case st.CallbackURL == "":
+		why = "none (no callback URL)"
+	case st.FinishedMs == 0:
+		why = "waiting (the task has not finished)"
+	case st.DeliveredMs != 0:
+		why = "delivered"
+	}
+	return fmt.Errorf("%w: the callback of task %q is %s, not pending", taskstore.ErrConflict, id, why)
+}
+
+// millisOrNow returns t (the current time when zero) in Unix milliseconds.
+func millisOrNow(t time.Time) int64 {
+	if t.IsZero() {
+		t = time.Now()
+	}
+	return t.UnixMilli()
+}
+
+// ceilMillis returns the first whole millisecond at or after t: a stored
+// time (whole milliseconds) is strictly before t exactly when it is before
+// ceilMillis(t).
+func ceilMillis(t time.Time) int64 {
+	ms := t.UnixMilli()
+	if time.UnixMilli(ms).Before(t) {
+		ms++
+	}
+	return ms
+}
+
+// storableOnly returns the values a stored string can equal.
+func storableOnly(vs []string) []string {
+	for _, v := range vs {
+		if !storable(v) {
+			out := make([]string, 0, len(vs))
+			for _, v := range vs {
+				if storable(v) {
+					out = append(out, v)
+				}
+			}
+			return out
+		}
+	}
+	return vs
+}

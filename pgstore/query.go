@@ -1,0 +1,140 @@
+package pgstore
+
+import (
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tasksapi/tasks/taskstore"
+)
+
+// findQuery is the SQL of one Find call.
+type findQuery struct {
+	// count answers the total alone; its arguments are args.
+	count string
+	// page answers the page with the total in every row (column total);
+	// its arguments are args, then limit and offset.
+	page string
+	args []any
+	// fromCounts is true when the total is summed from task_counts.
+	fromCounts bool
+	// planEachTime is true when the statements must be planned for their
+	// values rather than run from a cached, generic plan: a window's
+	// selectivity ranges from one row to the whole table, so no single
+	// plan suits every window.
+	planEachTime bool
+}
+
+// countArgs are the arguments of the count statement.
+func (q findQuery) countArgs() []any { return q.withMode(q.args) }
+
+// pageArgs are the arguments of the page statement.
+func (q findQuery) pageArgs(f taskstore.Filter) []any {
+	return q.withMode(append(slices.Clip(q.args), f.Limit, f.Offset))
+}
+
+// withMode prefixes args with pgx's execution mode when the statement must
+// be planned for its values: QueryExecModeExec runs it as an unnamed
+// statement, which PostgreSQL always plans with the actual parameters.
+func (q findQuery) withMode(args []any) []any {
+	if !q.planEachTime {
+		return args
+	}
+	return append([]any{pgx.QueryExecModeExec}, args...)
+}
+
+// buildFind returns the statements for f. ok is false when nothing can
+// match (an empty window, or lists holding only values no stored task can
+// have), so that no statement is needed.
+//
+// Each list with one value becomes "col = $n" rather than "col = ANY($n)",
+// which gives the planner a better estimate for cached (generic) plans.
+func buildFind(f taskstore.Filter) (q findQuery, ok bool) {
+	minMs, maxMs, empty := f.CreatedRange()
+	if empty {
+		return q, false
+	}
+	var where []string
+	arg := func(v any) string {
+		q.args = append(q.args, v)
+		return "$" + strconv.Itoa(len(q.args))
+	}
+	in := func(col string, vs []string) bool {
+		vs = storableOnly(vs)
+		switch len(vs) {
+		case 0:
+			return false
+		case 1:
+			where = append(where, col+" = "+arg(vs[0]))
+		default:
+			where = append(where, col+" = ANY("+arg(vs)+")")
+		}
+		return true
+	}
+	eq := func(col, v string) bool {
+		if !storable(v) {
+			return false
+		}
+		where = append(where, col+" = "+arg(v))
+		return true
+	}
+	if len(f.IDs) > 0 && !in("id", f.IDs) {
+		return q, false
+	}
+	if len(f.TraceIDs) > 0 {
+		if !in("trace_id", f.TraceIDs) {
+			return q, false
+		}
+		// Lets the planner use the partial index on non-empty trace ids
+		// even in a generic plan, where it cannot see the values.
+		if !slices.Contains(f.TraceIDs, "") {
+			where = append(where, "trace_id <> ''")
+		}
+	}
+	// The counts table answers a filter of application, user and types only.
+	q.fromCounts = len(f.IDs) == 0 && len(f.TraceIDs) == 0 && f.CreatedMin.IsZero() && f.CreatedMax.IsZero()
+	var countWhere []string
+	if f.ApplicationID != "" {
+		if !eq("application_id", f.ApplicationID) {
+			return q, false
+		}
+	}
+	if f.UserID != "" {
+		if !eq("user_id", f.UserID) {
+			return q, false
+		}
+	}
+	if len(f.Types) > 0 && !in("type", f.Types) {
+		return q, false
+	}
+	if q.fromCounts {
+		countWhere = where
+	}
+	if !f.CreatedMin.IsZero() {
+		where = append(where, "created_ms >= "+arg(minMs))
+		q.planEachTime = true
+	}
+	if !f.CreatedMax.IsZero() {
+		where = append(where, "created_ms <= "+arg(maxMs))
+		q.planEachTime = true
+	}
+	cond := ""
+	if len(where) > 0 {
+		cond = " WHERE " + strings.Join(where, " AND ")
+	}
+	if q.fromCounts {
+		c := ""
+		if len(countWhere) > 0 {
+			c = " WHERE " + strings.Join(countWhere, " AND ")
+		}
+		q.count = "SELECT coalesce(sum(n), 0)::bigint FROM task_counts" + c
+	} else {
+		q.count = "SELECT count(*) FROM tasks" + cond
+	}
+	n := len(q.args)
+	q.page = "SELECT (" + q.count + ") AS total, " + taskColumns + " FROM tasks" + cond +
+		" ORDER BY created_ms DESC, id DESC LIMIT $" + strconv.Itoa(n+1) + " OFFSET $" + strconv.Itoa(n+2)
+	return q, true
+}

@@ -1,0 +1,273 @@
+package pgstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tasksapi/tasks/taskstore"
+)
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func randomInt() int { return rand.IntN(1 << 30) }
+
+// TestClaimTwoStores runs two stores (two Opens, as two replicas would) over
+// one schema, each with several goroutines claiming due deliveries at once:
+// no delivery is handed out twice within its claim, and none is missed.
+func TestClaimTwoStores(t *testing.T) {
+	a, url := openInternal(t)
+	b, err := Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := context.Background()
+	const n = 600
+	now := time.Now()
+	for i := range n {
+		id := fmt.Sprintf("cb-%04d", i)
+		x := taskstore.Task{ID: id, Type: "t", Request: []byte(`{}`), Callback: taskstore.Callback{URL: "http://r/"}}
+		if err := a.Create(ctx, x); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Finish(ctx, id, json.RawMessage(`{}`), now.Add(-time.Duration(i)*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var (
+		mu      sync.Mutex
+		claimed = map[string]int{}
+		wg      sync.WaitGroup
+		errs    = make(chan error, 8)
+	)
+	for w := range 8 {
+		s := a
+		if w%2 == 1 {
+			s = b
+		}
+		wg.Go(func() {
+			for {
+				got, err := s.ClaimDeliveries(ctx, now, time.Hour, 1+w)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if len(got) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, x := range got {
+					claimed[x.ID]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if len(claimed) != n {
+		t.Fatalf("%d distinct deliveries claimed, want %d", len(claimed), n)
+	}
+	for id, c := range claimed {
+		if c != 1 {
+			t.Fatalf("delivery %s claimed %d times within one lease", id, c)
+		}
+	}
+	// Once the claims expire, they are all due again.
+	got, err := b.ClaimDeliveries(ctx, now.Add(time.Hour), time.Minute, 2*n)
+	if err != nil || len(got) != n {
+		t.Fatalf("after expiry: %d claimed, %v; want %d", len(got), err, n)
+	}
+	if !slices.IsSortedFunc(got, func(x, y taskstore.Task) int { return x.Callback.NextAttemptAt.Compare(y.Callback.NextAttemptAt) }) {
+		t.Fatal("claims are not returned in due order")
+	}
+}
+
+// TestCountsMatch creates, deletes and prunes tasks through two stores (so
+// through many server processes, hence several count stripes) and checks
+// that the totals summed from task_counts equal count(*) over the tasks, for
+// every filter of application, user and types.
+func TestCountsMatch(t *testing.T) {
+	a, url := openInternal(t)
+	b, err := Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := context.Background()
+	apps := []string{"", "app-a", "app-b"}
+	users := []string{"", "u1", "u2", "u3"}
+	types := []string{"images_generations", "images_edits"}
+	var wg sync.WaitGroup
+	for w := range 8 {
+		s := []*Store{a, b}[w%2]
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			for i := range 60 {
+				x := taskstore.Task{
+					ID: fmt.Sprintf("w%d-%03d", w, i), Type: types[rng.IntN(len(types))], Request: []byte(`{}`),
+					ApplicationID: apps[rng.IntN(len(apps))], UserID: users[rng.IntN(len(users))],
+					CreatedAt: explainBase.Add(time.Duration(rng.IntN(1000)) * time.Millisecond),
+				}
+				if err := s.Create(ctx, x); err != nil {
+					t.Error(err)
+					return
+				}
+				if i%7 == 0 {
+					if err := s.Delete(ctx, x.ID); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if _, err := b.Prune(ctx, explainBase.Add(100*time.Millisecond), 1000); err != nil {
+		t.Fatal(err)
+	}
+	var stripes int
+	if err := a.db.Get(&stripes, `SELECT count(DISTINCT stripe) FROM task_counts`); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("counts kept in %d stripes", stripes)
+	for _, app := range append(apps, "none") {
+		for _, user := range append(users, "none") {
+			for _, ty := range [][]string{nil, {types[0]}, types, {"other"}} {
+				f := taskstore.Filter{Types: ty}
+				if app != "none" {
+					f.ApplicationID = app
+				}
+				if user != "none" {
+					f.UserID = user
+				}
+				q, ok := buildFind(f)
+				if !ok || !q.fromCounts {
+					t.Fatalf("%+v: not counted from task_counts", f)
+				}
+				_, total, err := a.Find(ctx, f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var want int
+				if err := a.db.Get(&want, `SELECT count(*) FROM tasks WHERE ($1 = '' OR application_id = $1) AND ($2 = '' OR user_id = $2)
+					AND (coalesce(cardinality($3::text[]), 0) = 0 OR type = ANY($3))`, f.ApplicationID, f.UserID, ty); err != nil {
+					t.Fatal(err)
+				}
+				if total != want {
+					t.Fatalf("Find(%+v) total = %d, count(*) = %d", f, total, want)
+				}
+			}
+		}
+	}
+}
+
+// TestUnstorableStrings: values PostgreSQL text cannot hold are refused on
+// Create and match nothing elsewhere, instead of failing with a database
+// error.
+func TestUnstorableStrings(t *testing.T) {
+	s, _ := openInternal(t)
+	ctx := context.Background()
+	ok := taskstore.Task{ID: "ok", Type: "t", Request: []byte(`{"a":"\u0000 \ud800"}`)}
+	if err := s.Create(ctx, ok); err != nil {
+		t.Fatalf("JSON with escaped NUL and a lone surrogate: %v", err)
+	}
+	if got, err := s.Get(ctx, "ok"); err != nil || string(got.Request) != string(ok.Request) {
+		t.Fatalf("Get = %s, %v", got.Request, err)
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*taskstore.Task)
+	}{
+		{"NULInID", func(x *taskstore.Task) { x.ID = "a\x00b" }},
+		{"NULInUser", func(x *taskstore.Task) { x.UserID = "u\x00" }},
+		{"BadUTF8URL", func(x *taskstore.Task) { x.Callback.URL = "http://\xff/" }},
+		{"BadUTF8Request", func(x *taskstore.Task) { x.Request = []byte("{\"a\":\"\xff\"}") }},
+	} {
+		x := taskstore.Task{ID: "bad", Type: "t", Request: []byte(`{}`)}
+		tc.edit(&x)
+		if err := s.Create(ctx, x); !errors.Is(err, taskstore.ErrInvalid) {
+			t.Errorf("%s: Create = %v, want ErrInvalid", tc.name, err)
+		}
+	}
+	if _, err := s.Get(ctx, "a\x00b"); !errors.Is(err, taskstore.ErrNotFound) {
+		t.Errorf("Get(NUL id) = %v, want ErrNotFound", err)
+	}
+	if _, total, err := s.Find(ctx, taskstore.Filter{IDs: []string{"ok", "x\x00"}, UserID: "", Limit: 5}); err != nil || total != 1 {
+		t.Errorf("Find with a NUL id among others: total %d, %v; want 1", total, err)
+	}
+	if _, total, err := s.Find(ctx, taskstore.Filter{UserID: "\xff", Limit: 5}); err != nil || total != 0 {
+		t.Errorf("Find by an invalid UTF-8 user: total %d, %v; want 0", total, err)
+	}
+	cb := taskstore.Task{ID: "cb", Type: "t", Request: []byte(`{}`), Callback: taskstore.Callback{URL: "http://r/"}}
+	if err := s.Create(ctx, cb); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Finish(ctx, "cb", []byte(`{}`), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordAttempt(ctx, "cb", taskstore.Attempt{At: time.Now(), Error: "bad \xff\x00x", Next: time.Now()}); err != nil {
+		t.Fatalf("RecordAttempt with an unstorable error text: %v", err)
+	}
+	if got, _ := s.Get(ctx, "cb"); got.Callback.LastError != "bad \uFFFDx" {
+		t.Errorf("stored LastError = %q, want %q", got.Callback.LastError, "bad \uFFFDx")
+	}
+	if err := s.Delete(ctx, "a\x00b"); !errors.Is(err, taskstore.ErrNotFound) {
+		t.Errorf("Delete(NUL id) = %v, want ErrNotFound", err)
+	}
+}
+
+// TestCreateBatched creates tasks from many goroutines at once, so that
+// creates share INSERT statements, with ids repeated inside and across
+// batches: each id is stored once, by exactly one caller, and every other
+// caller gets ErrConflict.
+func TestCreateBatched(t *testing.T) {
+	s, _ := openInternal(t)
+	ctx := context.Background()
+	if err := s.Create(ctx, taskstore.Task{ID: "dup-0", Type: "t", Request: []byte(`{"first":true}`)}); err != nil {
+		t.Fatal(err)
+	}
+	const callers, ids = 64, 8
+	var ok, conflict atomic.Int32
+	var wg sync.WaitGroup
+	for round := range 5 {
+		for i := range callers {
+			wg.Go(func() {
+				x := taskstore.Task{
+					ID: fmt.Sprintf("dup-%d", (round*callers+i)%ids), Type: "t", UserID: fmt.Sprint("u", i%3),
+					Request: []byte(fmt.Sprintf(`{"caller":%d}`, i)),
+				}
+				switch err := s.Create(ctx, x); {
+				case err == nil:
+					ok.Add(1)
+				case errors.Is(err, taskstore.ErrConflict):
+					conflict.Add(1)
+				default:
+					t.Error(err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if ok.Load() != ids-1 || conflict.Load() != 5*callers-(ids-1) {
+		t.Fatalf("%d creates succeeded and %d conflicted, want %d and %d", ok.Load(), conflict.Load(), ids-1, 5*callers-(ids-1))
+	}
+	if got, err := s.Get(ctx, "dup-0"); err != nil || string(got.Request) != `{"first":true}` {
+		t.Fatalf("the existing task was overwritten: %s, %v", got.Request, err)
+	}
+	if _, total, err := s.Find(ctx, taskstore.Filter{}); err != nil || total != ids {
+		t.Fatalf("total = %d, %v; want %d", total, err, ids)
+	}
+}
