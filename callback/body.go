@@ -38,6 +38,7 @@ const (
 	msgBadTraceID     = "trace_id must be a string of at most 128 characters"
 	msgBadAsyncJSON   = "async must be a boolean"
 	msgBadAsyncForm   = "async must be true or false"
+	msgBadUTF8        = "the request body must be valid UTF-8"
 )
 
 // badRequest is a malformed callback-mode field; its message is shown to the
@@ -157,6 +158,12 @@ func inspectJSON(body []byte) (inspection, error) {
 	}
 	if !f.hasURL && !f.async {
 		return inspection{}, nil
+	}
+	if !utf8.Valid(body) {
+		// A stored request must be valid JSON text, and a trace_id must come
+		// back as the client sent it: refuse rather than store replacement
+		// characters.
+		return inspection{}, &badRequest{msgBadUTF8}
 	}
 	return inspection{
 		callback:    true,

@@ -333,6 +333,8 @@ func TestBadFieldsRefused(t *testing.T) {
 		{"TraceNotString", "application/json", `{` + ok + `,"trace_id":5}`, badTrace},
 		{"AsyncNotBool", "application/json", `{"async":"yes"}`, "async must be a boolean"},
 		{"AsyncBadWithURL", "application/json", `{` + ok + `,"async":1}`, "async must be a boolean"},
+		{"InvalidUTF8", "application/json", `{` + ok + `,"prompt":"` + "\xff\xfe" + `"}`, "the request body must be valid UTF-8"},
+		{"OverlongUTF8Trace", "application/json", `{` + ok + `,"trace_id":"` + "\xc0\xaf" + `"}`, "the request body must be valid UTF-8"},
 	}
 	ct, body := form("prompt", "p", "callback_url", "gopher://x/")
 	cases = append(cases, struct{ name, ct, body, msg string }{"MultipartBadURL", ct, body, badURL})

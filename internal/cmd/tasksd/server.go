@@ -187,7 +187,7 @@ func newMux(cfg config, baseURL string, store taskstore.Store, auth handler.Auth
 	var upstream func(r route) http.Handler
 	var desc string
 	if cfg.Upstream != "" {
-		p, err := proxy.New(proxy.Options{Upstream: cfg.Upstream, Key: cfg.UpstreamKey})
+		p, err := proxy.New(proxy.Options{Upstream: cfg.Upstream, Key: cfg.UpstreamKey, Logger: log})
 		if err != nil {
 			return nil, "", err
 		}
