@@ -1,0 +1,30 @@
+// Package reliability is the reliability and security suite of the module:
+// tests that try to break the promises the README makes and fail when one
+// is broken. It has no code of its own; RELIABILITY.md maps each promise to
+// the test that proves it and records the figures of the last run.
+//
+// Most tests build internal/cmd/tasksd once and run it as a subprocess on
+// loopback (they are skipped under -short):
+//
+//   - TestCrashRecovery kills tasksd with SIGKILL under load and restarts it;
+//   - TestReceiverOutage takes callback receivers down, then up again;
+//   - TestLoad runs 64 concurrent clients;
+//   - TestBadInput sends malformed requests to every route;
+//   - TestSSRF aims callbacks at loopback and private addresses;
+//   - TestTenants sends randomized two-tenant traffic;
+//   - TestSecretsNeverLeak searches every answer and log line for secrets.
+//
+// TestStoreFaults runs callback mode and the Tasks API in-process over a
+// FaultStore, a taskstore.Store wrapper that fails chosen calls, and
+// TestDisk runs the SQLite store on a read-only, deleted and full disk
+// (mounting a tmpfs when run as root).
+//
+// # Profiles
+//
+// The short profile fits CI: go test -race ./internal/reliability runs in
+// well under three minutes on two cores. TASKS_RELIABILITY=long submits more
+// tasks, kills tasksd more often, makes outages longer and sends ten times
+// the requests:
+//
+//	TASKS_RELIABILITY=long go test -race -count=1 -timeout 30m -v ./internal/reliability
+package reliability
