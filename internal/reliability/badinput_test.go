@@ -15,6 +15,7 @@ import (
 
 	"github.com/tasksapi/tasks/callback"
 	"github.com/tasksapi/tasks/handler"
+	"github.com/tasksapi/tasks/internal/tasksdtest"
 )
 
 // badCase is one malformed request and the answer it must get.
@@ -201,8 +202,8 @@ func badCases(seed, cbURL string) []badCase {
 // retrieve_batch answer, items and count, is byte-identical).
 func TestBadInput(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "tasks.db")
-	rcv := newReceiver(t, nil)
-	d := startTasksd(t, nil, "-db", db, "-tokens", writeTokens(t), "-allow-private-callbacks", "-standin-delay", "0s",
+	rcv := tasksdtest.NewReceiver(t, tasksdtest.ReceiverConfig{})
+	d := tasksdtest.Start(t, nil, "-db", db, "-tokens", writeTokens(t), "-allow-private-callbacks", "-standin-delay", "0s",
 		"-callback-schedule", "0s")
 
 	// Seed a few finished tasks, so that a mistaken delete or create shows.
@@ -216,14 +217,14 @@ func TestBadInput(t *testing.T) {
 		if i == 2 {
 			tok = tokenB
 		}
-		a := mustPost(t, d.url+genPath, tok, body)
+		a := mustPost(t, d.URL()+genPath, tok, body)
 		if a.status != 200 {
 			t.Fatalf("seed: %d %s", a.status, a.raw)
 		}
 		seeds = append(seeds, a.str("task_id"))
 	}
-	if !waitFor(waitStart, 20*time.Millisecond, func() bool {
-		got := fetchByIDs(t, d.url, seeds)
+	if !waitFor(30*time.Second, 20*time.Millisecond, func() bool {
+		got := fetchByIDs(t, d.URL(), seeds)
 		for _, id := range seeds {
 			if got[id].FinishedAt == "" {
 				return false
@@ -234,7 +235,7 @@ func TestBadInput(t *testing.T) {
 		t.Fatal("seed tasks did not finish")
 	}
 	snapshot := func() []byte {
-		_, raw := retrieveBatch(t, d.url, tokenOp, map[string]any{"limit": 100})
+		_, raw := retrieveBatch(t, d.URL(), tokenOp, map[string]any{"limit": 100})
 		return raw
 	}
 	// settled returns the snapshot once every task in it has finished (a
@@ -242,7 +243,7 @@ func TestBadInput(t *testing.T) {
 	settled := func() []byte {
 		var raw []byte
 		waitFor(10*time.Second, 20*time.Millisecond, func() bool {
-			b, r := retrieveBatch(t, d.url, tokenOp, map[string]any{"limit": 100})
+			b, r := retrieveBatch(t, d.URL(), tokenOp, map[string]any{"limit": 100})
 			raw = r
 			for _, it := range b.Items {
 				if it.FinishedAt == "" {
@@ -270,7 +271,7 @@ func TestBadInput(t *testing.T) {
 					body = io.MultiReader(body) // hides the length: sent chunked
 				}
 			}
-			req, err := http.NewRequest(method, d.url+tc.path, body)
+			req, err := http.NewRequest(method, d.URL()+tc.path, body)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -336,7 +337,7 @@ func TestBadInput(t *testing.T) {
 // requests that match nothing: retrieve answers {}, delete answers
 // deleted:false, the store is unchanged. Trace ids with such characters,
 // which callback mode accepts, round-trip exactly and match only themselves.
-func testLookalikes(t *testing.T, d *daemon, seed string, before []byte, snapshot func() []byte) {
+func testLookalikes(t *testing.T, d *tasksdtest.Daemon, seed string, before []byte, snapshot func() []byte) {
 	cyr := strings.Replace(seed, "a", "\u0430", 1) // Cyrillic a
 	if cyr == seed {
 		cyr = "\u0430" + seed
@@ -346,11 +347,11 @@ func testLookalikes(t *testing.T, d *daemon, seed string, before []byte, snapsho
 		strings.ToUpper(seed), cyr, " " + seed, seed + " ", seed + "\n", seed[:35], seed + "0",
 		"\ufeff" + seed, strings.ReplaceAll(seed, "-", "\u2010"),
 	} {
-		a := mustPost(t, d.url+tasksPath, tokenOp, map[string]any{"action": "retrieve", "id": id})
+		a := mustPost(t, d.URL()+tasksPath, tokenOp, map[string]any{"action": "retrieve", "id": id})
 		if a.status != 200 || string(a.raw) != "{}" {
 			t.Errorf("retrieve %q: %d %.200s; want {}", id, a.status, a.raw)
 		}
-		a = mustPost(t, d.url+tasksPath, tokenOp, map[string]any{"action": "delete", "id": id})
+		a = mustPost(t, d.URL()+tasksPath, tokenOp, map[string]any{"action": "delete", "id": id})
 		if want, _ := json.Marshal(map[string]any{"id": id, "deleted": false}); a.status != 200 || !jsonEqual(a.raw, want) {
 			t.Errorf("delete %q: %d %s; want %s", id, a.status, a.raw, want)
 		}
@@ -362,18 +363,18 @@ func testLookalikes(t *testing.T, d *daemon, seed string, before []byte, snapsho
 	traces := []string{"trace", "trace\u200b", "\u202etrace", "trace\x00", "TRACE", "tr\u0430ce"}
 	ids := map[string]string{}
 	for _, tr := range traces {
-		a := mustPost(t, d.url+genPath, tokenA, map[string]any{"prompt": "x", "async": true, "trace_id": tr})
+		a := mustPost(t, d.URL()+genPath, tokenA, map[string]any{"prompt": "x", "async": true, "trace_id": tr})
 		if a.status != 200 || a.str("trace_id") != tr {
 			t.Fatalf("submit trace_id %q: %d %s", tr, a.status, a.raw)
 		}
 		ids[tr] = a.str("task_id")
 	}
 	for _, tr := range traces {
-		a := mustPost(t, d.url+tasksPath, tokenA, map[string]any{"action": "retrieve", "trace_id": tr})
+		a := mustPost(t, d.URL()+tasksPath, tokenA, map[string]any{"action": "retrieve", "trace_id": tr})
 		if a.str("id") != ids[tr] || a.str("trace_id") != tr {
 			t.Errorf("retrieve trace_id %q: %.300s; want task %s", tr, a.raw, ids[tr])
 		}
-		b, _ := retrieveBatch(t, d.url, tokenA, map[string]any{"trace_ids": []string{tr}})
+		b, _ := retrieveBatch(t, d.URL(), tokenA, map[string]any{"trace_ids": []string{tr}})
 		if *b.Count != 1 || b.Items[0].ID != ids[tr] {
 			t.Errorf("retrieve_batch trace_ids [%q]: count %d", tr, *b.Count)
 		}

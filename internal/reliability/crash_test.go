@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tasksapi/tasks/internal/tasksdtest"
 )
 
 // crashFlags are the tasksd flags of the crash test: short leases and
@@ -32,14 +34,14 @@ func TestCrashRecovery(t *testing.T) {
 	submitters := pick(4, 8)
 	lifeMin, lifeMax := pick(300*time.Millisecond, 500*time.Millisecond), pick(1200*time.Millisecond, 3*time.Second)
 
-	rcv := newReceiver(t, nil)
+	rcv := tasksdtest.NewReceiver(t, tasksdtest.ReceiverConfig{})
 	db := filepath.Join(t.TempDir(), "tasks.db")
 	args := []string{
 		"-db", db, "-tokens", writeTokens(t), "-allow-private-callbacks",
 		"-lease", crashLease.String(), "-callback-timeout", "2s", "-standin-delay", "40ms",
 		"-callback-schedule", crashSchedule, "-grace", "5s",
 	}
-	d := startTasksd(t, nil, args...)
+	d := tasksdtest.Start(t, nil, args...)
 
 	var (
 		current  atomic.Pointer[string] // the running daemon's URL; nil while down
@@ -50,7 +52,8 @@ func TestCrashRecovery(t *testing.T) {
 		lost     atomic.Int64
 		refused  atomic.Int64
 	)
-	current.Store(&d.url)
+	u := d.URL()
+	current.Store(&u)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for g := range submitters {
@@ -99,14 +102,15 @@ func TestCrashRecovery(t *testing.T) {
 	for k := range kills {
 		time.Sleep(lifeMin + time.Duration(rng.Int64N(int64(lifeMax-lifeMin))))
 		current.Store(nil)
-		d.kill()
+		d.Kill()
 		mu.Lock()
 		perLife = append(perLife, len(received)-before)
 		before = len(received)
 		mu.Unlock()
 		t.Logf("kill %d/%d: %d task_ids received so far", k+1, kills, before)
-		d = startTasksd(t, nil, args...)
-		current.Store(&d.url)
+		d = tasksdtest.Start(t, nil, args...)
+		u := d.URL()
+		current.Store(&u)
 	}
 	time.Sleep(lifeMin) // the last life takes submissions too
 	cancel()
@@ -129,8 +133,8 @@ func TestCrashRecovery(t *testing.T) {
 	var tasks map[string]wireTask
 	var missingCB []string
 	ok := waitFor(crashLease+pick(20*time.Second, 60*time.Second), 250*time.Millisecond, func() bool {
-		tasks = fetchByIDs(t, d.url, ids)
-		hits, _, _ := rcv.snapshot()
+		tasks = fetchByIDs(t, d.URL(), ids)
+		hits, _, _ := rcv.Snapshot()
 		missingCB = missingCB[:0]
 		for _, id := range ids {
 			if hits[id] == 0 {
@@ -147,7 +151,7 @@ func TestCrashRecovery(t *testing.T) {
 		}
 		return true
 	})
-	hits, requests, problems := rcv.snapshot()
+	hits, requests, problems := rcv.Snapshot()
 	for _, p := range problems {
 		t.Errorf("receiver: %s", p)
 	}
@@ -171,7 +175,7 @@ func TestCrashRecovery(t *testing.T) {
 		}
 		if hits[id] == 0 {
 			t.Errorf("task %s: no callback received", id)
-		} else if cb := rcv.body(id); !bytes.Equal(cb, task.Response) {
+		} else if cb := rcv.Body(id); !bytes.Equal(cb, task.Response) {
 			t.Errorf("task %s: callback body %s differs from the stored response %s", id, cb, task.Response)
 		}
 	}
@@ -179,7 +183,7 @@ func TestCrashRecovery(t *testing.T) {
 		t.Errorf("recovery did not complete: %d callbacks missing", len(missingCB))
 	}
 
-	d.stop()
+	d.Stop()
 	if res := integrityCheck(t, db); res != "ok" {
 		t.Errorf("PRAGMA integrity_check: %s", res)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tasksapi/tasks/callback"
 	"github.com/tasksapi/tasks/handler"
+	"github.com/tasksapi/tasks/internal/tasksdtest"
 	"github.com/tasksapi/tasks/memstore"
 	"github.com/tasksapi/tasks/sqlitestore"
 	"github.com/tasksapi/tasks/taskstore"
@@ -70,8 +71,8 @@ func testStoreFaults(t *testing.T, inner taskstore.Store) {
 	requests := pick(600, 6000)
 	const clients = 16
 	fs := NewFaultStore(inner)
-	rcv := newReceiver(t, nil)
-	logs := &syncBuffer{}
+	rcv := tasksdtest.NewReceiver(t, tasksdtest.ReceiverConfig{})
+	logs := &tasksdtest.Buffer{}
 	schedule, _ := callback.ParseSchedule("0s,50ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms")
 	rec, err := callback.New(fs, callback.Options{
 		Workers: 8, Queue: 64, Schedule: schedule, AllowPrivateNetworks: true,
@@ -248,7 +249,7 @@ func testStoreFaults(t *testing.T, inner taskstore.Store) {
 	}
 	byID := map[string]taskstore.Task{}
 	outcomes := map[string]int{}
-	hits, _, problems := rcv.snapshot()
+	hits, _, problems := rcv.Snapshot()
 	for _, p := range problems {
 		t.Errorf("receiver: %s", p)
 	}

@@ -1,7 +1,6 @@
 package reliability
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"database/sql"
@@ -10,16 +9,14 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tasksapi/tasks/internal/tasksdtest"
 
 	_ "modernc.org/sqlite" // the "sqlite" driver for PRAGMA integrity_check
 )
@@ -43,169 +40,14 @@ const (
 	tokenOp = "rel-token-operator-27ae"
 )
 
-const waitStart = 30 * time.Second
+func TestMain(m *testing.M) { tasksdtest.Main(m) }
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	binPath   string
-	buildErr  error
-)
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
-	os.Exit(code)
-}
-
-// tasksdBinary builds internal/cmd/tasksd once per test process and returns
-// its path. Subprocess tests are skipped under -short.
-func tasksdBinary(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("runs the tasksd binary as a subprocess; skipped in -short")
-	}
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "reliability-tasksd")
-		if buildErr != nil {
-			return
-		}
-		binPath = filepath.Join(buildDir, "tasksd")
-		// -race on the test binary does not reach the subprocess: it is
-		// built plain, as an operator would run it.
-		cmd := exec.Command("go", "build", "-o", binPath, "github.com/tasksapi/tasks/internal/cmd/tasksd")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build tasksd: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers and readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// daemon is one running tasksd process.
-type daemon struct {
-	t    *testing.T
-	cmd  *exec.Cmd
-	url  string
-	out  *syncBuffer // standard output and standard error, interleaved
-	done chan error
-}
-
-var listenRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
-
-// startTasksd runs tasksd with args (plus -addr 127.0.0.1:0) and extra
-// environment variables, and waits until it logs the address it listens on.
-// The process is killed at the end of the test if it still runs.
-func startTasksd(t *testing.T, env []string, args ...string) *daemon {
-	t.Helper()
-	cmd := exec.Command(tasksdBinary(t), append([]string{"-addr", "127.0.0.1:0"}, args...)...)
-	cmd.Env = append(os.Environ(), env...)
-	d := &daemon{t: t, cmd: cmd, out: &syncBuffer{}, done: make(chan error, 1)}
-	cmd.Stdout = d.out
-	pr, pw := io.Pipe()
-	cmd.Stderr = pw
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	addr := make(chan string, 1)
-	scanned := make(chan struct{})
-	go func() {
-		defer close(scanned)
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64<<10), 4<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			d.out.Write([]byte(line + "\n"))
-			if m := listenRE.FindStringSubmatch(line); m != nil {
-				select {
-				case addr <- m[1]:
-				default:
-				}
-			}
-		}
-		io.Copy(io.Discard, pr)
-	}()
-	go func() {
-		err := cmd.Wait()
-		pw.Close()
-		<-scanned
-		d.done <- err
-	}()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-d.done
-		}
-		if t.Failed() {
-			t.Logf("tasksd output (last 8 KiB):\n%s", tail(d.out.String(), 8<<10))
-		}
-	})
-	select {
-	case a := <-addr:
-		d.url = "http://" + a
-	case err := <-d.done:
-		d.done <- err
-		t.Fatalf("tasksd exited early: %v\n%s", err, d.out.String())
-	case <-time.After(waitStart):
-		t.Fatalf("tasksd did not start:\n%s", d.out.String())
-	}
-	return d
-}
-
+// tail returns the last n bytes of s.
 func tail(s string, n int) string {
 	if len(s) > n {
 		return "…" + s[len(s)-n:]
 	}
 	return s
-}
-
-// kill ends the process with SIGKILL (kill -9) and waits for it.
-func (d *daemon) kill() {
-	d.t.Helper()
-	if err := d.cmd.Process.Kill(); err != nil {
-		d.t.Fatalf("kill: %v", err)
-	}
-	select {
-	case <-d.done:
-	case <-time.After(waitStart):
-		d.t.Fatal("tasksd did not die on SIGKILL")
-	}
-}
-
-// stop sends SIGTERM and waits for a clean exit.
-func (d *daemon) stop() {
-	d.t.Helper()
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-d.done:
-		if err != nil {
-			d.t.Fatalf("tasksd exit: %v\n%s", err, tail(d.out.String(), 8<<10))
-		}
-	case <-time.After(60 * time.Second):
-		d.t.Fatal("tasksd did not stop on SIGTERM")
-	}
 }
 
 // writeTokens writes the tokens file: two tenants and an operator.
@@ -416,104 +258,6 @@ func checkErrorBody(raw []byte, code string) string {
 		return "trace_id is not a UUID"
 	}
 	return ""
-}
-
-// receiver is a loopback callback receiver. It counts requests per
-// webhook-id (and those it answered 2xx), keeps the first body of each, and
-// records what breaks the contract: a body whose task_id is not its
-// webhook-id, a duplicate whose body differs from the first, a missing
-// header.
-type receiver struct {
-	*httptest.Server
-	// status decides the answer to a request; nil answers 204.
-	status func(r *http.Request) int
-
-	mu       sync.Mutex
-	hits     map[string]int
-	ok       map[string]int
-	bodies   map[string][]byte
-	requests int
-	problems []string
-}
-
-// newReceiver starts a receiver on a fresh loopback port.
-func newReceiver(t *testing.T, status func(r *http.Request) int) *receiver {
-	t.Helper()
-	return newReceiverOn(t, nil, status)
-}
-
-// newReceiverOn starts a receiver on ln (nil: a fresh loopback port).
-func newReceiverOn(t *testing.T, ln net.Listener, status func(r *http.Request) int) *receiver {
-	t.Helper()
-	rc := &receiver{status: status, hits: map[string]int{}, ok: map[string]int{}, bodies: map[string][]byte{}}
-	rc.Server = httptest.NewUnstartedServer(http.HandlerFunc(rc.serve))
-	if ln != nil {
-		rc.Server.Listener.Close()
-		rc.Server.Listener = ln
-	}
-	rc.Start()
-	t.Cleanup(rc.Close)
-	return rc
-}
-
-func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(r.Body)
-	id := r.Header.Get("webhook-id")
-	var b struct {
-		TaskID string `json:"task_id"`
-	}
-	jerr := json.Unmarshal(body, &b)
-	status := http.StatusNoContent
-	if rc.status != nil {
-		status = rc.status(r)
-	}
-	rc.mu.Lock()
-	rc.requests++
-	switch {
-	case id == "" || r.Header.Get("webhook-timestamp") == "":
-		rc.problems = append(rc.problems, fmt.Sprintf("request without webhook-id or webhook-timestamp: %q", body))
-	case jerr != nil || b.TaskID != id:
-		rc.problems = append(rc.problems, fmt.Sprintf("webhook-id %s carries body %.200s", id, body))
-	case rc.bodies[id] != nil && !bytes.Equal(rc.bodies[id], body):
-		rc.problems = append(rc.problems, fmt.Sprintf("webhook-id %s: duplicate with another body: %.200s vs %.200s", id, rc.bodies[id], body))
-	}
-	rc.hits[id]++
-	if status >= 200 && status <= 299 {
-		rc.ok[id]++
-	}
-	if rc.bodies[id] == nil {
-		rc.bodies[id] = body
-	}
-	rc.mu.Unlock()
-	w.WriteHeader(status)
-}
-
-// delivered returns a copy of the counts of requests answered 2xx.
-func (rc *receiver) delivered() map[string]int {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	out := make(map[string]int, len(rc.ok))
-	for k, v := range rc.ok {
-		out[k] = v
-	}
-	return out
-}
-
-// snapshot returns a copy of the hit counts and the problems seen.
-func (rc *receiver) snapshot() (hits map[string]int, requests int, problems []string) {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	hits = make(map[string]int, len(rc.hits))
-	for k, v := range rc.hits {
-		hits[k] = v
-	}
-	return hits, rc.requests, append([]string(nil), rc.problems...)
-}
-
-func (rc *receiver) body(id string) []byte {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	return rc.bodies[id]
 }
 
 // integrityCheck opens the SQLite file read-only with the driver itself (no

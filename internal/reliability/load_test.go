@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/tasksapi/tasks/internal/tasksdtest"
 )
 
 // TestLoad: 64 concurrent clients mix callback-mode and async submissions,
@@ -21,11 +23,11 @@ func TestLoad(t *testing.T) {
 	const clients = 64
 	total := pick(3000, 30000)
 
-	rcv := newReceiver(t, nil)
+	rcv := tasksdtest.NewReceiver(t, tasksdtest.ReceiverConfig{})
 	db := filepath.Join(t.TempDir(), "tasks.db")
-	d := startTasksd(t, nil, "-db", db, "-tokens", writeTokens(t), "-allow-private-callbacks",
+	d := tasksdtest.Start(t, nil, "-db", db, "-tokens", writeTokens(t), "-allow-private-callbacks",
 		"-standin-delay", "0s", "-callback-schedule", "0s,100ms,200ms", "-callback-timeout", "2s", "-lease", "5s")
-	tasksURL := d.url + "/openai/tasks"
+	tasksURL := d.URL() + "/openai/tasks"
 
 	var (
 		mu       sync.Mutex
@@ -75,7 +77,7 @@ func TestLoad(t *testing.T) {
 					} else {
 						body["async"] = true
 					}
-					a, err = postJSON(ctx, d.url+"/openai/images/generations", tokenA, body)
+					a, err = postJSON(ctx, d.URL()+"/openai/images/generations", tokenA, body)
 					if err == nil && a.status == 200 {
 						id := a.str("task_id")
 						if !uuidRE.MatchString(id) {
@@ -181,7 +183,7 @@ func TestLoad(t *testing.T) {
 			kept = append(kept, id)
 		}
 	}
-	got := fetchByIDs(t, d.url, kept)
+	got := fetchByIDs(t, d.URL(), kept)
 	for _, id := range kept {
 		if _, ok := got[id]; !ok {
 			t.Errorf("task %s was created, never deleted, and is not retrievable", id)
@@ -192,14 +194,14 @@ func TestLoad(t *testing.T) {
 			t.Errorf("retrieve answered {} for task %s, which was never deleted", id)
 		}
 	}
-	b, _ := retrieveBatch(t, d.url, tokenOp, map[string]any{"limit": 1})
+	b, _ := retrieveBatch(t, d.URL(), tokenOp, map[string]any{"limit": 1})
 	if *b.Count != len(created)-len(deleted) {
 		t.Errorf("count %d, want %d created - %d deleted = %d", *b.Count, len(created), len(deleted), len(created)-len(deleted))
 	}
-	d.stop()
+	d.Stop()
 	if res := integrityCheck(t, db); res != "ok" {
 		t.Errorf("PRAGMA integrity_check: %s", res)
 	}
 	t.Logf("load: %d requests from %d clients: %v; %d tasks created, %d deleted, %d kept and retrievable; callbacks received: %d",
-		total, clients, counts, len(created), len(deleted), len(kept), len(rcv.delivered()))
+		total, clients, counts, len(created), len(deleted), len(kept), len(rcv.Delivered()))
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tasksapi/tasks/internal/tasksdtest"
 	"github.com/tasksapi/tasks/sqlitestore"
 	"github.com/tasksapi/tasks/taskstore"
 )
@@ -31,13 +32,13 @@ func TestReceiverOutage(t *testing.T) {
 
 	var down atomic.Bool
 	down.Store(true)
-	r503 := newReceiver(t, func(r *http.Request) int {
+	r503 := tasksdtest.NewReceiver(t, tasksdtest.ReceiverConfig{Status: func(r *http.Request) int {
 		if down.Load() {
 			return http.StatusServiceUnavailable
 		}
 		return http.StatusNoContent
-	})
-	gone := newReceiver(t, func(*http.Request) int { return http.StatusGone })
+	}})
+	gone := tasksdtest.NewReceiver(t, tasksdtest.ReceiverConfig{Status: func(*http.Request) int { return http.StatusGone }})
 	// The closed receiver: its address is reserved, nothing listens there
 	// until the outage ends (connection refused).
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -48,11 +49,11 @@ func TestReceiverOutage(t *testing.T) {
 	ln.Close()
 
 	db := filepath.Join(t.TempDir(), "tasks.db")
-	d := startTasksd(t, nil, "-db", db, "-tokens", writeTokens(t), "-allow-private-callbacks",
+	d := tasksdtest.Start(t, nil, "-db", db, "-tokens", writeTokens(t), "-allow-private-callbacks",
 		"-standin-delay", "10ms", "-callback-schedule", schedule, "-callback-timeout", "1s", "-lease", "3s")
 
 	submit := func(url string) string {
-		a := mustPost(t, d.url+"/openai/images/generations", tokenA, map[string]any{"prompt": "outage", "callback_url": url})
+		a := mustPost(t, d.URL()+"/openai/images/generations", tokenA, map[string]any{"prompt": "outage", "callback_url": url})
 		if a.status != 200 || a.str("task_id") == "" {
 			t.Fatalf("submit: %d %s", a.status, a.raw)
 		}
@@ -74,11 +75,11 @@ func TestReceiverOutage(t *testing.T) {
 	if err != nil {
 		t.Skipf("cannot listen again on %s to end the outage: %v", closedAddr, err)
 	}
-	rClosed := newReceiverOn(t, ln, nil)
+	rClosed := tasksdtest.NewReceiver(t, tasksdtest.ReceiverConfig{Listener: ln})
 	outageEnded := time.Now()
 
 	allDelivered := func() bool {
-		ok503, okClosed := r503.delivered(), rClosed.delivered()
+		ok503, okClosed := r503.Delivered(), rClosed.Delivered()
 		for i := range ids503 {
 			if ok503[ids503[i]] == 0 || okClosed[idsClosed[i]] == 0 {
 				return false
@@ -90,7 +91,7 @@ func TestReceiverOutage(t *testing.T) {
 		t.Errorf("not every callback was delivered after the outage")
 	}
 	recovery := time.Since(outageEnded)
-	d.stop()
+	d.Stop()
 
 	st, err := sqlitestore.Open(db)
 	if err != nil {
@@ -106,9 +107,9 @@ func TestReceiverOutage(t *testing.T) {
 		return task
 	}
 
-	hits503, _, problems := r503.snapshot()
-	hitsClosed, _, problemsClosed := rClosed.snapshot()
-	hitsGone, _, problemsGone := gone.snapshot()
+	hits503, _, problems := r503.Snapshot()
+	hitsClosed, _, problemsClosed := rClosed.Snapshot()
+	hitsGone, _, problemsGone := gone.Snapshot()
 	for _, p := range append(append(problems, problemsClosed...), problemsGone...) {
 		t.Errorf("receiver: %s", p)
 	}

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tasksapi/tasks/internal/tasksdtest"
 )
 
 const (
@@ -71,7 +73,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	var cbMu sync.Mutex
 	tried := map[string]int{}
 	var sigs []string // every callback's headers
-	rcv := newReceiver(t, func(r *http.Request) int {
+	rcv := tasksdtest.NewReceiver(t, tasksdtest.ReceiverConfig{Status: func(r *http.Request) int {
 		cbMu.Lock()
 		defer cbMu.Unlock()
 		sigs = append(sigs, fmt.Sprint(r.Header))
@@ -81,16 +83,16 @@ func TestSecretsNeverLeak(t *testing.T) {
 			return http.StatusInternalServerError // fail first: the retry is logged
 		}
 		return http.StatusNoContent
-	})
+	}})
 
-	d := startTasksd(t, []string{"TASKSD_UPSTREAM_KEY=" + relUpKey, "TASKSD_CALLBACK_SECRET=" + relSecret},
+	d := tasksdtest.Start(t, []string{"TASKSD_UPSTREAM_KEY=" + relUpKey, "TASKSD_CALLBACK_SECRET=" + relSecret},
 		"-db", filepath.Join(t.TempDir(), "tasks.db"), "-tokens", writeTokens(t), "-upstream", up.URL+"/v1",
 		"-allow-private-callbacks", "-callback-schedule", "0s,50ms,50ms", "-callback-timeout", "2s", "-lease", "5s")
 
 	ctx := t.Context()
 	do := func(method, path, auth, ctype string, body []byte) answer {
 		t.Helper()
-		req, _ := http.NewRequestWithContext(ctx, method, d.url+path, strings.NewReader(string(body)))
+		req, _ := http.NewRequestWithContext(ctx, method, d.URL()+path, strings.NewReader(string(body)))
 		if auth != "" {
 			req.Header.Set("Authorization", auth)
 		}
@@ -157,7 +159,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	// Every callback arrives (after a failed first attempt), then every
 	// record is read back.
 	if !waitFor(30*time.Second, 50*time.Millisecond, func() bool {
-		ok := rcv.delivered()
+		ok := rcv.Delivered()
 		for _, id := range ids {
 			if ok[id] == 0 {
 				return false
@@ -171,11 +173,11 @@ func TestSecretsNeverLeak(t *testing.T) {
 		do("POST", tasksPath, "Bearer "+tok, "application/json", js(map[string]any{"action": "retrieve_batch", "limit": 100}))
 		do("POST", tasksPath, "Bearer "+tok, "application/json", js(map[string]any{"action": "retrieve", "id": ids[0]}))
 	}
-	d.stop()
+	d.Stop()
 
-	output := d.out.String()
+	output := d.Logs() + d.Stdout()
 	for _, id := range ids {
-		record(string(rcv.body(id)))
+		record(string(rcv.Body(id)))
 	}
 	mu.Lock()
 	seenAll := strings.Join(seen, "\n")

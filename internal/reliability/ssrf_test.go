@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tasksapi/tasks/internal/tasksdtest"
 	"github.com/tasksapi/tasks/sqlitestore"
 	"github.com/tasksapi/tasks/taskstore"
 )
@@ -156,10 +157,10 @@ func runSSRF(t *testing.T, allowPrivate bool) (hits, delivered int, urls []strin
 	if allowPrivate {
 		args = append(args, "-allow-private-callbacks")
 	}
-	d := startTasksd(t, nil, args...)
+	d := tasksdtest.Start(t, nil, args...)
 	ids := map[string]string{}
 	for _, u := range urls {
-		a := mustPost(t, d.url+genPath, tokenA, map[string]any{"prompt": "ssrf", "callback_url": u})
+		a := mustPost(t, d.URL()+genPath, tokenA, map[string]any{"prompt": "ssrf", "callback_url": u})
 		switch {
 		case a.status == 200:
 			ids[u] = a.str("task_id")
@@ -193,7 +194,7 @@ func runSSRF(t *testing.T, allowPrivate bool) (hits, delivered int, urls []strin
 		t.Errorf("deliveries did not settle")
 	}
 	st.Close()
-	d.stop()
+	d.Stop()
 
 	st, err = sqlitestore.Open(db)
 	if err != nil {
@@ -244,9 +245,9 @@ func testRedirectNotFollowed(t *testing.T) {
 	t.Cleanup(redirector.Close)
 
 	db := filepath.Join(t.TempDir(), "tasks.db")
-	d := startTasksd(t, nil, "-db", db, "-tokens", writeTokens(t), "-allow-private-callbacks", "-standin-delay", "0s",
+	d := tasksdtest.Start(t, nil, "-db", db, "-tokens", writeTokens(t), "-allow-private-callbacks", "-standin-delay", "0s",
 		"-callback-schedule", "0s,100ms,100ms", "-callback-timeout", "1s", "-lease", "3s")
-	a := mustPost(t, d.url+genPath, tokenA, map[string]any{"prompt": "redirect", "callback_url": redirector.URL + "/cb"})
+	a := mustPost(t, d.URL()+genPath, tokenA, map[string]any{"prompt": "redirect", "callback_url": redirector.URL + "/cb"})
 	if a.status != 200 {
 		t.Fatalf("submit: %d %s", a.status, a.raw)
 	}
@@ -255,7 +256,7 @@ func testRedirectNotFollowed(t *testing.T) {
 	if !waitFor(20*time.Second, 20*time.Millisecond, func() bool { return redirects.n.Load() >= 3 }) {
 		t.Fatal("the redirector did not see three attempts")
 	}
-	d.stop()
+	d.Stop()
 	st, err := sqlitestore.Open(db)
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tasksapi/tasks/internal/tasksdtest"
 )
 
 // caller is a token and the principal the tokens file gives it.
@@ -65,7 +67,7 @@ func TestTenants(t *testing.T) {
 	t.Logf("tenants: seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 11))
 
-	d := startTasksd(t, nil, "-db", filepath.Join(t.TempDir(), "tasks.db"), "-tokens", writeTokens(t), "-standin-delay", "0s")
+	d := tasksdtest.Start(t, nil, "-db", filepath.Join(t.TempDir(), "tasks.db"), "-tokens", writeTokens(t), "-standin-delay", "0s")
 	traces := []string{"t0", "t1", "t2", "t3", "t4"}
 
 	// Each tenant (and the operator, a little) creates tasks through the
@@ -83,9 +85,9 @@ func TestTenants(t *testing.T) {
 		var a answer
 		switch rng.IntN(3) {
 		case 0:
-			a = mustPost(t, d.url+genPath, c.token, map[string]any{"prompt": "p", "async": true, "trace_id": trace})
+			a = mustPost(t, d.URL()+genPath, c.token, map[string]any{"prompt": "p", "async": true, "trace_id": trace})
 		case 1:
-			a = mustPost(t, d.url+chatPath, c.token, map[string]any{"async": true, "trace_id": trace,
+			a = mustPost(t, d.URL()+chatPath, c.token, map[string]any{"async": true, "trace_id": trace,
 				"messages": []any{map[string]any{"role": "user", "content": "p"}}})
 		default:
 			fields := []string{"prompt", "p", "async", "true"}
@@ -94,7 +96,7 @@ func TestTenants(t *testing.T) {
 			}
 			body, ct := multipartBody("image", fields...)
 			var err error
-			if a, err = send(t.Context(), "POST", d.url+editsPath, c.token, ct, body); err != nil {
+			if a, err = send(t.Context(), "POST", d.URL()+editsPath, c.token, ct, body); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -109,7 +111,7 @@ func TestTenants(t *testing.T) {
 
 	// The model: every task as the operator sees it.
 	model := map[string]modelTask{}
-	for _, w := range fetchAll(t, d.url) {
+	for _, w := range fetchAll(t, d.URL()) {
 		ms, err := parseMillis(w.CreatedAt)
 		if err != nil {
 			t.Fatal(err)
@@ -175,7 +177,7 @@ func TestTenants(t *testing.T) {
 			if m, ok := model[id]; ok && c.sees(m) {
 				want = id
 			}
-			checkRecord(c, req, mustPost(t, d.url+tasksPath, c.token, req), want)
+			checkRecord(c, req, mustPost(t, d.URL()+tasksPath, c.token, req), want)
 			stats["retrieve id"]++
 		case p < 25: // retrieve by trace_id: the newest visible match
 			tr := append(traces, "nope")[rng.IntN(len(traces)+1)]
@@ -184,7 +186,7 @@ func TestTenants(t *testing.T) {
 			if ids := expected(c, func(m modelTask) bool { return m.trace == tr }); len(ids) > 0 {
 				want = ids[0]
 			}
-			checkRecord(c, req, mustPost(t, d.url+tasksPath, c.token, req), want)
+			checkRecord(c, req, mustPost(t, d.URL()+tasksPath, c.token, req), want)
 			stats["retrieve trace_id"]++
 		case p < 32: // retrieve by both: must match both
 			id, tr := randomID(), traces[rng.IntN(len(traces))]
@@ -193,7 +195,7 @@ func TestTenants(t *testing.T) {
 			if m, ok := model[id]; ok && c.sees(m) && m.trace == tr {
 				want = id
 			}
-			checkRecord(c, req, mustPost(t, d.url+tasksPath, c.token, req), want)
+			checkRecord(c, req, mustPost(t, d.URL()+tasksPath, c.token, req), want)
 			stats["retrieve both"]++
 		case p < 85: // retrieve_batch with random filters
 			req := map[string]any{}
@@ -237,7 +239,7 @@ func TestTenants(t *testing.T) {
 					(app == "" || m.app == app) && (user == "" || m.user == user) && (typ == "" || m.typ == typ) &&
 					(minMs < 0 || m.createdMs >= minMs) && (maxMs < 0 || m.createdMs <= maxMs)
 			})
-			b, raw := retrieveBatch(t, d.url, c.token, req)
+			b, raw := retrieveBatch(t, d.URL(), c.token, req)
 			var got []string
 			for _, it := range b.Items {
 				got = append(got, it.ID)
@@ -261,7 +263,7 @@ func TestTenants(t *testing.T) {
 				crossDeletes++
 			}
 			req := map[string]any{"action": "delete", "id": id}
-			a := mustPost(t, d.url+tasksPath, c.token, req)
+			a := mustPost(t, d.URL()+tasksPath, c.token, req)
 			if wantRaw, _ := json.Marshal(map[string]any{"id": id, "deleted": want}); a.status != 200 || !jsonEqual(a.raw, wantRaw) {
 				t.Errorf("%s delete %s (owner %q/%q): %d %s, want %s", c.name, id, m.app, m.user, a.status, a.raw, wantRaw)
 			}
@@ -275,7 +277,7 @@ func TestTenants(t *testing.T) {
 		}
 	}
 	// What was not deleted through the model is still there.
-	b, _ := retrieveBatch(t, d.url, tokenOp, map[string]any{"limit": 1})
+	b, _ := retrieveBatch(t, d.URL(), tokenOp, map[string]any{"limit": 1})
 	if *b.Count != len(model) {
 		t.Errorf("the operator counts %d tasks; the model holds %d", *b.Count, len(model))
 	}

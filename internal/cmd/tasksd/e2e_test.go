@@ -1,28 +1,23 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
-
 	"github.com/tasksapi/tasks/internal/pgtest"
+	"github.com/tasksapi/tasks/internal/tasksdtest"
 )
 
 // The end-to-end tests build the real binary and talk to it over loopback
@@ -37,132 +32,25 @@ const (
 	waitLong = 20 * time.Second
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
+func TestMain(m *testing.M) { tasksdtest.Main(m) }
 
-// binary builds tasksd once per test process.
-func binary(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("end-to-end test builds and runs the binary; skipped in -short")
-	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "tasksd-e2e")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "tasksd")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
-
-// daemon is one running tasksd process.
+// daemon is one running tasksd process, with the test it serves.
 type daemon struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	url    string
-	stdout *syncBuffer
-	logs   *syncBuffer
-	done   chan error
+	*tasksdtest.Daemon
+	t *testing.T
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-var listenRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
-
-// start runs the binary with args (plus -addr 127.0.0.1:0) and env, and waits
-// until it logs its address.
+// start runs tasksd with args and env (see tasksdtest.Start).
 func start(t *testing.T, env []string, args ...string) *daemon {
 	t.Helper()
-	cmd := exec.Command(binary(t), append([]string{"-addr", "127.0.0.1:0"}, args...)...)
-	cmd.Env = append(os.Environ(), env...)
-	d := &daemon{t: t, cmd: cmd, stdout: &syncBuffer{}, logs: &syncBuffer{}, done: make(chan error, 1)}
-	cmd.Stdout = d.stdout
-	pr, pw := io.Pipe()
-	cmd.Stderr = pw
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			line := sc.Text()
-			d.logs.Write([]byte(line + "\n"))
-			if m := listenRE.FindStringSubmatch(line); m != nil {
-				select {
-				case addr <- m[1]:
-				default:
-				}
-			}
-		}
-	}()
-	go func() { d.done <- cmd.Wait(); pw.Close() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-d.done
-		}
-		if t.Failed() {
-			t.Logf("tasksd logs:\n%s", d.logs.String())
-		}
-	})
-	select {
-	case a := <-addr:
-		d.url = "http://" + a
-	case err := <-d.done:
-		t.Fatalf("tasksd exited early: %v\n%s", err, d.logs.String())
-	case <-time.After(waitLong):
-		t.Fatalf("tasksd did not start:\n%s", d.logs.String())
-	}
-	return d
-}
-
-// stop sends SIGTERM and waits for a clean exit.
-func (d *daemon) stop() {
-	d.t.Helper()
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-d.done:
-		if err != nil {
-			d.t.Fatalf("tasksd exit: %v\n%s", err, d.logs.String())
-		}
-	case <-time.After(waitLong):
-		d.t.Fatalf("tasksd did not stop on SIGTERM")
-	}
+	return &daemon{Daemon: tasksdtest.Start(t, env, args...), t: t}
 }
 
 // post sends a JSON body with a bearer token and decodes the JSON answer.
 func (d *daemon) post(path, token string, body any) (int, map[string]any, []byte) {
 	d.t.Helper()
 	b, _ := json.Marshal(body)
-	req, _ := http.NewRequest("POST", d.url+path, bytes.NewReader(b))
+	req, _ := http.NewRequest("POST", d.URL()+path, bytes.NewReader(b))
 	req.Header.Set("authorization", "Bearer "+token)
 	req.Header.Set("content-type", "application/json")
 	req.Header.Set("accept", "application/json")
@@ -182,58 +70,10 @@ func do(t *testing.T, req *http.Request) (int, map[string]any, []byte) {
 	return resp.StatusCode, m, raw
 }
 
-// receiver is a loopback callback receiver that verifies signatures.
-type receiver struct {
-	*httptest.Server
-	mu     sync.Mutex
-	bodies map[string][]byte // by webhook-id
-	bad    []string
-}
-
-func newReceiver(t *testing.T) *receiver {
-	wh, err := standardwebhooks.NewWebhook(secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &receiver{bodies: map[string][]byte{}}
-	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		body, _ := io.ReadAll(req.Body)
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		if err := wh.Verify(body, req.Header); err != nil {
-			r.bad = append(r.bad, err.Error())
-			w.WriteHeader(http.StatusBadRequest)
-			return
-		}
-		r.bodies[req.Header.Get("webhook-id")] = body
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	t.Cleanup(r.Close)
-	return r
-}
-
-func (r *receiver) wait(t *testing.T, id string) map[string]any {
+// newReceiver starts a callback receiver that verifies signatures with secret.
+func newReceiver(t *testing.T) *tasksdtest.Receiver {
 	t.Helper()
-	deadline := time.Now().Add(waitLong)
-	for time.Now().Before(deadline) {
-		r.mu.Lock()
-		body, ok := r.bodies[id]
-		bad := r.bad
-		r.mu.Unlock()
-		if len(bad) > 0 {
-			t.Fatalf("callbacks failed verification: %v", bad)
-		}
-		if ok {
-			var m map[string]any
-			if err := json.Unmarshal(body, &m); err != nil {
-				t.Fatalf("callback body is not JSON: %s", body)
-			}
-			return m
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("no callback for task %s", id)
-	return nil
+	return tasksdtest.NewReceiver(t, tasksdtest.ReceiverConfig{Secret: secret})
 }
 
 func writeTokens(t *testing.T) string {
@@ -267,7 +107,7 @@ func waitFinished(t *testing.T, d *daemon, token, id string) map[string]any {
 func TestEndToEndReadmeStory(t *testing.T) {
 	t.Run("sqlite", func(t *testing.T) { readmeStory(t, filepath.Join(t.TempDir(), "tasks.db")) })
 	t.Run("postgres", func(t *testing.T) {
-		binary(t) // skip in -short before asking for a database
+		tasksdtest.Binary(t) // skip in -short before asking for a database
 		readmeStory(t, pgtest.FreshSchema(t, pgtest.URL(t)))
 	})
 }
@@ -280,7 +120,7 @@ func readmeStory(t *testing.T, db string) {
 	d := start(t, env, args...)
 
 	// Health.
-	resp, err := http.Get(d.url + "/healthz")
+	resp, err := http.Get(d.URL() + "/healthz")
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("healthz: %v %v", resp, err)
 	}
@@ -299,7 +139,7 @@ func readmeStory(t *testing.T, db string) {
 	}
 
 	// 2. The callback arrives, signed, carrying the stored response.
-	cb := rcv.wait(t, id)
+	cb := rcv.Wait(t, id)
 	if cb["success"] != true || cb["task_id"] != id || cb["trace_id"] != "my-trace-001" || cb["data"] == nil {
 		t.Fatalf("callback body: %v", cb)
 	}
@@ -361,7 +201,7 @@ func readmeStory(t *testing.T, db string) {
 	fw, _ := w.CreateFormFile("image", "cat.png")
 	fw.Write(pngBytes(t, d))
 	w.Close()
-	req, _ := http.NewRequest("POST", d.url+"/v1/images/edits", &mp)
+	req, _ := http.NewRequest("POST", d.URL()+"/v1/images/edits", &mp)
 	req.Header.Set("authorization", "Bearer "+tokenA)
 	req.Header.Set("content-type", w.FormDataContentType())
 	status, ans, raw = do(t, req)
@@ -369,7 +209,7 @@ func readmeStory(t *testing.T, db string) {
 		t.Fatalf("multipart submit: %d %s", status, raw)
 	}
 	editID := ans["task_id"].(string)
-	if cb := rcv.wait(t, editID); cb["success"] != true {
+	if cb := rcv.Wait(t, editID); cb["success"] != true {
 		t.Fatalf("edit callback: %v", cb)
 	}
 	editRec := waitFinished(t, d, tokenA, editID)
@@ -388,7 +228,7 @@ func readmeStory(t *testing.T, db string) {
 	}
 
 	// 6. A graceful restart keeps every task.
-	d.stop()
+	d.Stop()
 	d2 := start(t, env, args...)
 	_, batch, raw = d2.post("/openai/tasks", tokenOp, map[string]any{"action": "retrieve_batch"})
 	if batch["count"] != float64(2) {
@@ -399,9 +239,9 @@ func readmeStory(t *testing.T, db string) {
 	}
 
 	// No configured secret ever appears in the output.
-	d2.stop()
+	d2.Stop()
 	for _, s := range []string{tokenA, tokenB, tokenOp, secret} {
-		if strings.Contains(d.logs.String()+d2.logs.String()+d.stdout.String()+d2.stdout.String(), s) {
+		if strings.Contains(d.Logs()+d2.Logs()+d.Stdout()+d2.Stdout(), s) {
 			t.Errorf("secret %q appears in the output", s)
 		}
 	}
@@ -434,22 +274,22 @@ func TestEndToEndGeneratedToken(t *testing.T) {
 	deadline := time.Now().Add(waitLong)
 	var tok string
 	for tok == "" && time.Now().Before(deadline) {
-		if m := regexp.MustCompile(`Bearer (tsk_[0-9a-f]+)`).FindStringSubmatch(d.stdout.String()); m != nil {
+		if m := regexp.MustCompile(`Bearer (tsk_[0-9a-f]+)`).FindStringSubmatch(d.Stdout()); m != nil {
 			tok = m[1]
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	if tok == "" {
-		t.Fatalf("no token printed: %q", d.stdout.String())
+		t.Fatalf("no token printed: %q", d.Stdout())
 	}
 	status, batch, raw := d.post("/openai/tasks", tok, map[string]any{"action": "retrieve_batch"})
 	if status != 200 || batch["count"] != float64(0) {
 		t.Fatalf("generated token: %d %s", status, raw)
 	}
-	if strings.Contains(d.logs.String(), tok) {
+	if strings.Contains(d.Logs(), tok) {
 		t.Fatal("the generated token appears in the logs")
 	}
-	d.stop()
+	d.Stop()
 }
 
 func TestEndToEndProxy(t *testing.T) {
@@ -481,12 +321,12 @@ func TestEndToEndProxy(t *testing.T) {
 
 	_, ok, _ := d.post("/openai/images/generations", tokenA, map[string]any{"prompt": "x", "callback_url": rcv.URL})
 	okID := ok["task_id"].(string)
-	if cb := rcv.wait(t, okID); cb["success"] != true || cb["created"] != float64(1721626477) {
+	if cb := rcv.Wait(t, okID); cb["success"] != true || cb["created"] != float64(1721626477) {
 		t.Fatalf("proxy success callback: %v", cb)
 	}
 	_, bad, _ := d.post("/openai/images/generations", tokenA, map[string]any{"prompt": "fail", "callback_url": rcv.URL})
 	badID := bad["task_id"].(string)
-	cb := rcv.wait(t, badID)
+	cb := rcv.Wait(t, badID)
 	errObj, _ := cb["error"].(map[string]any)
 	if cb["success"] != false || errObj["code"] != "content_policy_violation" || errObj["message"] != "Your request was rejected" {
 		t.Fatalf("proxy failure callback: %v", cb)
@@ -503,8 +343,8 @@ func TestEndToEndProxy(t *testing.T) {
 		}
 	}
 	mu.Unlock()
-	d.stop()
-	if strings.Contains(d.logs.String()+d.stdout.String(), upKey) {
+	d.Stop()
+	if strings.Contains(d.Logs()+d.Stdout(), upKey) {
 		t.Fatal("the upstream key appears in the output")
 	}
 }
