@@ -3,6 +3,7 @@ package sqlitestore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -11,36 +12,115 @@ import (
 	"github.com/tasksapi/tasks/taskstore"
 )
 
-// taskColumns are the columns scanTask reads, in its order.
-const taskColumns = `id, trace_id, type, created_ms, started_ms, finished_ms, application_id, user_id,
-	credential_id, callback_url, attempts, next_attempt_ms, delivered_ms, last_status, last_error,
-	lease_ms, request, response`
+// taskColumns is the one column scanTask reads: the whole row packed into
+// a single TEXT value by SQLite. Reading the 18 columns one by one through
+// database/sql costs several allocations per column (a driver.Value, a
+// string or a copy for each); the packed row costs a few in all, and the
+// task's strings are slices of one Go string.
+//
+// The packing is a header of decimal integers separated by spaces, then the
+// strings and JSON back to back:
+//
+//	created started finished attempts next delivered status lease
+//	len(id) len(trace_id) len(type) len(application_id) len(user_id)
+//	len(credential_id) len(callback_url) len(last_error) len(request)
+//	len(response) (-1 when NULL) '|' id trace_id … request response
+//
+// Lengths are in bytes (octet_length), so any UTF-8 content round-trips.
+const taskColumns = `printf('%d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d|',
+	created_ms, started_ms, finished_ms, attempts, next_attempt_ms, delivered_ms, last_status, lease_ms,
+	octet_length(id), octet_length(trace_id), octet_length(type), octet_length(application_id),
+	octet_length(user_id), octet_length(credential_id), octet_length(callback_url),
+	octet_length(last_error), octet_length(request), coalesce(octet_length(response), -1))
+	|| id || trace_id || type || application_id || user_id || credential_id || callback_url
+	|| last_error || request || coalesce(response, '')`
+
+// packedFields is the number of integers in the header of taskColumns.
+const packedFields = 18
 
 type scanner interface{ Scan(dest ...any) error }
 
 // scanTask reads one row of taskColumns, preceded by the columns in pre.
 func scanTask(sc scanner, pre ...any) (taskstore.Task, error) {
+	var packed []byte
+	if err := sc.Scan(append(pre, &packed)...); err != nil {
+		return taskstore.Task{}, err
+	}
+	return unpackTask(packed)
+}
+
+// errPacked is a packed row that does not parse: a bug, or a damaged
+// database.
+var errPacked = errors.New("malformed packed row")
+
+// unpackTask decodes a row packed by taskColumns. The task's JSON fields
+// are slices of b (capped, so appending to one never overwrites another);
+// its strings share one allocation.
+func unpackTask(b []byte) (taskstore.Task, error) {
 	var (
-		t                                                   taskstore.Task
-		created, started, finished, next, delivered, leased int64
-		req, resp                                           []byte
+		t taskstore.Task
+		n [packedFields]int64
+		i int
 	)
-	dest := append(pre, &t.ID, &t.TraceID, &t.Type, &created, &started, &finished,
-		&t.ApplicationID, &t.UserID, &t.CredentialID, &t.Callback.URL, &t.Callback.Attempts,
-		&next, &delivered, &t.Callback.LastStatus, &t.Callback.LastError, &leased, &req, &resp)
-	if err := sc.Scan(dest...); err != nil {
-		return t, err
+	for k := range n {
+		neg := i < len(b) && b[i] == '-'
+		if neg {
+			i++
+		}
+		start := i
+		var v int64
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			v = v*10 + int64(b[i]-'0')
+			i++
+		}
+		want := byte(' ')
+		if k == packedFields-1 {
+			want = '|'
+		}
+		if i == start || i >= len(b) || b[i] != want {
+			return t, errPacked
+		}
+		i++
+		if neg {
+			v = -v
+		}
+		n[k] = v
 	}
-	t.CreatedAt = taskstore.FromMillis(created)
-	t.StartedAt = taskstore.FromMillis(started)
-	t.FinishedAt = taskstore.FromMillis(finished)
-	t.Callback.NextAttemptAt = taskstore.FromMillis(next)
-	t.Callback.DeliveredAt = taskstore.FromMillis(delivered)
-	t.LeaseUntil = taskstore.FromMillis(leased)
-	t.Request = req
-	if resp != nil {
-		t.Response = resp
+	lens := n[8:]
+	strLen := 0
+	for _, l := range lens[:8] {
+		if l < 0 {
+			return t, errPacked
+		}
+		strLen += int(l)
 	}
+	reqLen, respLen := int(lens[8]), int(lens[9])
+	if reqLen < 0 || len(b)-i != strLen+reqLen+max(respLen, 0) {
+		return t, errPacked
+	}
+	str := string(b[i : i+strLen])
+	next := func(l int64) string {
+		v := str[:l]
+		str = str[l:]
+		return v
+	}
+	t.ID, t.TraceID, t.Type = next(lens[0]), next(lens[1]), next(lens[2])
+	t.ApplicationID, t.UserID, t.CredentialID = next(lens[3]), next(lens[4]), next(lens[5])
+	t.Callback.URL, t.Callback.LastError = next(lens[6]), next(lens[7])
+	i += strLen
+	t.Request = b[i : i+reqLen : i+reqLen]
+	i += reqLen
+	if respLen >= 0 {
+		t.Response = b[i : i+respLen : i+respLen]
+	}
+	t.CreatedAt = taskstore.FromMillis(n[0])
+	t.StartedAt = taskstore.FromMillis(n[1])
+	t.FinishedAt = taskstore.FromMillis(n[2])
+	t.Callback.Attempts = int(n[3])
+	t.Callback.NextAttemptAt = taskstore.FromMillis(n[4])
+	t.Callback.DeliveredAt = taskstore.FromMillis(n[5])
+	t.Callback.LastStatus = int(n[6])
+	t.LeaseUntil = taskstore.FromMillis(n[7])
 	return t, nil
 }
 

@@ -28,7 +28,11 @@ type writeOp struct {
 	// statement, not the transaction).
 	run func(*writer) error
 	// tx asks for a transaction even when the call runs alone.
-	tx    bool
+	tx bool
+	// solo runs the call in a transaction of its own, never grouped with
+	// other calls: for calls that change many rows and must be all or
+	// nothing (Import). A solo call's error rolls its transaction back.
+	solo  bool
 	state atomic.Int32
 	done  chan error // buffered, receives exactly one result
 }
@@ -44,6 +48,7 @@ type writer struct {
 	exited  chan struct{}
 	started bool
 	batch   []*writeOp
+	solo    []*writeOp
 	results []error
 
 	// Transactions committed and rolled back (tests and benchmarks read
@@ -132,14 +137,23 @@ func (w *writer) run() {
 				break fill
 			}
 		}
-		live := w.batch[:0]
+		live, solo := w.batch[:0], w.solo[:0]
 		for _, o := range w.batch {
 			if o.state.CompareAndSwap(opQueued, opTaken) {
-				live = append(live, o)
+				if o.solo {
+					solo = append(solo, o)
+				} else {
+					live = append(live, o)
+				}
 			}
 		}
 		w.exec(live)
+		for _, o := range solo {
+			w.execSolo(o)
+		}
 		clear(w.batch)
+		clear(w.solo)
+		w.solo = solo[:0]
 	}
 }
 
@@ -189,6 +203,28 @@ func (w *writer) exec(ops []*writeOp) {
 	}
 }
 
+// execSolo runs o alone in its own transaction, all or nothing.
+func (w *writer) execSolo(o *writeOp) {
+	if _, err := w.begin.Exec(); err != nil {
+		o.done <- err
+		return
+	}
+	if err := o.run(w); err != nil {
+		w.rollback.Exec()
+		w.rollbacks.Add(1)
+		o.done <- err
+		return
+	}
+	if _, err := w.commit.Exec(); err != nil {
+		w.rollback.Exec()
+		w.rollbacks.Add(1)
+		o.done <- err
+		return
+	}
+	w.commits.Add(1)
+	o.done <- nil
+}
+
 // close stops the writer goroutine (after the calls already queued) and
 // closes the statements. The caller guarantees no call is being submitted.
 func (w *writer) close() error {
@@ -211,8 +247,13 @@ func (w *writer) close() error {
 // returned, so a write never happens behind the back of a caller told it
 // failed.
 func (s *Store) write(ctx context.Context, tx bool, run func(*writer) error) error {
+	return s.submit(ctx, tx, false, run)
+}
+
+// submit is write, with solo asking for a transaction of the call's own.
+func (s *Store) submit(ctx context.Context, tx, solo bool, run func(*writer) error) error {
 	o := opPool.Get().(*writeOp)
-	o.run, o.tx = run, tx
+	o.run, o.tx, o.solo = run, tx, solo
 	o.state.Store(opQueued)
 	select {
 	case s.w.ch <- o:

@@ -1,0 +1,167 @@
+// Command tasksbench measures the task stores, the Tasks API handler and
+// callback mode against the reference each performance target of the
+// project names, in one process, and prints a table: scenario, ours,
+// reference, ratio, target, pass.
+//
+//	go run ./internal/cmd/tasksbench                 # 1,000,000-task datasets
+//	go run ./internal/cmd/tasksbench -short          # small datasets, under a minute
+//	go run ./internal/cmd/tasksbench -json -svg docs/bench.svg
+//
+// Ours and the reference of a scenario are measured interleaved in the same
+// process: several short rounds alternate between them (ours first in even
+// rounds, the reference first in odd ones) and the medians of the rounds
+// are compared, so a machine loaded by something else slows both alike.
+//
+// Datasets are built once and kept in -dir between runs (SQLite files,
+// named by schema and dataset version and size); the in-memory ones are
+// built in every run. A progress bar on stderr shows the builds.
+//
+// The exit status is non-zero only when the benchmark itself fails; a missed
+// target is printed (pass "NO"), not an error.
+//
+// See BENCHMARKS.md at the module root for the scenarios, their references,
+// what "payload" means and the results on the reference machine.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"time"
+)
+
+func main() {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(childMain(os.Stdout))
+	}
+	cfg, err := parseFlags(os.Args[1:], os.Stderr)
+	if err != nil {
+		if err == flag.ErrHelp {
+			os.Exit(0)
+		}
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, cfg, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "tasksbench:", err)
+		os.Exit(1)
+	}
+}
+
+// config is what the flags set.
+type config struct {
+	Rows        int           // tasks in the large datasets
+	Small       int           // tasks in the small datasets ("10k")
+	Short       bool          // small datasets and short measurements
+	Concurrency int           // clients of the HTTP and delivery scenarios
+	Duration    time.Duration // time each side of a comparison runs, over all rounds
+	Rounds      int           // rounds each comparison is split into
+	JSON        bool          // print JSON instead of the table
+	SVG         string        // write the latency chart here
+	Dir         string        // datasets and scratch files
+	Progress    io.Writer     // progress bars; nil: none
+	Sizes       []int         // dataset sizes of the chart
+
+	deliveryBatch int // tasks per delivery round
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	fs := flag.NewFlagSet("tasksbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: tasksbench [flags]\n\nRuns every performance scenario and prints ours, the reference, the ratio and the target.\n\n")
+		fs.PrintDefaults()
+	}
+	rows := fs.Int("rows", 1_000_000, "tasks in the large datasets")
+	short := fs.Bool("short", false, "small datasets (50,000 tasks) and short measurements: the whole run takes under a minute")
+	conc := fs.Int("concurrency", 16, "concurrent clients of the HTTP and delivery scenarios")
+	dur := fs.Duration("duration", 0, "time each side of a comparison runs, over all its rounds (default 3s, 600ms with -short)")
+	rounds := fs.Int("rounds", 6, "rounds each comparison alternates between ours and the reference")
+	js := fs.Bool("json", false, "print the results as JSON")
+	svg := fs.String("svg", "", "write an SVG chart of retrieve and retrieve_batch latency against stored tasks to this file")
+	dir := fs.String("dir", filepath.Join(os.TempDir(), "tasksbench"), "directory keeping the datasets between runs")
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "tasksbench: unexpected arguments %q\n", fs.Args())
+		return config{}, fmt.Errorf("unexpected arguments")
+	}
+	cfg := config{
+		Rows: *rows, Short: *short, Concurrency: *conc, Duration: *dur, Rounds: *rounds,
+		JSON: *js, SVG: *svg, Dir: *dir, Progress: stderr,
+	}
+	rowsSet := false
+	fs.Visit(func(f *flag.Flag) { rowsSet = rowsSet || f.Name == "rows" })
+	if cfg.Short && !rowsSet {
+		cfg.Rows = 50_000
+	}
+	if cfg.Duration == 0 {
+		cfg.Duration = 3 * time.Second
+		if cfg.Short {
+			cfg.Duration = 600 * time.Millisecond
+		}
+	}
+	if err := cfg.finish(); err != nil {
+		fmt.Fprintln(stderr, "tasksbench:", err)
+		return config{}, err
+	}
+	return cfg, nil
+}
+
+// finish checks cfg and derives the sizes.
+func (c *config) finish() error {
+	switch {
+	case c.Rows < 1000:
+		return fmt.Errorf("-rows must be at least 1000")
+	case c.Concurrency < 1:
+		return fmt.Errorf("-concurrency must be at least 1")
+	case c.Rounds < 1:
+		return fmt.Errorf("-rounds must be at least 1")
+	case c.Duration < time.Millisecond:
+		return fmt.Errorf("-duration must be at least 1ms")
+	}
+	if c.Small == 0 {
+		// 1M vs 10k: the small dataset is a hundredth of the large one,
+		// but holds at least a page (12) for each user.
+		c.Small = min(max(c.Rows/100, 12*users), c.Rows)
+	}
+	if c.Sizes == nil {
+		c.Sizes = []int{c.Small, max(c.Rows/10, c.Small), c.Rows}
+	}
+	if c.deliveryBatch == 0 {
+		c.deliveryBatch = 2000
+		if c.Short {
+			c.deliveryBatch = 400
+		}
+	}
+	return nil
+}
+
+// run measures everything and writes the report to out.
+func run(ctx context.Context, cfg config, out io.Writer) error {
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return err
+	}
+	rep, err := measureAll(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if cfg.SVG != "" {
+		if err := os.WriteFile(cfg.SVG, chartSVG(rep.Chart), 0o644); err != nil {
+			return fmt.Errorf("writing the chart: %w", err)
+		}
+	}
+	if cfg.JSON {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	return writeTable(out, rep)
+}

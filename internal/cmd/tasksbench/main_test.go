@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary serve as the RSS child process, as the
+// command does.
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(childMain(os.Stdout))
+	}
+	os.Exit(m.Run())
+}
+
+// TestRun runs every scenario on tiny datasets and checks the report: all
+// rows present with finite, positive numbers, the table, the JSON and the
+// chart well formed. It checks no target: tiny datasets and a loaded test
+// machine say nothing about them.
+func TestRun(t *testing.T) {
+	dir := t.TempDir()
+	cfg := config{
+		Rows: 3000, Small: 1200, Concurrency: 4, Duration: 40 * time.Millisecond, Rounds: 2,
+		Dir: dir, SVG: filepath.Join(dir, "bench.svg"), deliveryBatch: 50,
+	}
+	if err := cfg.finish(); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), cfg, &out); err != nil {
+		t.Fatal(err)
+	}
+	table := out.String()
+	for _, want := range []string{
+		"sqlitestore create", "sqlitestore get by id at 3k", "sqlitestore find by user, limit 12: 3k vs 1200",
+		"memstore find by user", "sqlitestore concurrent create, 64 clients", "HTTP retrieve by id at 3k",
+		"HTTP retrieve_batch by user at 3k", "HTTP retrieve_batch by application holding all 3k, with count",
+		"callback submit (Wrap)", "callback delivery", "memstore memory", "sqlitestore process RSS", "sqlitestore disk",
+	} {
+		if !strings.Contains(table, want) {
+			t.Errorf("the table has no row %q:\n%s", want, table)
+		}
+	}
+
+	// The datasets are kept: a second run reuses them, here as JSON.
+	if _, err := os.Stat(sqlitePath(dir, 3000)); err != nil {
+		t.Fatalf("dataset not kept: %v", err)
+	}
+	cfg.JSON, cfg.SVG = true, ""
+	out.Reset()
+	if err := run(context.Background(), cfg, &out); err != nil {
+		t.Fatal(err)
+	}
+	var rep Report
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatalf("JSON output: %v\n%s", err, out.Bytes())
+	}
+	if len(rep.Results) != 13 {
+		t.Errorf("%d results, want 13", len(rep.Results))
+	}
+	for _, r := range rep.Results {
+		if !(r.Ours > 0) || !(r.Reference > 0) || !(r.Ratio > 0) || r.Target == "" || r.RefName == "" {
+			t.Errorf("result %+v has a missing or non-positive value", r)
+		}
+	}
+	if len(rep.Chart) != 2*2*len(cfg.Sizes) {
+		t.Errorf("%d chart points, want %d", len(rep.Chart), 2*2*len(cfg.Sizes))
+	}
+
+	svg, err := os.ReadFile(filepath.Join(dir, "bench.svg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := xml.NewDecoder(bytes.NewReader(svg))
+	polylines := 0
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			if err.Error() != "EOF" {
+				t.Fatalf("the chart is not well-formed XML: %v", err)
+			}
+			break
+		}
+		if se, ok := tok.(xml.StartElement); ok && se.Name.Local == "polyline" {
+			polylines++
+		}
+	}
+	if polylines != 4 {
+		t.Errorf("the chart has %d lines, want 4", polylines)
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	cfg, err := parseFlags([]string{"-short"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Rows != 50_000 || cfg.Duration != 600*time.Millisecond || len(cfg.Sizes) != 3 {
+		t.Errorf("-short: %+v", cfg)
+	}
+	cfg, err = parseFlags([]string{"-short", "-rows", "5000"}, &bytes.Buffer{})
+	if err != nil || cfg.Rows != 5000 {
+		t.Errorf("-short -rows 5000: rows %d, %v", cfg.Rows, err)
+	}
+	for _, bad := range [][]string{{"-rows", "10"}, {"-concurrency", "0"}, {"extra"}} {
+		if _, err := parseFlags(bad, &bytes.Buffer{}); err == nil {
+			t.Errorf("parseFlags(%q) accepted", bad)
+		}
+	}
+}
+
+func TestTaskIDsUnique(t *testing.T) {
+	seen := map[string]bool{}
+	for i := range 100_000 {
+		id := taskID(i)
+		if seen[id] || len(id) != 36 {
+			t.Fatalf("task %d: id %q repeated or malformed", i, id)
+		}
+		seen[id] = true
+	}
+}
+
+func TestPayloadSizes(t *testing.T) {
+	task := genTask(7)
+	if n := len(task.Request); n < 180 || n > 240 {
+		t.Errorf("request of %d bytes, want about 200", n)
+	}
+	if n := len(task.Response); n < 540 || n > 680 {
+		t.Errorf("response of %d bytes, want about 600", n)
+	}
+	if !json.Valid(task.Request) || !json.Valid(task.Response) {
+		t.Error("request or response is not JSON")
+	}
+}

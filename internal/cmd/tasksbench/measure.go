@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// op is one operation of a load; worker is the index of the goroutine
+// running it.
+type op func(ctx context.Context, worker int) error
+
+// load is one side of a comparison: an operation and how many goroutines
+// run it at once.
+type load struct {
+	op   op
+	conc int
+}
+
+// sample is one timed run of a load.
+type sample struct {
+	ops     int64
+	elapsed time.Duration
+	mallocs uint64
+}
+
+func (s sample) nsPerOp() float64 { return float64(s.elapsed.Nanoseconds()) / float64(max(s.ops, 1)) }
+
+// runFor runs l for about d and counts the operations. ns/op of a
+// concurrent load is the elapsed time divided by all operations: the
+// inverse of its throughput.
+func runFor(ctx context.Context, l load, d time.Duration) (sample, error) {
+	var (
+		ops      atomic.Int64
+		stop     atomic.Bool
+		firstErr error
+		errOnce  sync.Once
+		wg       sync.WaitGroup
+		m0, m1   runtime.MemStats
+	)
+	runtime.ReadMemStats(&m0)
+	start := time.Now()
+	for w := range max(l.conc, 1) {
+		wg.Go(func() {
+			for !stop.Load() {
+				if err := l.op(ctx, w); err != nil {
+					errOnce.Do(func() { firstErr = err })
+					stop.Store(true)
+					return
+				}
+				ops.Add(1)
+			}
+		})
+	}
+	timer := time.NewTimer(d)
+	select {
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	timer.Stop()
+	stop.Store(true)
+	wg.Wait()
+	elapsed := time.Since(start)
+	runtime.ReadMemStats(&m1)
+	if firstErr == nil {
+		firstErr = ctx.Err()
+	}
+	return sample{ops: ops.Load(), elapsed: elapsed, mallocs: m1.Mallocs - m0.Mallocs}, firstErr
+}
+
+// pair is the outcome of a comparison: medians over the rounds.
+type pair struct {
+	oursNs, refNs         float64 // ns per operation
+	oursAllocs, refAllocs float64 // process-wide allocations per operation
+}
+
+// compare measures ours and ref interleaved: a short warm-up of each, then
+// cfg.Rounds rounds of cfg.Duration/cfg.Rounds each, alternating which goes
+// first, and returns the medians.
+func compare(ctx context.Context, cfg config, ours, ref load) (pair, error) {
+	round := cfg.Duration / time.Duration(cfg.Rounds)
+	warm := min(round/2, 200*time.Millisecond)
+	for _, l := range []load{ours, ref} {
+		if _, err := runFor(ctx, l, warm); err != nil {
+			return pair{}, err
+		}
+	}
+	var o, r []sample
+	for i := range cfg.Rounds {
+		order := []*[]sample{&o, &r}
+		loads := []load{ours, ref}
+		if i%2 == 1 {
+			order[0], order[1] = order[1], order[0]
+			loads[0], loads[1] = loads[1], loads[0]
+		}
+		for j, l := range loads {
+			runtime.GC() // garbage of the other side is not this side's cost
+			s, err := runFor(ctx, l, round)
+			if err != nil {
+				return pair{}, err
+			}
+			*order[j] = append(*order[j], s)
+		}
+	}
+	return pair{
+		oursNs: median(o, sample.nsPerOp), refNs: median(r, sample.nsPerOp),
+		oursAllocs: median(o, allocsPerOp), refAllocs: median(r, allocsPerOp),
+	}, nil
+}
+
+func allocsPerOp(s sample) float64 { return float64(s.mallocs) / float64(max(s.ops, 1)) }
+
+func median(ss []sample, f func(sample) float64) float64 {
+	v := make([]float64, len(ss))
+	for i, s := range ss {
+		v[i] = f(s)
+	}
+	return medianOf(v)
+}
+
+func medianOf(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	v = slices.Clone(v)
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+// batchTimer measures a side that does a fixed amount of work per round
+// (delivering a backlog): prepare builds the round's work untimed, do runs
+// it and returns how many operations it did.
+type batchTimer struct {
+	prepare func(ctx context.Context) (do func(ctx context.Context) (int, error), cleanup func(), err error)
+}
+
+func (b batchTimer) once(ctx context.Context) (sample, error) {
+	do, cleanup, err := b.prepare(ctx)
+	if err != nil {
+		return sample{}, err
+	}
+	defer cleanup()
+	runtime.GC()
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	start := time.Now()
+	n, err := do(ctx)
+	elapsed := time.Since(start)
+	runtime.ReadMemStats(&m1)
+	return sample{ops: int64(n), elapsed: elapsed, mallocs: m1.Mallocs - m0.Mallocs}, err
+}
+
+// compareBatches is compare for batch sides: one warm-up round each, then
+// cfg.Rounds alternating rounds.
+func compareBatches(ctx context.Context, cfg config, ours, ref batchTimer) (pair, error) {
+	for _, b := range []batchTimer{ours, ref} {
+		if _, err := b.once(ctx); err != nil {
+			return pair{}, err
+		}
+	}
+	var o, r []sample
+	for i := range cfg.Rounds {
+		first, second := ours, ref
+		if i%2 == 1 {
+			first, second = ref, ours
+		}
+		s1, err := first.once(ctx)
+		if err != nil {
+			return pair{}, err
+		}
+		s2, err := second.once(ctx)
+		if err != nil {
+			return pair{}, err
+		}
+		if i%2 == 1 {
+			s1, s2 = s2, s1
+		}
+		o, r = append(o, s1), append(r, s2)
+	}
+	return pair{
+		oursNs: median(o, sample.nsPerOp), refNs: median(r, sample.nsPerOp),
+		oursAllocs: median(o, allocsPerOp), refAllocs: median(r, allocsPerOp),
+	}, nil
+}

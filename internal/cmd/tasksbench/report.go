@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"text/tabwriter"
+)
+
+// writeTable prints the report as an aligned table with the references and
+// settings below it.
+func writeTable(out io.Writer, rep *Report) error {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "scenario\tours\treference\tratio\ttarget\tpass\tallocs/op ours/ref")
+	for i, r := range rep.Results {
+		pass := "yes"
+		if !r.Pass {
+			pass = "NO"
+		}
+		allocs := "-"
+		if r.OursAllocs > 0 || r.RefAllocs > 0 {
+			allocs = fmt.Sprintf("%.0f / %.0f", r.OursAllocs, r.RefAllocs)
+		}
+		fmt.Fprintf(tw, "%2d. %s\t%s\t%s\t%.2fx\t%s\t%s\t%s\n", i+1, r.Scenario, value(r.Ours, r.Unit),
+			value(r.Reference, r.Unit), r.Ratio, r.Target, pass, allocs)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "\nreferences:")
+	for i, r := range rep.Results {
+		fmt.Fprintf(out, "%2d. %s\n", i+1, r.RefName)
+	}
+	s := rep.Settings
+	fmt.Fprintf(out, "\n%s, %d CPUs (GOMAXPROCS %d), %s, %s; %d and %d tasks, concurrency %d, "+
+		"%.1fs per side in %d interleaved rounds (medians); payload %.0f bytes per task\n",
+		rep.Machine.CPU, rep.Machine.NumCPU, rep.Machine.GOMAXPROCS, rep.Machine.GoVersion, rep.Machine.OS,
+		s.Rows, s.SmallRows, s.Concurrency, s.DurationSec, s.Rounds, s.PayloadPer)
+	if len(rep.Chart) > 0 {
+		fmt.Fprintln(out, "\nin-process latency (handler.ServeHTTP, serial), µs/op and allocs/op:")
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "store\taction\ttasks\tµs/op\tallocs/op")
+		for _, p := range rep.Chart {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f\t%.0f\n", p.Store, p.Action, p.Rows, p.Micros, p.Allocs)
+		}
+		return tw.Flush()
+	}
+	return nil
+}
+
+// value formats v in unit.
+func value(v float64, unit string) string {
+	switch unit {
+	case "ops/s":
+		return fmt.Sprintf("%s ops/s", thousands(v))
+	case "µs/op":
+		return fmt.Sprintf("%.1f µs/op", v)
+	case "bytes/task":
+		return fmt.Sprintf("%.0f B/task", v)
+	case "MiB":
+		return fmt.Sprintf("%.1f MiB", v)
+	}
+	return fmt.Sprintf("%g %s", v, unit)
+}
+
+func thousands(v float64) string {
+	s := fmt.Sprintf("%.0f", v)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// chartSVG draws the latency of retrieve and retrieve_batch against the
+// number of stored tasks (log scale), one line per store and action.
+func chartSVG(points []Point) []byte {
+	const (
+		w, h                     = 720, 420
+		left, right, top, bottom = 70, 200, 40, 60
+	)
+	var rows []int
+	maxY := 0.0
+	for _, p := range points {
+		if !slices.Contains(rows, p.Rows) {
+			rows = append(rows, p.Rows)
+		}
+		maxY = max(maxY, p.Micros)
+	}
+	slices.Sort(rows)
+	maxY = niceCeil(maxY)
+	lx, hx := math.Log10(float64(max(1, firstOr(rows, 1)))), math.Log10(float64(max(1, lastOr(rows, 10))))
+	if hx == lx {
+		hx = lx + 1
+	}
+	x := func(n int) float64 {
+		return left + (math.Log10(float64(n))-lx)/(hx-lx)*float64(w-left-right)
+	}
+	y := func(v float64) float64 { return float64(h-bottom) - v/maxY*float64(h-top-bottom) }
+
+	var b bytes.Buffer
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", w, h, w, h)
+	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", w, h)
+	fmt.Fprintf(&b, `<text x="%d" y="22" font-size="14" font-weight="bold">Tasks API latency against stored tasks (handler.ServeHTTP, serial)</text>`+"\n", left)
+	// Axes and grid.
+	for i := 0; i <= 5; i++ {
+		v := maxY * float64(i) / 5
+		fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>`+"\n", left, y(v), w-right, y(v))
+		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%g</text>`+"\n", left-6, y(v)+4, v)
+	}
+	for _, n := range rows {
+		fmt.Fprintf(&b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#ddd"/>`+"\n", x(n), top, x(n), h-bottom)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", x(n), h-bottom+18, count(n))
+	}
+	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", left, h-bottom, w-right, h-bottom)
+	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", left, top, left, h-bottom)
+	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle">stored tasks (log scale)</text>`+"\n", (left+w-right)/2, h-bottom+40)
+	fmt.Fprintf(&b, `<text x="18" y="%d" text-anchor="middle" transform="rotate(-90 18 %d)">µs per request</text>`+"\n", (top+h-bottom)/2, (top+h-bottom)/2)
+	// Lines.
+	series := []struct{ store, action, color, dash string }{
+		{"sqlite", "retrieve_batch", "#1f77b4", ""},
+		{"sqlite", "retrieve", "#1f77b4", "6 4"},
+		{"memory", "retrieve_batch", "#d62728", ""},
+		{"memory", "retrieve", "#d62728", "6 4"},
+	}
+	for i, s := range series {
+		var pts []string
+		for _, p := range points {
+			if p.Store == s.store && p.Action == s.action {
+				pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(p.Rows), y(p.Micros)))
+			}
+		}
+		if len(pts) == 0 {
+			continue
+		}
+		dash := ""
+		if s.dash != "" {
+			dash = fmt.Sprintf(` stroke-dasharray="%s"`, s.dash)
+		}
+		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="2"%s points="%s"/>`+"\n", s.color, dash, strings.Join(pts, " "))
+		for _, pt := range pts {
+			cx, cy, _ := strings.Cut(pt, ",")
+			fmt.Fprintf(&b, `<circle cx="%s" cy="%s" r="3" fill="%s"/>`+"\n", cx, cy, s.color)
+		}
+		ly := top + 20 + i*22
+		fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2"%s/>`+"\n", w-right+15, ly, w-right+45, ly, s.color, dash)
+		label := "sqlitestore"
+		if s.store == "memory" {
+			label = "memstore"
+		}
+		fmt.Fprintf(&b, `<text x="%d" y="%d">%s %s</text>`+"\n", w-right+50, ly+4, label, s.action)
+	}
+	b.WriteString("</svg>\n")
+	return b.Bytes()
+}
+
+func firstOr(v []int, def int) int {
+	if len(v) == 0 {
+		return def
+	}
+	return v[0]
+}
+
+func lastOr(v []int, def int) int {
+	if len(v) == 0 {
+		return def
+	}
+	return v[len(v)-1]
+}
+
+// niceCeil rounds v up to 1, 2 or 5 times a power of ten.
+func niceCeil(v float64) float64 {
+	if v <= 0 {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(v)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if v <= m*p {
+			return m * p
+		}
+	}
+	return 10 * p
+}
