@@ -45,6 +45,8 @@ func (s *Store) translate(op string, err error) error {
 		return nil
 	case isDomain(err):
 		return err
+	case errors.Is(err, ErrFileGone):
+		return fmt.Errorf("sqlitestore: %s: %w", op, err)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("sqlitestore: %s: %w", op, err)
 	case errors.Is(err, sql.ErrNoRows):

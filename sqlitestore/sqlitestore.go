@@ -1,6 +1,7 @@
 // Package sqlitestore is a taskstore.Store kept in a SQLite database file,
 // for a server that wants its tasks and pending callbacks to survive a
-// restart without running a database server. It uses the pure-Go driver modernc.org/sqlite (no cgo).
+// restart without running a database server. It uses the pure-Go driver
+// modernc.org/sqlite (no cgo).
 //
 //	s, err := sqlitestore.Open("/var/lib/tasksd/tasks.db")
 //	if err != nil {
@@ -55,6 +56,16 @@
 // result code; its message never contains SQL or file paths (the details go
 // to the logger given with WithLogger). Errors from Open do name the path,
 // since they are meant for the operator who chose it.
+//
+// Before each group commit the writer checks that the path still names the
+// file it opened: once the file (or its directory) is removed or replaced,
+// SQLite would keep writing to the unlinked file and lose everything at
+// Close, so writes fail with ErrFileGone instead.
+//
+// # Bulk loads
+//
+// Import stores many tasks in one all-or-nothing transaction (a duplicate id
+// gives ErrConflict and stores none), for migrations and benchmarks.
 package sqlitestore
 
 import (
@@ -176,6 +187,12 @@ func Open(path string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return fail("prepare", err)
 	}
+	opened, err := os.Stat(path)
+	if err != nil {
+		w.close()
+		return fail("open", err)
+	}
+	w.guard = func() error { return checkSameFile(path, opened) }
 
 	rdb, err := sqlx.Open("sqlite", dsn(path, o, false))
 	if err != nil {
@@ -295,6 +312,21 @@ func (s *Store) Close() error {
 		}
 	})
 	return s.closeErr
+}
+
+// ErrFileGone is returned by writes once the database file has been
+// removed or replaced since Open: SQLite would keep writing to the unlinked
+// file, and everything written would vanish at Close. Reopen the store.
+var ErrFileGone = errors.New("sqlitestore: the database file was removed or replaced after Open")
+
+// checkSameFile reports ErrFileGone when path no longer names the file
+// opened. It costs one stat per group commit.
+func checkSameFile(path string, opened os.FileInfo) error {
+	fi, err := os.Stat(path)
+	if err != nil || !os.SameFile(fi, opened) {
+		return ErrFileGone
+	}
+	return nil
 }
 
 func (s *Store) closeStatements() {

@@ -507,3 +507,53 @@ func TestTwoStoresOneFile(t *testing.T) {
 		}
 	}
 }
+
+// A database file removed or replaced while open must not take writes that
+// would vanish at Close.
+func TestFileGoneFailsWrites(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		breakIt func(t *testing.T, path string)
+	}{
+		{"Removed", func(t *testing.T, path string) {
+			for _, suffix := range []string{"", "-wal", "-shm"} {
+				os.Remove(path + suffix)
+			}
+		}},
+		{"Replaced", func(t *testing.T, path string) {
+			other := path + ".other"
+			if err := os.WriteFile(other, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(other, path); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			path := filepath.Join(t.TempDir(), "tasks.db")
+			s, err := sqlitestore.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			task := taskstore.Task{ID: "a", Type: "t", Request: json.RawMessage(`{}`)}
+			if err := s.Create(ctx, task); err != nil {
+				t.Fatal(err)
+			}
+			tc.breakIt(t, path)
+			task.ID = "b"
+			err = s.Create(ctx, task)
+			if !errors.Is(err, sqlitestore.ErrFileGone) {
+				t.Fatalf("Create after the file went: %v, want ErrFileGone", err)
+			}
+			if strings.Contains(err.Error(), path) {
+				t.Fatalf("error names the path: %v", err)
+			}
+			if err := s.Finish(ctx, "a", json.RawMessage(`{}`), time.Time{}); !errors.Is(err, sqlitestore.ErrFileGone) {
+				t.Fatalf("Finish after the file went: %v, want ErrFileGone", err)
+			}
+		})
+	}
+}

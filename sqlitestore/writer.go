@@ -57,6 +57,10 @@ type writer struct {
 
 	begin, commit, rollback *sqlx.Stmt
 
+	// guard, when set, runs before each batch; its error fails the whole
+	// batch without writing (see ErrFileGone).
+	guard func() error
+
 	insert, start, finish, exists, del, prune, renew *sqlx.Stmt
 	record, claimSelect, claimUpdate                 *sqlx.Stmt
 }
@@ -147,14 +151,30 @@ func (w *writer) run() {
 				}
 			}
 		}
-		w.exec(live)
-		for _, o := range solo {
-			w.execSolo(o)
+		if err := w.checkGuard(); err != nil {
+			for _, o := range live {
+				o.done <- err
+			}
+			for _, o := range solo {
+				o.done <- err
+			}
+		} else {
+			w.exec(live)
+			for _, o := range solo {
+				w.execSolo(o)
+			}
 		}
 		clear(w.batch)
 		clear(w.solo)
 		w.solo = solo[:0]
 	}
+}
+
+func (w *writer) checkGuard() error {
+	if w.guard == nil {
+		return nil
+	}
+	return w.guard()
 }
 
 // exec runs ops and sends each its result once the outcome is final.
