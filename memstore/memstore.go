@@ -297,7 +297,7 @@ func (s *Store) Start(ctx context.Context, id string, at time.Time) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	ms := millisOrNow(at)
+	ms := taskstore.MillisOrNow(at)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -327,7 +327,7 @@ func (s *Store) Finish(ctx context.Context, id string, response json.RawMessage,
 	if !json.Valid(response) {
 		return taskstore.Invalidf("response must be valid JSON")
 	}
-	ms := millisOrNow(at)
+	ms := taskstore.MillisOrNow(at)
 	response = append(json.RawMessage(make([]byte, 0, len(response))), response...)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -380,7 +380,7 @@ func (s *Store) Prune(ctx context.Context, before time.Time, limit int) (int, er
 	if limit <= 0 {
 		return 0, taskstore.Invalidf("limit must be positive")
 	}
-	cut := ceilMillis(before)
+	cut := taskstore.CeilMillis(before)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -438,7 +438,7 @@ func (s *Store) Abandoned(ctx context.Context, before time.Time, limit int) ([]t
 	if limit <= 0 {
 		return nil, taskstore.Invalidf("limit must be positive")
 	}
-	cut := ceilMillis(before)
+	cut := taskstore.CeilMillis(before)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -507,7 +507,7 @@ func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attemp
 	}
 	var delivered, next int64
 	if a.Delivered {
-		delivered = millisOrNow(a.At)
+		delivered = taskstore.MillisOrNow(a.At)
 	} else {
 		next = taskstore.ToMillis(a.Next)
 	}
@@ -547,23 +547,4 @@ func (s *Store) Close() error {
 	s.byID, s.byTrace, s.trace1, s.byApp, s.byUser, s.byType, s.byPair = nil, nil, nil, nil, nil, nil, nil
 	s.all, s.leases, s.due = index{}, index{}, index{}
 	return nil
-}
-
-// millisOrNow returns t (the current time when zero) in Unix milliseconds.
-func millisOrNow(t time.Time) int64 {
-	if t.IsZero() {
-		t = time.Now()
-	}
-	return t.UnixMilli()
-}
-
-// ceilMillis returns the first whole millisecond at or after t: a stored
-// time (whole milliseconds) is strictly before t exactly when it is before
-// ceilMillis(t).
-func ceilMillis(t time.Time) int64 {
-	ms := t.UnixMilli()
-	if t.Nanosecond()%int(time.Millisecond) != 0 {
-		ms++
-	}
-	return ms
 }

@@ -380,7 +380,7 @@ func (s *Store) Start(ctx context.Context, id string, at time.Time) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
-	ms := millisOrNow(at)
+	ms := taskstore.MillisOrNow(at)
 	n, err := s.update(ctx, "start", startTask, id, ms)
 	if err != nil || n == 1 {
 		return err
@@ -414,7 +414,7 @@ func (s *Store) Finish(ctx context.Context, id string, response json.RawMessage,
 	if !utf8.Valid(response) {
 		return taskstore.Invalidf("response must be valid UTF-8")
 	}
-	ms := millisOrNow(at)
+	ms := taskstore.MillisOrNow(at)
 	n, err := s.update(ctx, "finish", finishTask, id, string(response), ms)
 	if err != nil || n == 1 {
 		return err
@@ -498,7 +498,7 @@ func (s *Store) Prune(ctx context.Context, before time.Time, limit int) (int, er
 	}
 	var n int64
 	err := s.do(ctx, "prune", idempotent, func() (err error) {
-		n, err = s.exec(ctx, pruneTasks, ceilMillis(before), limit)
+		n, err = s.exec(ctx, pruneTasks, taskstore.CeilMillis(before), limit)
 		return err
 	})
 	return int(n), err
@@ -542,7 +542,7 @@ func (s *Store) Abandoned(ctx context.Context, before time.Time, limit int) ([]t
 	}
 	var out []taskstore.Task
 	err := s.do(ctx, "abandoned", idempotent, func() (err error) {
-		out, _, err = s.selectTasks(ctx, false, limit, abandonedTasks, ceilMillis(before), limit)
+		out, _, err = s.selectTasks(ctx, false, limit, abandonedTasks, taskstore.CeilMillis(before), limit)
 		return err
 	})
 	if err != nil {
@@ -633,7 +633,7 @@ func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attemp
 	}
 	var delivered, next int64
 	if a.Delivered {
-		delivered = millisOrNow(a.At)
+		delivered = taskstore.MillisOrNow(a.At)
 	} else {
 		next = taskstore.ToMillis(a.Next)
 	}
@@ -656,25 +656,6 @@ func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attemp
 		why = "delivered"
 	}
 	return fmt.Errorf("%w: the callback of task %q is %s, not pending", taskstore.ErrConflict, id, why)
-}
-
-// millisOrNow returns t (the current time when zero) in Unix milliseconds.
-func millisOrNow(t time.Time) int64 {
-	if t.IsZero() {
-		t = time.Now()
-	}
-	return t.UnixMilli()
-}
-
-// ceilMillis returns the first whole millisecond at or after t: a stored
-// time (whole milliseconds) is strictly before t exactly when it is before
-// ceilMillis(t).
-func ceilMillis(t time.Time) int64 {
-	ms := t.UnixMilli()
-	if time.UnixMilli(ms).Before(t) {
-		ms++
-	}
-	return ms
 }
 
 // storableOnly returns the values a stored string can equal.

@@ -126,24 +126,6 @@ func unpackTask(b []byte) (taskstore.Task, error) {
 
 func ms(t time.Time) int64 { return taskstore.ToMillis(t) }
 
-// msOrNow is ms(t), with the current time for a zero t.
-func msOrNow(t time.Time) int64 {
-	if t.IsZero() {
-		t = time.Now()
-	}
-	return t.UnixMilli()
-}
-
-// ceilMillis is t in Unix milliseconds rounded up: the first whole
-// millisecond at or after t.
-func ceilMillis(t time.Time) int64 {
-	m := t.UnixMilli()
-	if t.Nanosecond()%1e6 != 0 {
-		m++
-	}
-	return m
-}
-
 // Create stores a new task (see taskstore.Store).
 func (s *Store) Create(ctx context.Context, t taskstore.Task) error {
 	const op = "create"
@@ -192,7 +174,7 @@ func (s *Store) Start(ctx context.Context, id string, at time.Time) error {
 		return err
 	}
 	defer s.leave()
-	atMs := msOrNow(at)
+	atMs := taskstore.MillisOrNow(at)
 	err := s.write(ctx, false, func(w *writer) error {
 		res, err := w.start.Exec(atMs, id)
 		if err != nil {
@@ -217,7 +199,7 @@ func (s *Store) Finish(ctx context.Context, id string, response json.RawMessage,
 	case !json.Valid(response):
 		return taskstore.Invalidf("response must be valid JSON")
 	}
-	resp, atMs := string(response), msOrNow(at)
+	resp, atMs := string(response), taskstore.MillisOrNow(at)
 	err := s.write(ctx, false, func(w *writer) error {
 		res, err := w.finish.Exec(resp, atMs, atMs, id)
 		if err != nil {
@@ -307,7 +289,7 @@ func (s *Store) Abandoned(ctx context.Context, before time.Time, limit int) ([]t
 	// lease_ms < before, with before rounded up to the next whole
 	// millisecond. A zero lease (stored as 0) always counts as expired;
 	// leases before 1970 are not meaningful.
-	rows, err := s.abandoned.QueryContext(ctx, max(ceilMillis(before), 1), limit)
+	rows, err := s.abandoned.QueryContext(ctx, max(taskstore.CeilMillis(before), 1), limit)
 	if err != nil {
 		return nil, s.translate(op, err)
 	}
@@ -399,7 +381,7 @@ func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attemp
 	defer s.leave()
 	delivered, next := int64(0), ms(a.Next)
 	if a.Delivered {
-		delivered, next = msOrNow(a.At), 0
+		delivered, next = taskstore.MillisOrNow(a.At), 0
 	}
 	err := s.write(ctx, false, func(w *writer) error {
 		res, err := w.record.Exec(a.Status, a.Error, delivered, next, id)

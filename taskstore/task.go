@@ -362,3 +362,24 @@ func FromContext(ctx context.Context) (Principal, bool) {
 	p, ok := ctx.Value(principalKey{}).(Principal)
 	return p, ok
 }
+
+// MillisOrNow returns t in Unix milliseconds, or the current time's when t
+// is zero: how stores read the time arguments of Start, Finish and
+// RecordAttempt.
+func MillisOrNow(t time.Time) int64 {
+	if t.IsZero() {
+		t = time.Now()
+	}
+	return t.UnixMilli()
+}
+
+// CeilMillis returns the first whole Unix millisecond at or after t: a
+// stored time (whole milliseconds) is strictly before t exactly when it is
+// before CeilMillis(t).
+func CeilMillis(t time.Time) int64 {
+	ms := t.UnixMilli() // rounds down: Nanosecond is never negative
+	if t.Nanosecond()%int(time.Millisecond) != 0 {
+		ms++
+	}
+	return ms
+}
