@@ -85,7 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	rounds := fs.Int("rounds", 6, "rounds each comparison alternates between ours and the reference")
 	js := fs.Bool("json", false, "print the results as JSON")
 	svg := fs.String("svg", "", "write an SVG chart of retrieve and retrieve_batch latency against stored tasks to this file")
-	dir := fs.String("dir", filepath.Join(os.TempDir(), "tasksbench"), "directory keeping the datasets between runs")
+	dir := fs.String("dir", filepath.Join(os.TempDir(), "tasksbench-datasets"), "directory keeping the datasets between runs")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
