@@ -20,7 +20,7 @@ import (
 const (
 	// MaxCallbackURLLength is the longest callback_url accepted, in bytes.
 	MaxCallbackURLLength = 2048
-	// MaxTraceIDLength is the longest trace_id accepted, in bytes.
+	// MaxTraceIDLength is the longest trace_id accepted, in characters.
 	MaxTraceIDLength = taskstore.MaxIDLength
 )
 
@@ -96,7 +96,7 @@ func (f *fields) setURL(s string) error {
 }
 
 func (f *fields) setTraceID(s string) error {
-	if len(s) > MaxTraceIDLength || !utf8.ValidString(s) {
+	if taskstore.TooLong(s) || !utf8.ValidString(s) {
 		return &badRequest{msgBadTraceID}
 	}
 	f.traceID = s

@@ -26,7 +26,7 @@ import (
 //
 //   - With a callback_url field (an absolute http or https URL), or with
 //     "async": true, it is a callback-mode request. callback_url, trace_id
-//     (a string of at most 128 bytes) and async (a boolean; for multipart a
+//     (a string of at most 128 characters) and async (a boolean; for multipart a
 //     form field true or false) are validated (400 bad_request, nothing
 //     stored). The task is stored with the caller's principal, queued, and
 //     only then answered 200 {"task_id":"…"} (with "trace_id" when given).
@@ -46,10 +46,10 @@ import (
 // context is abandoned when the context ends: its goroutine may outlive the
 // task, and whatever it writes afterwards is discarded.
 //
-// Wrap panics if taskType is empty or longer than 128 bytes.
+// Wrap panics if taskType is empty or longer than 128 characters.
 func (r *Recorder) Wrap(taskType string, h http.Handler) http.Handler {
-	if taskType == "" || len(taskType) > taskstore.MaxIDLength || !utf8.ValidString(taskType) {
-		panic(fmt.Sprintf("callback: Wrap: task type %q must be 1 to %d bytes of UTF-8", taskType, taskstore.MaxIDLength))
+	if taskType == "" || taskstore.TooLong(taskType) || !utf8.ValidString(taskType) {
+		panic(fmt.Sprintf("callback: Wrap: task type %q must be 1 to %d characters of UTF-8", taskType, taskstore.MaxIDLength))
 	}
 	if h == nil {
 		panic("callback: Wrap: nil handler")
@@ -274,7 +274,7 @@ func (c *capture) outcome() outcome {
 type Submission struct {
 	// Type is the task type, e.g. "images_generations". Required.
 	Type string
-	// TraceID is the client's correlation id (at most 128 bytes); optional.
+	// TraceID is the client's correlation id (at most 128 characters); optional.
 	TraceID string
 	// CallbackURL receives the response once the task finishes; empty means
 	// no callback (the client polls the Tasks API).

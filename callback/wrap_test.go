@@ -152,6 +152,21 @@ func TestAsyncWithoutCallback(t *testing.T) {
 	}
 }
 
+// trace_id is limited to 128 characters (CONTRACT §1), not bytes.
+func TestTraceIDCountsCharacters(t *testing.T) {
+	store := newMemStore(t)
+	rec := newRecorder(t, store, callback.Options{})
+	var up upstream
+	h := rec.Wrap("images_generations", jsonHandler(&up, 200, `{"data":[]}`))
+	trace := strings.Repeat("é", 128) // 256 bytes
+	id := acceptedID(t, post(h, "application/json", `{"prompt":"p","async":true,"trace_id":"`+trace+`"}`), trace)
+	if task := waitFinished(t, store, id); task.TraceID != trace {
+		t.Errorf("stored trace_id %q", task.TraceID)
+	}
+	errorBody(t, post(h, "application/json", `{"prompt":"p","async":true,"trace_id":"`+trace+`é"}`),
+		http.StatusBadRequest, "bad_request", "trace_id must be a string of at most 128 characters")
+}
+
 func TestMultipartEdit(t *testing.T) {
 	store := newMemStore(t)
 	rec := newRecorder(t, store, callback.Options{})

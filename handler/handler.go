@@ -34,7 +34,7 @@
 // so are known fields the action does not use. A JSON null is the same as an
 // absent field, and so are an empty id, trace_id, application_id, user_id or
 // type and an empty ids or trace_ids list (an empty action, though, is an
-// unknown action). An id or trace_id longer than taskstore.MaxIDLength
+// unknown action). An id or trace_id longer than taskstore.MaxIDLength characters
 // matches no task.
 //
 // offset and limit must be JSON integer literals: 10 is accepted, 10.0, 1e1
@@ -239,7 +239,7 @@ const notFound = "{}"
 
 func (h *Handler) retrieve(ctx context.Context, p taskstore.Principal, req *request, out []byte) ([]byte, error) {
 	if req.id == "" { // by trace_id alone: the newest visible match
-		if len(req.traceID) > taskstore.MaxIDLength { // no task has such a trace_id
+		if taskstore.TooLong(req.traceID) { // no task has such a trace_id
 			return append(out, notFound...), nil
 		}
 		f, ok := p.Scope(taskstore.Filter{TraceIDs: []string{req.traceID}, Types: h.types, Limit: 1})
@@ -255,7 +255,7 @@ func (h *Handler) retrieve(ctx context.Context, p taskstore.Principal, req *requ
 		}
 		return page[0].AppendJSON(out), nil
 	}
-	if len(req.id) > taskstore.MaxIDLength { // no task has such an id
+	if taskstore.TooLong(req.id) { // no task has such an id
 		return append(out, notFound...), nil
 	}
 	t, err := h.store.Get(ctx, req.id)
@@ -312,7 +312,7 @@ func (h *Handler) retrieveBatch(ctx context.Context, p taskstore.Principal, req 
 func (h *Handler) delete(ctx context.Context, p taskstore.Principal, req *request, out []byte) ([]byte, error) {
 	deleted := false
 	t, err := taskstore.Task{}, taskstore.ErrNotFound
-	if len(req.id) <= taskstore.MaxIDLength { // else no task has such an id
+	if !taskstore.TooLong(req.id) { // else no task has such an id
 		t, err = h.store.Get(ctx, req.id)
 	}
 	switch {

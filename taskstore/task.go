@@ -7,8 +7,14 @@ import (
 	"unicode/utf8"
 )
 
-// MaxIDLength is the longest id or trace_id a store accepts.
+// MaxIDLength is the longest id, trace_id, type, application_id, user_id or
+// credential_id a store accepts, in characters (Unicode code points).
 const MaxIDLength = 128
+
+// TooLong reports whether s has more than MaxIDLength characters.
+func TooLong(s string) bool {
+	return len(s) > MaxIDLength && utf8.RuneCountInString(s) > MaxIDLength
+}
 
 // Task is one callback-mode (or async) request and, once finished, its
 // response, together with the state of its callback delivery.
@@ -292,8 +298,8 @@ func Normalize(t Task, now time.Time) (Task, error) {
 	if t.Type == "" {
 		return t, Invalidf("type is required")
 	}
-	if len(t.Type) > MaxIDLength || !utf8.ValidString(t.Type) {
-		return t, Invalidf("type must be valid UTF-8 of at most %d bytes", MaxIDLength)
+	if TooLong(t.Type) || !utf8.ValidString(t.Type) {
+		return t, Invalidf("type must be valid UTF-8 of at most %d characters", MaxIDLength)
 	}
 	if len(t.Request) == 0 {
 		return t, Invalidf("request is required")
@@ -340,8 +346,8 @@ func checkID(name, v string, required bool) error {
 	switch {
 	case v == "" && required:
 		return Invalidf("%s is required", name)
-	case len(v) > MaxIDLength:
-		return Invalidf("%s must be at most %d bytes", name, MaxIDLength)
+	case TooLong(v):
+		return Invalidf("%s must be at most %d characters", name, MaxIDLength)
 	case !utf8.ValidString(v):
 		return Invalidf("%s must be valid UTF-8", name)
 	}

@@ -63,6 +63,7 @@ func Run(t *testing.T, newStore func(t *testing.T) taskstore.Store) {
 		{"CreateGet/TruncatesToMillis", testTruncates},
 		{"CreateGet/DefaultCreatedAt", testDefaultCreatedAt},
 		{"CreateGet/Invalid", testInvalid},
+		{"CreateGet/UnicodeAtLimit", testUnicodeAtLimit},
 		{"CreateGet/Duplicate", testDuplicate},
 		{"Get/ErrNotFound", testGetNotFound},
 		{"Get/ReturnsCopy", testReturnsCopy},
@@ -282,6 +283,7 @@ func testInvalid(t *testing.T, s taskstore.Store) {
 		{"LongID", func(x *taskstore.Task) { x.ID = long }, "id"},
 		{"BadUTF8ID", func(x *taskstore.Task) { x.ID = "a\xffb" }, "id"},
 		{"LongTraceID", func(x *taskstore.Task) { x.TraceID = long }, "trace_id"},
+		{"LongUnicodeTraceID", func(x *taskstore.Task) { x.TraceID = strings.Repeat("é", taskstore.MaxIDLength+1) }, "trace_id"},
 		{"EmptyType", func(x *taskstore.Task) { x.Type = "" }, "type"},
 		{"NoRequest", func(x *taskstore.Task) { x.Request = nil }, "request"},
 		{"RequestNotJSON", func(x *taskstore.Task) { x.Request = json.RawMessage(`{"a":`) }, "request"},
@@ -306,6 +308,18 @@ func testInvalid(t *testing.T, s taskstore.Store) {
 				}
 			}
 		})
+	}
+}
+
+// Length limits count characters, not bytes.
+func testUnicodeAtLimit(t *testing.T, s taskstore.Store) {
+	in := task(strings.Repeat("猫", taskstore.MaxIDLength), 0)
+	in.TraceID = strings.Repeat("é", taskstore.MaxIDLength)
+	in.UserID = strings.Repeat("ü", taskstore.MaxIDLength)
+	mustCreate(t, s, in)
+	equal(t, mustGet(t, s, in.ID), in)
+	if got, total := find(t, s, taskstore.Filter{TraceIDs: []string{in.TraceID}, UserID: in.UserID, Limit: 1}); total != 1 || len(got) != 1 {
+		t.Fatalf("find by long unicode trace and user: %v %d", got, total)
 	}
 }
 
