@@ -98,8 +98,14 @@ func typeError(param, want string, f field) *apiError {
 	return invalid(param, "Invalid type for '%s': expected %s, but got %s instead.", param, article(want), article(f.kind))
 }
 
-// readJSON reads a request body that must hold one JSON object.
+// readJSON reads a request body that must hold one JSON object, sent as
+// application/json (a missing Content-Type is tolerated).
 func readJSON(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage, *apiError) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			return nil, invalid("", "Invalid Content-Type header (%s), expected application/json.", ct)
+		}
+	}
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxJSONBytes))
 	if err != nil {
 		return nil, bodyError(err)
@@ -229,10 +235,20 @@ func imageParamsOf(fs map[string]field, known []string) (imageParams, *apiError)
 	return p, nil
 }
 
-// unknownParam refuses the first (in sorted order) parameter not in known.
+// callbackFields are the callback-mode fields of the tasks module. The
+// recorder removes them from callback-mode requests; a synchronous request
+// passes through untouched and may still carry them (a trace_id, "async":
+// false), so the stand-in ignores them rather than refusing them as unknown.
+var callbackFields = []string{"async", "callback_url", "trace_id"}
+
+// unknownParam refuses the first (in sorted order) parameter not in known
+// (callbackFields are ignored).
 func unknownParam(fs map[string]field, known []string) *apiError {
 	var unknown []string
 	for k := range fs {
+		if slices.Contains(callbackFields, k) {
+			continue
+		}
 		if _, ok := slices.BinarySearch(known, k); !ok {
 			unknown = append(unknown, k)
 		}

@@ -22,7 +22,8 @@
 // naming the offending parameter. Request fields OpenAI does not define are
 // refused too ("Unrecognized request argument supplied"), as OpenAI does; the
 // known ones the stand-in has no use for (quality, style, user, background,
-// …) are accepted and ignored. Streaming and output formats other than PNG
+// …) are accepted and ignored, and so are the callback-mode fields
+// callback_url, trace_id and async, which a synchronous request may carry. Streaming and output formats other than PNG
 // are refused.
 //
 // Images are deterministic: a picture (a gradient, a disc and a ring) drawn

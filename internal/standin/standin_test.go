@@ -172,8 +172,8 @@ func TestGenerationsErrors(t *testing.T) {
 		{"BadFormat", `{"prompt":"a","response_format":"xml"}`, "response_format", "Invalid value: 'xml'"},
 		{"FormatObject", `{"prompt":"a","response_format":{}}`, "response_format", "expected a string, but got an object"},
 		{"ModelNumber", `{"prompt":"a","model":3}`, "model", "expected a string, but got an integer"},
-		{"UnknownField", `{"prompt":"a","callback_url":"https://example.com/cb"}`, "callback_url", "Unrecognized request argument supplied: callback_url"},
-		{"UnknownFieldsSorted", `{"prompt":"a","zz":1,"async":true}`, "async", "Unrecognized request argument supplied: async"},
+		{"UnknownField", `{"prompt":"a","callback_url":"https://example.com/cb","frobnicate":1}`, "frobnicate", "Unrecognized request argument supplied: frobnicate"},
+		{"UnknownFieldsSorted", `{"prompt":"a","zz":1,"aa":true,"async":true}`, "aa", "Unrecognized request argument supplied: aa"},
 		{"Stream", `{"prompt":"a","stream":true}`, "stream", "does not stream"},
 		{"StreamString", `{"prompt":"a","stream":"no"}`, "stream", "expected a boolean, but got a string"},
 		{"OutputFormat", `{"prompt":"a","output_format":"jpeg"}`, "output_format", "only 'png'"},
@@ -215,6 +215,26 @@ func TestGenerationsAccepted(t *testing.T) {
 		if len(r.Data) != 1 || r.Data[0].URL == nil || r.Data[0].B64JSON != nil || r.Data[0].RevisedPrompt != "a cat" {
 			t.Errorf("%s: data %+v", body, r.Data)
 		}
+	}
+}
+
+// Callback-mode fields on a synchronous request are ignored; a body that is
+// not sent as JSON is refused.
+func TestGenerationsCallbackFieldsAndContentType(t *testing.T) {
+	srv := newServer(t, New(Options{}))
+	url := srv.URL + "/v1/images/generations"
+	r := decodeImages(t, postJSON(t, url, `{"prompt":"a cat","trace_id":"t-1","async":false,"callback_url":null}`))
+	if len(r.Data) != 1 {
+		t.Fatalf("data %+v", r.Data)
+	}
+	for _, ct := range []string{"text/plain", "application/x-www-form-urlencoded", "json"} {
+		a := do(t, http.MethodPost, url, ct, []byte(`{"prompt":"a cat"}`))
+		if a.status != http.StatusBadRequest || !bytes.Contains(a.body, []byte("expected application/json")) {
+			t.Errorf("Content-Type %s: %d %s", ct, a.status, a.body)
+		}
+	}
+	if a := do(t, http.MethodPost, url, "", []byte(`{"prompt":"a cat"}`)); a.status != http.StatusOK {
+		t.Errorf("no Content-Type: %d %s", a.status, a.body)
 	}
 }
 
@@ -386,7 +406,7 @@ func TestEdits(t *testing.T) {
 		{"NTooLarge", map[string]string{"prompt": "a", "n": "9"}, map[string][]byte{"image": input}, "n", "Expected a value <= 4, but got 9"},
 		{"BadSize", map[string]string{"prompt": "a", "size": "big"}, map[string][]byte{"image": input}, "size", "Invalid value: 'big'"},
 		{"BadFormat", map[string]string{"prompt": "a", "response_format": "gif"}, map[string][]byte{"image": input}, "response_format", "Invalid value: 'gif'"},
-		{"UnknownField", map[string]string{"prompt": "a", "callback_url": "https://x"}, map[string][]byte{"image": input}, "callback_url", "Unrecognized request argument supplied: callback_url"},
+		{"UnknownField", map[string]string{"prompt": "a", "trace_id": "t", "frobnicate": "1"}, map[string][]byte{"image": input}, "frobnicate", "Unrecognized request argument supplied: frobnicate"},
 		{"Stream", map[string]string{"prompt": "a", "stream": "true"}, map[string][]byte{"image": input}, "stream", "does not stream"},
 		{"InvalidUTF8", map[string]string{"prompt": "a\xff"}, map[string][]byte{"image": input}, "prompt", "not valid UTF-8"},
 	} {
