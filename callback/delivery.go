@@ -33,36 +33,63 @@ func (r *Recorder) deliveryLoop() {
 
 // claimDue claims and starts due deliveries while there are some and free
 // slots to run them.
+//
+// A claim is a write to the store, so it claims in batches: when the lease
+// leaves room for a claimed delivery to wait for a slot (at most one
+// attempt's duration) and then run, it claims up to DeliveryWorkers at once
+// and starts each as a slot frees; otherwise it claims only what can start
+// now, so that claims do not expire while waiting in line.
 func (r *Recorder) claimDue(slots chan struct{}) {
+	batch := 1
+	if r.o.Lease >= 3*r.o.AttemptTimeout {
+		batch = cap(slots)
+	}
 	for {
-		// Claim only what can start now, so that claims do not expire
-		// while waiting in line.
+		// Claim only when at least one delivery can start now.
 		select {
 		case slots <- struct{}{}:
 		case <-r.stopLoop:
 			return
 		}
-		n := 1
+		free := 1
 	fill:
-		for n < cap(slots) {
+		for free < cap(slots) {
 			select {
 			case slots <- struct{}{}:
-				n++
+				free++
 			default:
 				break fill
 			}
 		}
+		want := max(free, batch)
 		ctx, cancel := context.WithTimeout(r.deliverCtx, storeTimeout)
-		tasks, err := r.store.ClaimDeliveries(ctx, r.now(), r.o.Lease, n)
+		tasks, err := r.store.ClaimDeliveries(ctx, r.now(), r.o.Lease, want)
 		cancel()
-		for range n - len(tasks) {
+		for range free - min(free, len(tasks)) {
 			<-slots
 		}
 		if err != nil {
 			r.log.Error("callback: claiming due deliveries", "err", err)
 			return // the next tick tries again
 		}
-		for _, t := range tasks {
+		for i, t := range tasks {
+			if i >= free {
+				// Claimed ahead: wait for a slot. If the loop stops
+				// first, the claim simply expires and the delivery is
+				// retried later.
+				select {
+				case slots <- struct{}{}:
+				case <-r.stopLoop:
+					return
+				}
+				if r.now().Add(r.o.AttemptTimeout).After(t.Callback.NextAttemptAt) {
+					// Too little of the claim is left for a whole
+					// attempt: leave it to expire and be claimed again,
+					// rather than risk two processes sending at once.
+					<-slots
+					continue
+				}
+			}
 			r.deliveries.Add(1)
 			go func() {
 				defer func() { <-slots }()
@@ -70,7 +97,7 @@ func (r *Recorder) claimDue(slots chan struct{}) {
 				r.deliver(t)
 			}()
 		}
-		if len(tasks) < n {
+		if len(tasks) < want {
 			return
 		}
 	}
