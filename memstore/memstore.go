@@ -272,6 +272,21 @@ func (s *Store) tasks(slots []uint32) []taskstore.Task {
 	return out
 }
 
+// update runs fn on the task with the given id under the write lock
+// (ErrClosed after Close, ErrNotFound for an unknown id).
+func (s *Store) update(id string, fn func(slot uint32, r *rec) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return taskstore.ErrClosed
+	}
+	slot, err := s.lookup(id)
+	if err != nil {
+		return err
+	}
+	return fn(slot, s.recs.at(slot))
+}
+
 // Get returns a copy of the task with the given id; see taskstore.Store.
 func (s *Store) Get(ctx context.Context, id string) (taskstore.Task, error) {
 	if err := ctx.Err(); err != nil {
@@ -298,24 +313,16 @@ func (s *Store) Start(ctx context.Context, id string, at time.Time) error {
 		return err
 	}
 	ms := taskstore.MillisOrNow(at)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return taskstore.ErrClosed
-	}
-	slot, err := s.lookup(id)
-	if err != nil {
-		return err
-	}
-	r := s.recs.at(slot)
-	switch {
-	case r.finished != 0:
-		return fmt.Errorf("%w: task %q has already finished", taskstore.ErrConflict, id)
-	case r.started != 0:
-		return fmt.Errorf("%w: task %q has already started", taskstore.ErrConflict, id)
-	}
-	r.started = ms
-	return nil
+	return s.update(id, func(_ uint32, r *rec) error {
+		switch {
+		case r.finished != 0:
+			return fmt.Errorf("%w: task %q has already finished", taskstore.ErrConflict, id)
+		case r.started != 0:
+			return fmt.Errorf("%w: task %q has already started", taskstore.ErrConflict, id)
+		}
+		r.started = ms
+		return nil
+	})
 }
 
 // Finish records the task's response, once; see taskstore.Store. A zero at
@@ -329,28 +336,20 @@ func (s *Store) Finish(ctx context.Context, id string, response json.RawMessage,
 	}
 	ms := taskstore.MillisOrNow(at)
 	response = append(json.RawMessage(make([]byte, 0, len(response))), response...)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return taskstore.ErrClosed
-	}
-	slot, err := s.lookup(id)
-	if err != nil {
-		return err
-	}
-	r := s.recs.at(slot)
-	if r.finished != 0 {
-		return fmt.Errorf("%w: task %q has already finished", taskstore.ErrConflict, id)
-	}
-	s.leases.remove(&s.recs, byLease, slot)
-	r.response, r.finished, r.lease = response, ms, 0
-	if r.url != "" {
-		r.next = ms
-	}
-	if r.pending() {
-		s.due.insert(&s.recs, byDue, slot)
-	}
-	return nil
+	return s.update(id, func(slot uint32, r *rec) error {
+		if r.finished != 0 {
+			return fmt.Errorf("%w: task %q has already finished", taskstore.ErrConflict, id)
+		}
+		s.leases.remove(&s.recs, byLease, slot)
+		r.response, r.finished, r.lease = response, ms, 0
+		if r.url != "" {
+			r.next = ms
+		}
+		if r.pending() {
+			s.due.insert(&s.recs, byDue, slot)
+		}
+		return nil
+	})
 }
 
 // Delete removes the task and its pending delivery; see taskstore.Store.
@@ -358,17 +357,10 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return taskstore.ErrClosed
-	}
-	slot, err := s.lookup(id)
-	if err != nil {
-		return err
-	}
-	s.drop(slot)
-	return nil
+	return s.update(id, func(slot uint32, _ *rec) error {
+		s.drop(slot)
+		return nil
+	})
 }
 
 // Prune deletes at most limit tasks created strictly before the given time,
@@ -511,27 +503,19 @@ func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attemp
 	} else {
 		next = taskstore.ToMillis(a.Next)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return taskstore.ErrClosed
-	}
-	slot, err := s.lookup(id)
-	if err != nil {
-		return err
-	}
-	r := s.recs.at(slot)
-	if !r.pending() {
-		return fmt.Errorf("%w: the callback of task %q is %s, not pending", taskstore.ErrConflict, id, r.state())
-	}
-	s.due.remove(&s.recs, byDue, slot)
-	r.attempts++
-	r.lastStatus, r.lastErr = a.Status, a.Error
-	r.delivered, r.next = delivered, next
-	if r.pending() {
-		s.due.insert(&s.recs, byDue, slot)
-	}
-	return nil
+	return s.update(id, func(slot uint32, r *rec) error {
+		if !r.pending() {
+			return fmt.Errorf("%w: the callback of task %q is %s, not pending", taskstore.ErrConflict, id, r.state())
+		}
+		s.due.remove(&s.recs, byDue, slot)
+		r.attempts++
+		r.lastStatus, r.lastErr = a.Status, a.Error
+		r.delivered, r.next = delivered, next
+		if r.pending() {
+			s.due.insert(&s.recs, byDue, slot)
+		}
+		return nil
+	})
 }
 
 // Close releases the tasks. It is idempotent; every other method returns
