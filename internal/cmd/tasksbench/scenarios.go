@@ -396,6 +396,26 @@ func serve(h http.Handler) (url string, stop func(), err error) {
 	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
 }
 
+// servePair serves ours and the reference on loopback and returns their
+// URLs, one client for both, and a function stopping everything.
+func servePair(ours, ref http.Handler, conc int) (oursURL, refURL string, client *http.Client, stop func(), err error) {
+	oursURL, stopOurs, err := serve(ours)
+	if err != nil {
+		return "", "", nil, nil, err
+	}
+	refURL, stopRef, err := serve(ref)
+	if err != nil {
+		stopOurs()
+		return "", "", nil, nil, err
+	}
+	client = newClient(conc)
+	return oursURL, refURL, client, func() {
+		client.CloseIdleConnections()
+		stopRef()
+		stopOurs()
+	}, nil
+}
+
 func newClient(conc int) *http.Client {
 	return &http.Client{Transport: &http.Transport{
 		MaxIdleConnsPerHost: max(64, 2*conc), DisableCompression: true,
@@ -484,18 +504,11 @@ func (b *bench) httpScenarios(ctx context.Context) ([]Result, error) {
 		w.WriteHeader(http.StatusOK)
 		w.Write(record)
 	})
-	oursURL, stopOurs, err := serve(tasksHandler(b.big))
+	oursURL, bareURL, client, stop, err := servePair(tasksHandler(b.big), bare, b.cfg.Concurrency)
 	if err != nil {
 		return nil, err
 	}
-	defer stopOurs()
-	bareURL, stopBare, err := serve(bare)
-	if err != nil {
-		return nil, err
-	}
-	defer stopBare()
-	client := newClient(b.cfg.Concurrency)
-	defer client.CloseIdleConnections()
+	defer stop()
 
 	retrieve, byUser, byApp := retrieveBodies(rows), batchUserBodies(), batchAppBodies()
 	// The answers are what the scenarios claim to measure.
@@ -581,18 +594,11 @@ func (b *bench) submit(ctx context.Context) ([]Result, error) {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"task_id":"7489df4c-ef03-4de0-b598-e9a590793434","trace_id":"bench-trace"}`)
 	})
-	oursURL, stopOurs, err := serve(rec.Wrap("images_generations", images))
+	oursURL, bareURL, client, stop, err := servePair(rec.Wrap("images_generations", images), bare, b.cfg.Concurrency)
 	if err != nil {
 		return nil, err
 	}
-	defer stopOurs()
-	bareURL, stopBare, err := serve(bare)
-	if err != nil {
-		return nil, err
-	}
-	defer stopBare()
-	client := newClient(b.cfg.Concurrency)
-	defer client.CloseIdleConnections()
+	defer stop()
 	bodies := [][]byte{submitBody}
 	if err := checkAnswer(client, oursURL, submitBody, func(got []byte) error {
 		if !bytes.HasPrefix(got, []byte(`{"task_id":"`)) {
