@@ -2,6 +2,8 @@ package callback_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -243,5 +245,43 @@ func TestAttemptTimeout(t *testing.T) {
 	task := waitDelivery(t, store, id)
 	if task.DeliveryState() != taskstore.Delivered || task.Callback.Attempts != 2 {
 		t.Errorf("callback %v %+v", task.DeliveryState(), task.Callback)
+	}
+}
+
+// claimCounter counts ClaimDeliveries calls.
+type claimCounter struct {
+	taskstore.Store
+	calls atomic.Int32
+}
+
+func (c *claimCounter) ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]taskstore.Task, error) {
+	c.calls.Add(1)
+	return c.Store.ClaimDeliveries(ctx, now, lease, limit)
+}
+
+// A backlog is claimed in batches of DeliveryWorkers, not one claim (one
+// store write) per delivery as slots free up.
+func TestBacklogClaimedInBatches(t *testing.T) {
+	const n, workers = 48, 4
+	inner := newMemStore(t)
+	rc := newReceiver(t, func(int, http.ResponseWriter, *http.Request) {
+		time.Sleep(2 * time.Millisecond) // keep every slot busy for a while
+	})
+	now := time.Now()
+	for i := range n {
+		if err := inner.Create(context.Background(), taskstore.Task{
+			ID: fmt.Sprintf("t%02d", i), Type: "images_generations", Request: json.RawMessage(`{}`),
+			Response: json.RawMessage(`{"success":true}`), CreatedAt: now, FinishedAt: now,
+			Callback: taskstore.Callback{URL: rc.URL + "/cb", NextAttemptAt: now.Add(-time.Second)},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store := &claimCounter{Store: inner}
+	newRecorder(t, store, callback.Options{DeliveryWorkers: workers})
+	eventually(t, "every callback delivered", func() bool { return rc.count() >= n })
+	// n/workers batches, plus the claims that found nothing left.
+	if calls := store.calls.Load(); calls > n/workers+4 {
+		t.Fatalf("%d claims for %d deliveries with %d workers; want about %d", calls, n, workers, n/workers)
 	}
 }
