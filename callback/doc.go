@@ -14,6 +14,12 @@
 //
 // Servers whose work is not an http.Handler use Recorder.Submit.
 //
+// Task ids are version 7 UUIDs: they begin with the creation time in
+// milliseconds (which the task's created_at shows its owner anyway), so the
+// ids of one process sort in creation order and a store's id index grows at
+// its end rather than at a random page per task; the other 74 bits are
+// random.
+//
 // # Responses
 //
 // When a task ends, its response is recorded with Store.Finish and is,

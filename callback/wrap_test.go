@@ -2,10 +2,12 @@ package callback_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -14,6 +16,8 @@ import (
 	"net/textproto"
 	"strings"
 	"testing"
+
+	"github.com/google/uuid"
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"github.com/tasksapi/tasks/callback"
@@ -418,5 +422,31 @@ func TestWrapPanicsOnBadType(t *testing.T) {
 			}()
 			rec.Wrap(typ, http.NotFoundHandler())
 		}()
+	}
+}
+
+func TestTaskIDsAreVersion7(t *testing.T) {
+	rec := newRecorder(t, newMemStore(t), callback.Options{})
+	h := rec.Wrap("images_generations", jsonHandler(&upstream{}, http.StatusOK, `{"data":[]}`))
+	var prev string
+	for range 50 {
+		id := acceptedID(t, post(h, "application/json", `{"prompt":"p","async":true}`), "")
+		u, err := uuid.Parse(id)
+		if err != nil || u.Version() != 7 {
+			t.Fatalf("task id %q: version %d, %v", id, u.Version(), err)
+		}
+		if id <= prev {
+			t.Fatalf("task id %q does not sort after %q", id, prev)
+		}
+		prev = id
+	}
+	// Submit makes the same kind of id.
+	id, err := rec.Submit(context.Background(), callback.Submission{Type: "images_generations", Request: json.RawMessage(`{"prompt":"p"}`)},
+		func(context.Context) (json.RawMessage, error) { return json.RawMessage(`{"data":[]}`), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, err := uuid.Parse(id); err != nil || u.Version() != 7 || id <= prev {
+		t.Errorf("Submit id %q after %q", id, prev)
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"time"
 )
 
@@ -56,17 +57,18 @@ func main() {
 
 // config is what the flags set.
 type config struct {
-	Rows        int           // tasks in the large datasets
-	Small       int           // tasks in the small datasets ("10k")
-	Short       bool          // small datasets and short measurements
-	Concurrency int           // clients of the HTTP and delivery scenarios
-	Duration    time.Duration // time each side of a comparison runs, over all rounds
-	Rounds      int           // rounds each comparison is split into
-	JSON        bool          // print JSON instead of the table
-	SVG         string        // write the latency chart here
-	Dir         string        // datasets and scratch files
-	Progress    io.Writer     // progress bars; nil: none
-	Sizes       []int         // dataset sizes of the chart
+	Rows        int            // tasks in the large datasets
+	Small       int            // tasks in the small datasets ("10k")
+	Short       bool           // small datasets and short measurements
+	Concurrency int            // clients of the HTTP and delivery scenarios
+	Duration    time.Duration  // time each side of a comparison runs, over all rounds
+	Rounds      int            // rounds each comparison is split into
+	JSON        bool           // print JSON instead of the table
+	SVG         string         // write the latency chart here
+	Dir         string         // datasets and scratch files
+	Progress    io.Writer      // progress bars; nil: none
+	Sizes       []int          // dataset sizes of the chart
+	Run         *regexp.Regexp // measure only the steps whose names match; nil: all
 
 	deliveryBatch int // tasks per delivery round
 }
@@ -85,6 +87,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	rounds := fs.Int("rounds", 6, "rounds each comparison alternates between ours and the reference")
 	js := fs.Bool("json", false, "print the results as JSON")
 	svg := fs.String("svg", "", "write an SVG chart of retrieve and retrieve_batch latency against stored tasks to this file")
+	runPat := fs.String("run", "", "measure only the steps whose names match this regular expression "+
+		"(sqlitestore create, sqlitestore get, sqlitestore find, memstore, concurrent create, HTTP, "+
+		"callback submit, callback delivery, RSS, disk, chart)")
 	dir := fs.String("dir", filepath.Join(os.TempDir(), "tasksbench-datasets"), "directory keeping the datasets between runs")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
@@ -96,6 +101,14 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	cfg := config{
 		Rows: *rows, Short: *short, Concurrency: *conc, Duration: *dur, Rounds: *rounds,
 		JSON: *js, SVG: *svg, Dir: *dir, Progress: stderr,
+	}
+	if *runPat != "" {
+		re, err := regexp.Compile(*runPat)
+		if err != nil {
+			fmt.Fprintln(stderr, "tasksbench: -run:", err)
+			return config{}, err
+		}
+		cfg.Run = re
 	}
 	rowsSet := false
 	fs.Visit(func(f *flag.Flag) { rowsSet = rowsSet || f.Name == "rows" })

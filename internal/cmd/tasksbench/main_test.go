@@ -110,7 +110,11 @@ func TestParseFlags(t *testing.T) {
 	if err != nil || cfg.Rows != 5000 {
 		t.Errorf("-short -rows 5000: rows %d, %v", cfg.Rows, err)
 	}
-	for _, bad := range [][]string{{"-rows", "10"}, {"-concurrency", "0"}, {"extra"}} {
+	cfg, err = parseFlags([]string{"-run", "^callback"}, &bytes.Buffer{})
+	if err != nil || cfg.Run == nil || !cfg.Run.MatchString("callback submit") || cfg.Run.MatchString("HTTP") {
+		t.Errorf("-run ^callback: %v, %v", cfg.Run, err)
+	}
+	for _, bad := range [][]string{{"-rows", "10"}, {"-concurrency", "0"}, {"extra"}, {"-run", "("}} {
 		if _, err := parseFlags(bad, &bytes.Buffer{}); err == nil {
 			t.Errorf("parseFlags(%q) accepted", bad)
 		}

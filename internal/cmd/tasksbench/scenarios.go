@@ -167,6 +167,9 @@ func measureAll(ctx context.Context, cfg config) (*Report, error) {
 	}
 	var results []Result
 	for _, s := range steps {
+		if cfg.Run != nil && !cfg.Run.MatchString(s.name) {
+			continue
+		}
 		status(cfg, "measuring %s…", s.name)
 		rs, err := s.f(ctx)
 		if err != nil {
