@@ -16,7 +16,9 @@
 // synchronous=NORMAL (WithSynchronousFull trades write speed for durability
 // across power loss). All writes go through one connection owned by a single
 // writer goroutine; reads use a separate pool of query_only connections
-// (WithReadConns), which in WAL mode never wait for the writer.
+// (WithReadConns), which in WAL mode never wait for the writer. A third
+// connection checkpoints the WAL in the background, at most every 100ms
+// while there are writes, so that no write waits for a checkpoint.
 //
 // The writer commits in groups: write calls that arrive while a transaction
 // is being written queue up and are then run together in one
@@ -194,8 +196,18 @@ func Open(path string, opts ...Option) (*Store, error) {
 	}
 	w.guard = func() error { return checkSameFile(path, opened) }
 
+	cdb, err := sqlx.Open("sqlite", dsn(path, o, true))
+	if err != nil {
+		w.close()
+		return fail("open checkpoint connection", err)
+	}
+	cdb.SetMaxOpenConns(1)
+	cdb.SetMaxIdleConns(1)
+	cdb.SetConnMaxLifetime(0)
+	cdb.SetConnMaxIdleTime(0)
 	rdb, err := sqlx.Open("sqlite", dsn(path, o, false))
 	if err != nil {
+		cdb.Close()
 		w.close()
 		return fail("open read pool", err)
 	}
@@ -210,9 +222,11 @@ func Open(path string, opts ...Option) (*Store, error) {
 	if err != nil {
 		s.closeStatements()
 		rdb.Close()
+		cdb.Close()
 		w.close()
 		return fail("prepare", err)
 	}
+	w.ckpt = newCheckpointer(cdb, log)
 	w.started = true
 	go w.run()
 	return s, nil
@@ -261,6 +275,9 @@ func dsn(path string, o options, writer bool) string {
 		// Statement journals (one per statement inside a group commit)
 		// and temporary sort trees stay in memory, not in temporary files.
 		q.Add("_pragma", "temp_store(MEMORY)")
+		// Checkpoints run in the background (checkpoint.go); the
+		// writer's own is a safety net.
+		q.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", walSafetyPages))
 		// Keep the WAL file from staying large after a burst of writes.
 		q.Add("_pragma", "journal_size_limit(67108864)")
 		q.Set("_txlock", "immediate")
@@ -304,9 +321,10 @@ func (s *Store) Close() error {
 		s.closeStatements()
 		s.finds.close()
 		errR := s.rdb.Close()
+		errC := s.w.ckpt.close()
 		errW := s.w.close()
 		errD := s.wdb.Close()
-		if err := errors.Join(errR, errW, errD); err != nil {
+		if err := errors.Join(errR, errC, errW, errD); err != nil {
 			s.log.Error("sqlitestore: close", "err", err)
 			s.closeErr = errors.New("sqlitestore: close: failed to close the database cleanly")
 		}

@@ -2,6 +2,7 @@ package sqlitestore
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -60,6 +61,9 @@ type writer struct {
 	// guard, when set, runs before each batch; its error fails the whole
 	// batch without writing (see ErrFileGone).
 	guard func() error
+
+	// ckpt, when set, is told after each batch that the WAL grew.
+	ckpt *checkpointer
 
 	insert, start, finish, exists, del, prune, renew *sqlx.Stmt
 	record, claimSelect, claimUpdate                 *sqlx.Stmt
@@ -123,12 +127,22 @@ const (
 // way so that SQLite can use the index.
 const pending = `callback_url <> '' AND finished_ms <> 0 AND delivered_ms = 0 AND next_attempt_ms <> 0`
 
+// batchYields is how many times the writer lets other goroutines run
+// before it commits a batch that could take more calls: callers that are
+// about to submit (their HTTP request parsed, say) join this transaction
+// instead of waiting for the next. Each commit writes every B-tree page it
+// touched to the WAL, so fewer, larger transactions cost less per call;
+// with 16 HTTP clients this raised callback submissions from 0.29x to
+// 0.35x of a bare handler (tasksbench, interleaved runs).
+const batchYields = 2
+
 // run is the writer goroutine: it takes every call waiting in the queue (up
 // to maxBatch) and executes them together, until the queue is closed.
 func (w *writer) run() {
 	defer close(w.exited)
 	for o := range w.ch {
 		w.batch = append(w.batch[:0], o)
+		yields := 0
 	fill:
 		for len(w.batch) < maxBatch {
 			select {
@@ -138,6 +152,11 @@ func (w *writer) run() {
 				}
 				w.batch = append(w.batch, o)
 			default:
+				if yields < batchYields {
+					yields++
+					runtime.Gosched()
+					continue
+				}
 				break fill
 			}
 		}
@@ -163,6 +182,9 @@ func (w *writer) run() {
 			for _, o := range solo {
 				w.execSolo(o)
 			}
+		}
+		if w.ckpt != nil {
+			w.ckpt.committed()
 		}
 		clear(w.batch)
 		clear(w.solo)
