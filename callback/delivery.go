@@ -34,16 +34,89 @@ func (r *Recorder) deliveryLoop() {
 // claimDue claims and starts due deliveries while there are some and free
 // slots to run them.
 //
-// A claim is a write to the store, so it claims in batches: when the lease
-// leaves room for a claimed delivery to wait for a slot (at most one
-// attempt's duration) and then run, it claims up to DeliveryWorkers at once
-// and starts each as a slot frees; otherwise it claims only what can start
-// now, so that claims do not expire while waiting in line.
+// A claim is a write to the store, so when the lease leaves room for a
+// claimed delivery to wait for a slot (at most two attempts' duration) and
+// then run, it claims DeliveryWorkers at a time, and claims the next batch
+// while half of the current one still waits for slots, so that a slot that
+// frees finds a delivery ready rather than waiting for the store. Otherwise
+// it claims only what can start now, so that claims do not expire while
+// waiting in line.
 func (r *Recorder) claimDue(slots chan struct{}) {
-	batch := 1
-	if r.o.Lease >= 3*r.o.AttemptTimeout {
-		batch = cap(slots)
+	if r.o.Lease < 3*r.o.AttemptTimeout {
+		r.claimEach(slots)
+		return
 	}
+	n := cap(slots)
+	type claim struct {
+		tasks []taskstore.Task
+		err   error
+	}
+	var (
+		queue    []taskstore.Task // claimed, waiting for a slot
+		inflight chan claim       // the claim under way, if any
+		drained  bool             // the last claim found fewer than asked
+	)
+	for {
+		if inflight == nil && !drained && len(queue) <= n/2 {
+			inflight = make(chan claim, 1)
+			go func(ch chan<- claim) {
+				ctx, cancel := context.WithTimeout(r.deliverCtx, storeTimeout)
+				defer cancel()
+				tasks, err := r.store.ClaimDeliveries(ctx, r.now(), r.o.Lease, n)
+				ch <- claim{tasks, err}
+			}(inflight)
+		}
+		if len(queue) == 0 && inflight == nil {
+			return
+		}
+		var free chan struct{} // nil (never ready) while nothing is queued
+		if len(queue) > 0 {
+			free = slots
+		}
+		select {
+		case c := <-inflight:
+			inflight = nil
+			if c.err != nil {
+				r.log.Error("callback: claiming due deliveries", "err", c.err)
+				drained = true // the next tick tries again
+			}
+			drained = drained || len(c.tasks) < n
+			queue = append(queue, c.tasks...)
+		case free <- struct{}{}:
+			t := queue[0]
+			queue = queue[1:]
+			if r.now().Add(r.o.AttemptTimeout).After(t.Callback.NextAttemptAt) {
+				// Too little of the claim is left for a whole attempt:
+				// leave it to expire and be claimed again, rather than
+				// risk two processes sending at once.
+				<-slots
+				continue
+			}
+			r.start(t, slots)
+		case <-r.stopLoop:
+			// A claim under way must end before Close returns. What was
+			// claimed starts while slots are free (Close gives running
+			// deliveries a grace period); the rest is left to expire and
+			// be retried after the lease.
+			if inflight != nil {
+				queue = append(queue, (<-inflight).tasks...)
+			}
+			for _, t := range queue {
+				select {
+				case slots <- struct{}{}:
+					r.start(t, slots)
+				default:
+					return
+				}
+			}
+			return
+		}
+	}
+}
+
+// claimEach claims one delivery per free slot, when the lease is too short
+// to claim ahead.
+func (r *Recorder) claimEach(slots chan struct{}) {
 	for {
 		// Claim only when at least one delivery can start now.
 		select {
@@ -61,9 +134,8 @@ func (r *Recorder) claimDue(slots chan struct{}) {
 				break fill
 			}
 		}
-		want := max(free, batch)
 		ctx, cancel := context.WithTimeout(r.deliverCtx, storeTimeout)
-		tasks, err := r.store.ClaimDeliveries(ctx, r.now(), r.o.Lease, want)
+		tasks, err := r.store.ClaimDeliveries(ctx, r.now(), r.o.Lease, free)
 		cancel()
 		for range free - min(free, len(tasks)) {
 			<-slots
@@ -72,47 +144,43 @@ func (r *Recorder) claimDue(slots chan struct{}) {
 			r.log.Error("callback: claiming due deliveries", "err", err)
 			return // the next tick tries again
 		}
-		for i, t := range tasks {
-			if i >= free {
-				// Claimed ahead: wait for a slot. If the loop stops
-				// first, the claim simply expires and the delivery is
-				// retried later.
-				select {
-				case slots <- struct{}{}:
-				case <-r.stopLoop:
-					return
-				}
-				if r.now().Add(r.o.AttemptTimeout).After(t.Callback.NextAttemptAt) {
-					// Too little of the claim is left for a whole
-					// attempt: leave it to expire and be claimed again,
-					// rather than risk two processes sending at once.
-					<-slots
-					continue
-				}
-			}
-			r.deliveries.Add(1)
-			go func() {
-				defer func() { <-slots }()
-				defer r.deliveries.Done()
-				r.deliver(t)
-			}()
+		for _, t := range tasks {
+			r.start(t, slots)
 		}
-		if len(tasks) < want {
+		if len(tasks) < free {
 			return
 		}
 	}
 }
 
-// deliver makes one attempt to deliver t's callback and records it.
-func (r *Recorder) deliver(t taskstore.Task) {
+// start runs one delivery attempt in a goroutine holding one of slots.
+func (r *Recorder) start(t taskstore.Task, slots chan struct{}) {
+	r.deliveries.Add(1)
+	go func() {
+		defer r.deliveries.Done()
+		r.deliver(t, func() { <-slots })
+	}()
+}
+
+// deliver makes one attempt to deliver t's callback and records it. It
+// calls done, which frees the attempt's slot, once the POST is over: the
+// next attempt may start while this one is being recorded. At most
+// 4×DeliveryWorkers attempts wait to be recorded; beyond that, a finished
+// attempt keeps its slot until a recording place frees, so that claims
+// slow down to what the store can record.
+func (r *Recorder) deliver(t taskstore.Task, done func()) {
 	now := r.now()
 	began := time.Now()
 	res := r.sender.Send(r.deliverCtx, t.Callback.URL, t.ID, t.Response, now)
 	if r.deliverCtx.Err() != nil {
 		// Cancelled by Close: not an attempt. The claim expires and the
 		// next start (or another process) retries.
+		done()
 		return
 	}
+	r.recording <- struct{}{}
+	done()
+	defer func() { <-r.recording }()
 	attempt := t.Callback.Attempts + 1
 	a := taskstore.Attempt{At: now, Status: res.Status, Error: res.Err}
 	switch {

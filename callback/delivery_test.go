@@ -285,3 +285,52 @@ func TestBacklogClaimedInBatches(t *testing.T) {
 		t.Fatalf("%d claims for %d deliveries with %d workers; want about %d", calls, n, workers, n/workers)
 	}
 }
+
+// recordGate holds every RecordAttempt until open is closed.
+type recordGate struct {
+	taskstore.Store
+	waiting atomic.Int32
+	open    chan struct{}
+}
+
+func (g *recordGate) RecordAttempt(ctx context.Context, id string, a taskstore.Attempt) error {
+	g.waiting.Add(1)
+	<-g.open
+	return g.Store.RecordAttempt(ctx, id, a)
+}
+
+// An attempt frees its slot once its POST is over, so that the next POST
+// need not wait for the store to record the last one; at most
+// 4×DeliveryWorkers attempts wait to be recorded, and then finished attempts
+// keep their slots: with 2 workers and a store that records nothing, 8
+// attempts wait in RecordAttempt and 2 more hold the slots, 10 POSTs in all.
+func TestAttemptsRecordedBehindTheSlots(t *testing.T) {
+	const n, workers = 30, 2
+	inner := newMemStore(t)
+	rc := newReceiver(t, nil)
+	now := time.Now()
+	for i := range n {
+		if err := inner.Create(context.Background(), taskstore.Task{
+			ID: fmt.Sprintf("t%02d", i), Type: "images_generations", Request: json.RawMessage(`{}`),
+			Response: json.RawMessage(`{"success":true}`), CreatedAt: now, FinishedAt: now,
+			Callback: taskstore.Callback{URL: rc.URL + "/cb", NextAttemptAt: now.Add(-time.Second)},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store := &recordGate{Store: inner, open: make(chan struct{})}
+	newRecorder(t, store, callback.Options{DeliveryWorkers: workers})
+	eventually(t, "10 POSTs while nothing is recorded", func() bool { return rc.count() == 10 && store.waiting.Load() == 8 })
+	time.Sleep(50 * time.Millisecond)
+	if got := rc.count(); got != 10 {
+		t.Fatalf("%d POSTs while the store recorded nothing; want 10", got)
+	}
+	close(store.open)
+	eventually(t, "every callback delivered", func() bool { return rc.count() >= n })
+	for i := range n {
+		id := fmt.Sprintf("t%02d", i)
+		if st := waitDelivery(t, inner, id).DeliveryState(); st != taskstore.Delivered {
+			t.Errorf("%s: %v", id, st)
+		}
+	}
+}

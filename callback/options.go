@@ -76,7 +76,12 @@ type Options struct {
 	// AttemptTimeout bounds one delivery attempt. Default 15 seconds. It
 	// must be shorter than Lease.
 	AttemptTimeout time.Duration
-	// DeliveryWorkers is how many delivery attempts run at once. Default 16.
+	// DeliveryWorkers is how many delivery attempts (POSTs) run at once.
+	// An attempt's slot frees when its POST ends, while the store records
+	// it; up to 4×DeliveryWorkers attempts may wait to be recorded. When
+	// Lease is at least 3×AttemptTimeout, due deliveries are claimed
+	// DeliveryWorkers at a time, the next batch while half of the last
+	// still waits for a slot. Default 16.
 	DeliveryWorkers int
 	// PollInterval is how often the outbox is checked for due deliveries.
 	// Finishing a task, and a retry due sooner than this, wake the delivery

@@ -81,6 +81,7 @@ type Recorder struct {
 	workersWG  sync.WaitGroup
 	bgWG       sync.WaitGroup
 	deliveries sync.WaitGroup // in-flight delivery attempts
+	recording  chan struct{}  // one token per attempt being recorded
 
 	closeOnce sync.Once
 }
@@ -111,15 +112,16 @@ func New(store taskstore.Store, o Options) (*Recorder, error) {
 		return nil, fmt.Errorf("callback: %w", err)
 	}
 	r := &Recorder{
-		store:    store,
-		o:        o,
-		log:      o.Logger,
-		sender:   sender,
-		active:   make(map[string]struct{}),
-		jobs:     make(chan *job, o.Queue),
-		wake:     make(chan struct{}, 1),
-		stopLoop: make(chan struct{}),
-		loopDone: make(chan struct{}),
+		store:     store,
+		o:         o,
+		log:       o.Logger,
+		sender:    sender,
+		active:    make(map[string]struct{}),
+		jobs:      make(chan *job, o.Queue),
+		wake:      make(chan struct{}, 1),
+		stopLoop:  make(chan struct{}),
+		loopDone:  make(chan struct{}),
+		recording: make(chan struct{}, 4*o.DeliveryWorkers),
 	}
 	r.hardStop, r.hardStopCancel = context.WithCancel(context.Background())
 	r.bg, r.bgCancel = context.WithCancel(context.Background())
