@@ -33,6 +33,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"time"
 )
 
@@ -69,6 +70,7 @@ type config struct {
 	Progress    io.Writer      // progress bars; nil: none
 	Sizes       []int          // dataset sizes of the chart
 	Run         *regexp.Regexp // measure only the steps whose names match; nil: all
+	CPUProfile  string         // write a CPU profile of the whole run here
 
 	deliveryBatch int // tasks per delivery round
 }
@@ -90,6 +92,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	runPat := fs.String("run", "", "measure only the steps whose names match this regular expression "+
 		"(sqlitestore create, sqlitestore get, sqlitestore find, memstore, concurrent create, HTTP, "+
 		"callback submit, callback delivery, RSS, disk, chart)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (both sides of every comparison) to this file")
 	dir := fs.String("dir", filepath.Join(os.TempDir(), "tasksbench-datasets"), "directory keeping the datasets between runs")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
@@ -100,7 +103,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	cfg := config{
 		Rows: *rows, Short: *short, Concurrency: *conc, Duration: *dur, Rounds: *rounds,
-		JSON: *js, SVG: *svg, Dir: *dir, Progress: stderr,
+		JSON: *js, SVG: *svg, Dir: *dir, Progress: stderr, CPUProfile: *cpuProfile,
 	}
 	if *runPat != "" {
 		re, err := regexp.Compile(*runPat)
@@ -161,6 +164,17 @@ func (c *config) finish() error {
 func run(ctx context.Context, cfg config, out io.Writer) error {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return err
+	}
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	rep, err := measureAll(ctx, cfg)
 	if err != nil {
