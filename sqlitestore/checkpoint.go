@@ -36,6 +36,9 @@ type checkpointer struct {
 	stop chan struct{}
 	done chan struct{}
 	runs atomic.Int64 // checkpoints run (tests read it)
+
+	failing  bool      // the last checkpoint failed
+	lastWarn time.Time // when a failure was last logged
 }
 
 func newCheckpointer(db *sqlx.DB, log *slog.Logger) *checkpointer {
@@ -77,8 +80,18 @@ func (c *checkpointer) checkpoint() {
 	defer cancel()
 	var busy, frames, copied int
 	if err := c.db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied); err != nil {
-		c.log.Warn("sqlitestore: checkpoint failed; the next commit retries", "err", err)
+		// Logged once a minute at most: a full disk would fail every
+		// attempt, after every commit.
+		if time.Since(c.lastWarn) >= time.Minute {
+			c.log.Warn("sqlitestore: checkpoint failed; retrying after the next commits", "err", err)
+			c.lastWarn = time.Now()
+		}
+		c.failing = true
 		return
+	}
+	if c.failing {
+		c.log.Info("sqlitestore: checkpoints work again")
+		c.failing = false
 	}
 	c.runs.Add(1)
 }
