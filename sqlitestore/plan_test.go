@@ -1,6 +1,9 @@
 package sqlitestore
 
 import (
+	"context"
+	"database/sql/driver"
+	"io"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -18,25 +21,41 @@ var (
 	scanCounts = regexp.MustCompile(`\bSCAN task_counts\b`)
 )
 
-// explain returns the detail lines of EXPLAIN QUERY PLAN for query.
+// explain returns the detail lines of EXPLAIN QUERY PLAN for query, run on
+// a connection of the read pool.
 func explain(t *testing.T, s *Store, query string, args []any) []string {
 	t.Helper()
-	rows, err := s.rdb.Query("EXPLAIN QUERY PLAN "+query, args...)
+	ctx := context.Background()
+	c, err := s.reads.acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.reads.release(c, nil)
+	st, err := c.prepare(ctx, "EXPLAIN QUERY PLAN "+query)
+	if err != nil {
+		t.Fatalf("EXPLAIN QUERY PLAN %s: %v", query, err)
+	}
+	defer st.Close()
+	rows, err := st.QueryContext(ctx, c.bind(args))
 	if err != nil {
 		t.Fatalf("EXPLAIN QUERY PLAN %s: %v", query, err)
 	}
 	defer rows.Close()
 	var lines []string
-	for rows.Next() {
-		var id, parent, notused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+	dest := make([]driver.Value, 4)
+	for {
+		err := rows.Next(dest)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
+		detail, ok := dest[3].(string)
+		if !ok {
+			t.Fatalf("EXPLAIN QUERY PLAN detail is a %T", dest[3])
+		}
 		lines = append(lines, detail)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
 	}
 	return lines
 }
@@ -164,10 +183,10 @@ func TestOtherPlans(t *testing.T) {
 		name, sql, index string
 		args             []any
 	}{
-		{"get", getSQL, "tasks_id", []any{"x"}},
+		{"get", readGetSQL, "tasks_id", []any{"x"}},
 		{"claim", claimSelectSQL, "tasks_outbox", []any{1, 10}},
 		{"claimUpdate", claimUpdateSQL, "PRIMARY KEY", []any{1, `[1,2]`}},
-		{"abandoned", abandonedSQL, "tasks_lease", []any{1, 10}},
+		{"abandoned", readAbandonedSQL, "tasks_lease", []any{1, 10}},
 		{"prune", pruneSQL, "tasks_created", []any{1, 10}},
 		{"renew", renewSQL, "tasks_id", []any{1, `["a","b"]`}},
 	} {

@@ -121,14 +121,10 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 // Store is a taskstore.Store on a SQLite database file. It is safe for
 // concurrent use. Create one with Open and release it with Close.
 type Store struct {
-	log *slog.Logger
-	wdb *sqlx.DB // the single writer connection, owned by w
-	rdb *sqlx.DB // the query_only read pool
-	w   *writer
-
-	get       *sqlx.Stmt
-	abandoned *sqlx.Stmt
-	finds     findCache
+	log   *slog.Logger
+	wdb   *sqlx.DB // the single writer connection, owned by w
+	w     *writer
+	reads *readPool // the query_only read connections
 
 	mu       sync.RWMutex // guards closed; held for reading while entering a call
 	closed   bool
@@ -194,25 +190,18 @@ func Open(path string, opts ...Option) (*Store, error) {
 	}
 	w.guard = func() error { return checkSameFile(path, opened) }
 
-	rdb, err := sqlx.Open("sqlite", dsn(path, o, false))
+	reads, err := newReadPool(dsn(path, o, false), o.readConns)
+	if err == nil {
+		err = reads.warm(ctx)
+	}
 	if err != nil {
+		if reads != nil {
+			reads.close()
+		}
 		w.close()
 		return fail("open read pool", err)
 	}
-	rdb.SetMaxOpenConns(o.readConns)
-	rdb.SetMaxIdleConns(o.readConns)
-	rdb.SetConnMaxLifetime(0)
-	rdb.SetConnMaxIdleTime(0)
-	s := &Store{log: log, wdb: wdb, rdb: rdb, w: w}
-	if s.get, err = rdb.Preparex(getSQL); err == nil {
-		s.abandoned, err = rdb.Preparex(abandonedSQL)
-	}
-	if err != nil {
-		s.closeStatements()
-		rdb.Close()
-		w.close()
-		return fail("prepare", err)
-	}
+	s := &Store{log: log, wdb: wdb, w: w, reads: reads}
 	w.started = true
 	go w.run()
 	return s, nil
@@ -301,9 +290,7 @@ func (s *Store) Close() error {
 		s.closed = true
 		s.mu.Unlock()
 		s.inflight.Wait()
-		s.closeStatements()
-		s.finds.close()
-		errR := s.rdb.Close()
+		errR := s.reads.close()
 		errW := s.w.close()
 		errD := s.wdb.Close()
 		if err := errors.Join(errR, errW, errD); err != nil {
@@ -327,12 +314,4 @@ func checkSameFile(path string, opened os.FileInfo) error {
 		return ErrFileGone
 	}
 	return nil
-}
-
-func (s *Store) closeStatements() {
-	for _, st := range []*sqlx.Stmt{s.get, s.abandoned} {
-		if st != nil {
-			st.Close()
-		}
-	}
 }

@@ -53,16 +53,20 @@ func scanTask(sc scanner, pre ...any) (taskstore.Task, error) {
 // database.
 var errPacked = errors.New("malformed packed row")
 
-// unpackTask decodes a row packed by taskColumns. The task's JSON fields
-// are slices of b (capped, so appending to one never overwrites another);
-// its strings share one allocation.
-func unpackTask(b []byte) (taskstore.Task, error) {
-	var (
-		t taskstore.Task
-		n [packedFields]int64
-		i int
-	)
-	for k := range n {
+// packedHeader is the parsed header of a row packed by taskColumns.
+type packedHeader struct {
+	n      [packedFields]int64
+	start  int // offset of the first string
+	strLen int // bytes of the eight strings
+	reqLen int
+	resLen int // -1: NULL response
+}
+
+// parseHeader parses and checks the header of a packed row: the lengths it
+// states must add up to the bytes that follow it.
+func parseHeader[T string | []byte](b T) (h packedHeader, ok bool) {
+	i := 0
+	for k := range h.n {
 		neg := i < len(b) && b[i] == '-'
 		if neg {
 			i++
@@ -78,41 +82,44 @@ func unpackTask(b []byte) (taskstore.Task, error) {
 			want = '|'
 		}
 		if i == start || i >= len(b) || b[i] != want {
-			return t, errPacked
+			return h, false
 		}
 		i++
 		if neg {
 			v = -v
 		}
-		n[k] = v
+		h.n[k] = v
 	}
-	lens := n[8:]
-	strLen := 0
+	h.start = i
+	lens := h.n[8:]
 	for _, l := range lens[:8] {
-		if l < 0 {
-			return t, errPacked
+		if l < 0 || l > int64(len(b)) {
+			return h, false
 		}
-		strLen += int(l)
+		h.strLen += int(l)
 	}
-	reqLen, respLen := int(lens[8]), int(lens[9])
-	if reqLen < 0 || len(b)-i != strLen+reqLen+max(respLen, 0) {
-		return t, errPacked
+	if lens[8] < 0 || lens[8] > int64(len(b)) || lens[9] < -1 || lens[9] > int64(len(b)) {
+		return h, false
 	}
-	str := string(b[i : i+strLen])
+	h.reqLen, h.resLen = int(lens[8]), int(lens[9])
+	return h, len(b)-i == h.strLen+h.reqLen+max(h.resLen, 0)
+}
+
+// task returns the task of the header, with its eight strings cut from str
+// (which holds them back to back) and the given request and response.
+func (h *packedHeader) task(str string, req, resp []byte) taskstore.Task {
+	lens := h.n[8:]
 	next := func(l int64) string {
 		v := str[:l]
 		str = str[l:]
 		return v
 	}
+	var t taskstore.Task
 	t.ID, t.TraceID, t.Type = next(lens[0]), next(lens[1]), next(lens[2])
 	t.ApplicationID, t.UserID, t.CredentialID = next(lens[3]), next(lens[4]), next(lens[5])
 	t.Callback.URL, t.Callback.LastError = next(lens[6]), next(lens[7])
-	i += strLen
-	t.Request = b[i : i+reqLen : i+reqLen]
-	i += reqLen
-	if respLen >= 0 {
-		t.Response = b[i : i+respLen : i+respLen]
-	}
+	t.Request, t.Response = req, resp
+	n := &h.n
 	t.CreatedAt = taskstore.FromMillis(n[0])
 	t.StartedAt = taskstore.FromMillis(n[1])
 	t.FinishedAt = taskstore.FromMillis(n[2])
@@ -121,7 +128,59 @@ func unpackTask(b []byte) (taskstore.Task, error) {
 	t.Callback.DeliveredAt = taskstore.FromMillis(n[5])
 	t.Callback.LastStatus = int(n[6])
 	t.LeaseUntil = taskstore.FromMillis(n[7])
-	return t, nil
+	return t
+}
+
+// unpackTask decodes a row packed by taskColumns, as database/sql scans it
+// into a []byte (the writer's ClaimDeliveries). The task's JSON fields are
+// slices of b (capped, so appending to one never overwrites another); its
+// strings share one allocation.
+func unpackTask(b []byte) (taskstore.Task, error) {
+	h, ok := parseHeader(b)
+	if !ok {
+		return taskstore.Task{}, errPacked
+	}
+	i := h.start + h.strLen
+	req := b[i : i+h.reqLen : i+h.reqLen]
+	i += h.reqLen
+	var resp []byte
+	if h.resLen >= 0 {
+		resp = b[i : i+h.resLen : i+h.resLen]
+	}
+	return h.task(string(b[h.start:h.start+h.strLen]), req, resp), nil
+}
+
+// unpackString decodes a row packed by taskColumns, as the driver returns
+// it to the read path: one string. The task's strings are substrings of s;
+// its request and response are copied into one new buffer (capped slices,
+// so appending to one never overwrites the other).
+func unpackString(s string) (taskstore.Task, error) {
+	h, ok := parseHeader(s)
+	if !ok {
+		return taskstore.Task{}, errPacked
+	}
+	i := h.start + h.strLen
+	json := make([]byte, len(s)-i)
+	copy(json, s[i:])
+	req := json[:h.reqLen:h.reqLen]
+	var resp []byte
+	if h.resLen >= 0 {
+		resp = json[h.reqLen : h.reqLen+h.resLen : h.reqLen+h.resLen]
+	}
+	return h.task(s[h.start:i], req, resp), nil
+}
+
+// unpackValue decodes the packed row the driver returned for the column: a
+// string. (Should a driver return a []byte, it is copied: a driver may reuse
+// the buffer for the next row.)
+func unpackValue(v any) (taskstore.Task, error) {
+	switch v := v.(type) {
+	case string:
+		return unpackString(v)
+	case []byte:
+		return unpackString(string(v))
+	}
+	return taskstore.Task{}, errPacked
 }
 
 func ms(t time.Time) int64 { return taskstore.ToMillis(t) }
@@ -159,9 +218,17 @@ func (s *Store) Get(ctx context.Context, id string) (taskstore.Task, error) {
 		return taskstore.Task{}, err
 	}
 	defer s.leave()
-	t, err := scanTask(s.get.QueryRowContext(ctx, id))
+	c, err := s.reads.acquire(ctx)
 	if err != nil {
 		return taskstore.Task{}, s.translate(op, err)
+	}
+	t, found, err := c.getTask(ctx, id)
+	s.reads.release(c, err)
+	switch {
+	case err != nil:
+		return taskstore.Task{}, s.translate(op, err)
+	case !found:
+		return taskstore.Task{}, notFound(op, nil)
 	}
 	return t, nil
 }
@@ -289,20 +356,14 @@ func (s *Store) Abandoned(ctx context.Context, before time.Time, limit int) ([]t
 	// lease_ms < before, with before rounded up to the next whole
 	// millisecond. A zero lease (stored as 0) always counts as expired;
 	// leases before 1970 are not meaningful.
-	rows, err := s.abandoned.QueryContext(ctx, max(taskstore.CeilMillis(before), 1), limit)
+	c, err := s.reads.acquire(ctx)
 	if err != nil {
 		return nil, s.translate(op, err)
 	}
-	defer rows.Close()
-	out := []taskstore.Task{}
-	for rows.Next() {
-		t, err := scanTask(rows)
-		if err != nil {
-			return nil, s.translate(op, err)
-		}
-		out = append(out, t)
-	}
-	if err := rows.Err(); err != nil {
+	args := []any{max(taskstore.CeilMillis(before), 1), int64(limit)}
+	out, err := c.queryTasks(ctx, c.abandoned, args, []taskstore.Task{})
+	s.reads.release(c, err)
+	if err != nil {
 		return nil, s.translate(op, err)
 	}
 	return out, nil
