@@ -12,11 +12,11 @@ import (
 	"github.com/tasksapi/tasks/taskstore"
 )
 
-// taskColumns is the one column scanTask reads: the whole row packed into
-// a single TEXT value by SQLite. Reading the 18 columns one by one through
-// database/sql costs several allocations per column (a driver.Value, a
-// string or a copy for each); the packed row costs a few in all, and the
-// task's strings are slices of one Go string.
+// taskColumns is the whole row packed into a single TEXT value by SQLite:
+// the one column the read path and scanTask read. Reading the 18 columns one
+// by one costs several allocations per column (a driver.Value, a string or a
+// copy for each); the packed row costs a few in all, and the task's strings
+// are slices of one Go string.
 //
 // The packing is a header of decimal integers separated by spaces, then the
 // strings and JSON back to back:
@@ -27,13 +27,16 @@ import (
 //	len(response) (-1 when NULL) '|' id trace_id … request response
 //
 // Lengths are in bytes (octet_length), so any UTF-8 content round-trips.
-const taskColumns = `printf('%d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d|',
+// concat builds the value in one allocation, copying each argument by its
+// length (a NUL byte inside a string is kept; a NULL response adds
+// nothing), where a chain of || would copy the growing prefix at each step.
+const taskColumns = `concat(printf('%d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d|',
 	created_ms, started_ms, finished_ms, attempts, next_attempt_ms, delivered_ms, last_status, lease_ms,
 	octet_length(id), octet_length(trace_id), octet_length(type), octet_length(application_id),
 	octet_length(user_id), octet_length(credential_id), octet_length(callback_url),
-	octet_length(last_error), octet_length(request), coalesce(octet_length(response), -1))
-	|| id || trace_id || type || application_id || user_id || credential_id || callback_url
-	|| last_error || request || coalesce(response, '')`
+	octet_length(last_error), octet_length(request), coalesce(octet_length(response), -1)),
+	id, trace_id, type, application_id, user_id, credential_id, callback_url,
+	last_error, request, response)`
 
 // packedFields is the number of integers in the header of taskColumns.
 const packedFields = 18
