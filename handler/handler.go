@@ -46,9 +46,10 @@
 //
 // # Answers
 //
-// Every answer is JSON without a trailing newline. retrieve answers the
-// task's wire record (taskstore.Task.AppendJSON) or exactly {} when no task
-// visible to the caller matches; retrieve_batch answers
+// Every answer is JSON without a trailing newline, sent with its
+// Content-Length (a large retrieve_batch answer is not chunked). retrieve
+// answers the task's wire record (taskstore.Task.AppendJSON) or exactly {}
+// when no task visible to the caller matches; retrieve_batch answers
 // {"items":[…],"count":N}, newest first, with count the number of matches
 // regardless of offset and limit; delete answers {"id":"…","deleted":bool}.
 // A store's taskstore.ErrInvalid answers 400 with its reason; any other
@@ -209,6 +210,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd := w.Header() // the keys are canonical already: skip Set's canonicalisation
 	hd["Content-Type"] = []string{"application/json"}
 	hd["X-Content-Type-Options"] = []string{"nosniff"}
+	hd["Content-Length"] = []string{strconv.Itoa(len(out))}
 	w.WriteHeader(http.StatusOK)
 	w.Write(out)
 }
