@@ -38,11 +38,21 @@ func (s *Store) Find(ctx context.Context, f taskstore.Filter) ([]taskstore.Task,
 	return page, total, nil
 }
 
-// findQuery is a Find filter as SQL: the page query and the count query.
+// findQuery is a Find filter as SQL: the page query, the count query, and
+// for the first page both in one statement (the count as a column next to
+// each row).
 type findQuery struct {
-	pageSQL, countSQL   string
-	pageArgs, countArgs []any
-	limit               int
+	pageSQL, countSQL, firstSQL    string
+	pageArgs, countArgs, firstArgs []any
+	limit                          int
+}
+
+// withFirst sets q.firstSQL and q.firstArgs from the count and page
+// queries.
+func (q findQuery) withFirst() findQuery {
+	q.firstSQL = `SELECT (` + q.countSQL + `) AS n, ` + strings.TrimPrefix(q.pageSQL, `SELECT `)
+	q.firstArgs = append(slices.Clip(q.countArgs), q.pageArgs...)
+	return q
 }
 
 // maxUnion is the most types a types-only filter merges with UNION ALL; a
@@ -157,12 +167,12 @@ func buildFind(f taskstore.Filter) (q findQuery, ok bool) {
 		b.WriteString(`)` + orderDesc + ` LIMIT ? OFFSET ?)` + orderDesc)
 		q.pageSQL = b.String()
 		q.pageArgs = append(q.pageArgs, int64(f.Limit), int64(f.Offset))
-		return q, true
+		return q.withFirst(), true
 	}
 	w.list("type", types)
 	q.pageSQL = `SELECT ` + packedColumn + ` FROM tasks INDEXED BY ` + driver + w.sql() + orderDesc + ` LIMIT ? OFFSET ?`
 	q.pageArgs = append(w.args, int64(f.Limit), int64(f.Offset))
-	return q, true
+	return q.withFirst(), true
 }
 
 // satAdd is a+b for non-negative a and b, saturating instead of

@@ -6,6 +6,7 @@ import (
 	"io"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -58,6 +59,25 @@ func explain(t *testing.T, s *Store, query string, args []any) []string {
 		lines = append(lines, detail)
 	}
 	return lines
+}
+
+// subqueryNumber matches the numbers EXPLAIN QUERY PLAN gives subqueries,
+// which differ between a statement and the one embedding it.
+var subqueryNumber = regexp.MustCompile(`(SUBQUERY |subquery-)\d+`)
+
+// planLines returns the lines of a plan sorted, without subquery numbers,
+// and without the SCALAR SUBQUERY lines when dropScalar is set.
+func planLines(plan []string, dropScalar bool) []string {
+	var out []string
+	for _, l := range plan {
+		l = subqueryNumber.ReplaceAllString(l, "${1}N")
+		if dropScalar && l == "SCALAR SUBQUERY N" {
+			continue
+		}
+		out = append(out, l)
+	}
+	slices.Sort(out)
+	return out
 }
 
 func openInternal(t *testing.T) *Store {
@@ -142,8 +162,15 @@ func TestFindPlans(t *testing.T) {
 				}
 				page := explain(t, s, q.pageSQL, q.pageArgs)
 				count := explain(t, s, q.countSQL, q.countArgs)
+				first := explain(t, s, q.firstSQL, q.firstArgs)
 				t.Logf("page:  %s", strings.Join(page, " | "))
 				t.Logf("count: %s", strings.Join(count, " | "))
+				t.Logf("first: %s", strings.Join(first, " | "))
+				// The first-page statement runs the page and the count
+				// (as a scalar subquery) with the same plans.
+				if got, want := planLines(first, true), planLines(append(slices.Clone(page), count...), false); !slices.Equal(got, want) {
+					t.Errorf("first-page plan %q\nis not the page's and the count's %q", got, want)
+				}
 				for _, line := range page {
 					if scanTasks.MatchString(line) && !(mask == 0 && strings.Contains(line, "INDEX tasks_created")) {
 						t.Errorf("page query scans the tasks table: %q\n%s", line, q.pageSQL)

@@ -19,14 +19,21 @@ import (
 // allocations of its own (the connection pool's bookkeeping, a Stmt's
 // per-connection lookup, Rows, the conversion of each value on Scan) and a
 // goroutine per transaction; here a read borrows a connection from a
-// channel, runs statements prepared once on that connection, and reads the
-// packed row (see taskColumns) as the one string the driver returns.
+// channel, runs statements prepared once on that connection, and reads each
+// row as the one value of taskColumns.
+//
+// That value is cast to a BLOB, which the driver returns as a []byte it has
+// just copied out of SQLite's memory for this row alone (TestDriverBlobsAreFresh
+// pins this): the task's request and response are slices of it, and only
+// its eight short strings are copied (into one string). Read as TEXT, the
+// driver's string could not lend its bytes to a json.RawMessage without a
+// second copy of the JSON.
 
 // Read statements. The packed row is named: SQLite names an unnamed result
 // column after its expression, and the driver copies that name (the whole
-// printf(…) text) into a new Go string on every query.
+// concat(…) text) into a new Go string on every query.
 const (
-	packedColumn     = taskColumns + ` AS packed`
+	packedColumn     = `CAST(` + taskColumns + ` AS BLOB) AS p`
 	readGetSQL       = `SELECT ` + packedColumn + ` FROM tasks WHERE id = ?`
 	readAbandonedSQL = `SELECT ` + packedColumn + ` FROM tasks INDEXED BY tasks_lease
 		WHERE finished_ms = 0 AND lease_ms < ? ORDER BY lease_ms, id LIMIT ?`
@@ -57,7 +64,7 @@ type readConn struct {
 	finds     map[string]readStmt
 
 	args []driver.NamedValue // reused for every statement's arguments
-	dest []driver.Value      // one column
+	dest [2]driver.Value     // the columns of a row (one or two)
 }
 
 // readPool holds at most size read connections. slots is a buffered channel
@@ -157,7 +164,6 @@ func (p *readPool) open(ctx context.Context) (_ *readConn, err error) {
 		conn:  dc,
 		finds: make(map[string]readStmt),
 		args:  make([]driver.NamedValue, 0, 8),
-		dest:  make([]driver.Value, 1),
 	}
 	for _, st := range []struct {
 		dst *readStmt
@@ -228,12 +234,12 @@ func (c *readConn) bind(args []any) []driver.NamedValue {
 func (c *readConn) done() {
 	clear(c.args)
 	c.args = c.args[:0]
-	c.dest[0] = nil
+	clear(c.dest[:])
 }
 
-// query runs st with args and calls row with each row's one value, until
-// the rows end or row fails.
-func (c *readConn) query(ctx context.Context, st readStmt, args []any, row func(driver.Value) error) (err error) {
+// query runs st with args and calls row with each row's values (ncol
+// columns), until the rows end or row fails.
+func (c *readConn) query(ctx context.Context, st readStmt, args []any, ncol int, row func([]driver.Value) error) (err error) {
 	defer c.done()
 	rows, err := st.QueryContext(ctx, c.bind(args))
 	if err != nil {
@@ -244,14 +250,15 @@ func (c *readConn) query(ctx context.Context, st readStmt, args []any, row func(
 			err = cerr
 		}
 	}()
+	dest := c.dest[:ncol]
 	for {
-		if err := rows.Next(c.dest); err != nil {
+		if err := rows.Next(dest); err != nil {
 			if err == io.EOF {
 				return nil
 			}
 			return err
 		}
-		if err := row(c.dest[0]); err != nil {
+		if err := row(dest); err != nil {
 			return err
 		}
 	}
@@ -266,7 +273,7 @@ func (c *readConn) getTask(ctx context.Context, id string) (t taskstore.Task, fo
 	if err != nil {
 		return t, false, err
 	}
-	err = rows.Next(c.dest)
+	err = rows.Next(c.dest[:1])
 	switch {
 	case err == io.EOF:
 		err = nil
@@ -283,8 +290,8 @@ func (c *readConn) getTask(ctx context.Context, id string) (t taskstore.Task, fo
 // queryTasks runs st, whose one column is the packed row, and appends the
 // rows' tasks to out.
 func (c *readConn) queryTasks(ctx context.Context, st readStmt, args []any, out []taskstore.Task) ([]taskstore.Task, error) {
-	err := c.query(ctx, st, args, func(v driver.Value) error {
-		t, err := unpackValue(v)
+	err := c.query(ctx, st, args, 1, func(v []driver.Value) error {
+		t, err := unpackValue(v[0])
 		if err != nil {
 			return err
 		}
@@ -297,18 +304,22 @@ func (c *readConn) queryTasks(ctx context.Context, st readStmt, args []any, out 
 // queryInt runs st, which returns one integer.
 func (c *readConn) queryInt(ctx context.Context, st readStmt, args []any) (n int64, err error) {
 	rows := 0
-	err = c.query(ctx, st, args, func(v driver.Value) error {
+	err = c.query(ctx, st, args, 1, func(v []driver.Value) error {
 		rows++
-		var ok bool
-		if n, ok = v.(int64); !ok {
-			return fmt.Errorf("count is a %T, not an integer", v)
-		}
-		return nil
+		return intValue(v[0], &n)
 	})
 	if err == nil && rows != 1 {
 		err = fmt.Errorf("count returned %d rows", rows)
 	}
 	return n, err
+}
+
+func intValue(v driver.Value, n *int64) error {
+	var ok bool
+	if *n, ok = v.(int64); !ok {
+		return fmt.Errorf("count is a %T, not an integer", v)
+	}
+	return nil
 }
 
 // exec runs one of the connection's BEGIN or COMMIT statements. They take
@@ -339,10 +350,40 @@ func (c *readConn) findStmt(ctx context.Context, query string) (st readStmt, kee
 	return st, true, nil
 }
 
-// find runs q: the count alone when limit is zero, else the count and then
-// the page (unless offset skips every match) in one read transaction, so
-// that they agree.
+// find runs q. With a limit of zero it runs only the count. For the first
+// page it runs q.firstSQL, one statement (so one snapshot) returning the
+// count next to each row of the page; when the page is empty nothing
+// matches, and the count is zero. For a later page it runs the count and
+// then, unless offset skips every match, the page, in one read transaction
+// so that they agree; the count comes first so that an offset past the end
+// costs no walk through the matches.
 func (c *readConn) find(ctx context.Context, q findQuery, offset int) (page []taskstore.Task, total int, err error) {
+	if q.limit > 0 && offset == 0 {
+		st, keep, err := c.findStmt(ctx, q.firstSQL)
+		if err != nil {
+			return nil, 0, err
+		}
+		if !keep {
+			defer st.Close()
+		}
+		var n int64
+		page = make([]taskstore.Task, 0, min(q.limit, 16))
+		err = c.query(ctx, st, q.firstArgs, 2, func(v []driver.Value) error {
+			if err := intValue(v[0], &n); err != nil {
+				return err
+			}
+			t, err := unpackValue(v[1])
+			if err != nil {
+				return err
+			}
+			page = append(page, t)
+			return nil
+		})
+		if err != nil {
+			return nil, 0, err
+		}
+		return page, int(n), nil
+	}
 	countSt, keep, err := c.findStmt(ctx, q.countSQL)
 	if err != nil {
 		return nil, 0, err

@@ -67,7 +67,7 @@ type packedHeader struct {
 
 // parseHeader parses and checks the header of a packed row: the lengths it
 // states must add up to the bytes that follow it.
-func parseHeader[T string | []byte](b T) (h packedHeader, ok bool) {
+func parseHeader(b []byte) (h packedHeader, ok bool) {
 	i := 0
 	for k := range h.n {
 		neg := i < len(b) && b[i] == '-'
@@ -134,8 +134,9 @@ func (h *packedHeader) task(str string, req, resp []byte) taskstore.Task {
 	return t
 }
 
-// unpackTask decodes a row packed by taskColumns, as database/sql scans it
-// into a []byte (the writer's ClaimDeliveries). The task's JSON fields are
+// unpackTask decodes a row packed by taskColumns from a buffer the caller
+// owns and never changes: the read path's BLOB, or the []byte database/sql
+// scans into (the writer's ClaimDeliveries). The task's JSON fields are
 // slices of b (capped, so appending to one never overwrites another); its
 // strings share one allocation.
 func unpackTask(b []byte) (taskstore.Task, error) {
@@ -153,35 +154,11 @@ func unpackTask(b []byte) (taskstore.Task, error) {
 	return h.task(string(b[h.start:h.start+h.strLen]), req, resp), nil
 }
 
-// unpackString decodes a row packed by taskColumns, as the driver returns
-// it to the read path: one string. The task's strings are substrings of s;
-// its request and response are copied into one new buffer (capped slices,
-// so appending to one never overwrites the other).
-func unpackString(s string) (taskstore.Task, error) {
-	h, ok := parseHeader(s)
-	if !ok {
-		return taskstore.Task{}, errPacked
-	}
-	i := h.start + h.strLen
-	json := make([]byte, len(s)-i)
-	copy(json, s[i:])
-	req := json[:h.reqLen:h.reqLen]
-	var resp []byte
-	if h.resLen >= 0 {
-		resp = json[h.reqLen : h.reqLen+h.resLen : h.reqLen+h.resLen]
-	}
-	return h.task(s[h.start:i], req, resp), nil
-}
-
-// unpackValue decodes the packed row the driver returned for the column: a
-// string. (Should a driver return a []byte, it is copied: a driver may reuse
-// the buffer for the next row.)
+// unpackValue decodes the packed row the driver returned for the read
+// path's one column: a []byte of its own (see packedColumn).
 func unpackValue(v any) (taskstore.Task, error) {
-	switch v := v.(type) {
-	case string:
-		return unpackString(v)
-	case []byte:
-		return unpackString(string(v))
+	if b, ok := v.([]byte); ok {
+		return unpackTask(b)
 	}
 	return taskstore.Task{}, errPacked
 }
