@@ -77,8 +77,9 @@ type readPool struct {
 	slots     chan *readConn
 	size      int
 
-	// Connections opened and discarded so far (tests read them).
-	opened, discarded atomic.Int64
+	// Connections opened and discarded so far, and open now (tests read
+	// them).
+	opened, discarded, live atomic.Int64
 }
 
 func newReadPool(dsn string, size int) (*readPool, error) {
@@ -137,7 +138,7 @@ func (p *readPool) release(c *readConn, failed error) {
 	}
 	if failed != nil {
 		p.discarded.Add(1)
-		c.close()
+		p.closeConn(c)
 		c = nil
 	}
 	p.slots <- c
@@ -149,7 +150,7 @@ func (p *readPool) close() error {
 	var errs []error
 	for range p.size {
 		if c := <-p.slots; c != nil {
-			errs = append(errs, c.close())
+			errs = append(errs, p.closeConn(c))
 		}
 	}
 	return errors.Join(errs...)
@@ -180,7 +181,13 @@ func (p *readPool) open(ctx context.Context) (_ *readConn, err error) {
 		*st.dst = s
 	}
 	p.opened.Add(1)
+	p.live.Add(1)
 	return c, nil
+}
+
+func (p *readPool) closeConn(c *readConn) error {
+	p.live.Add(-1)
+	return c.close()
 }
 
 func (c *readConn) prepare(ctx context.Context, query string) (readStmt, error) {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"sync"
 	"testing"
 
 	"github.com/tasksapi/tasks/taskstore"
@@ -128,5 +129,65 @@ func TestFailedConnectionIsReplaced(t *testing.T) {
 				t.Fatalf("%d connections opened after the failure, want 1", o)
 			}
 		})
+	}
+}
+
+// TestCloseWhileReading closes the store while readers are running: each
+// read either succeeds or returns ErrClosed, and Close closes every read
+// connection, including those in use when it was called.
+func TestCloseWhileReading(t *testing.T) {
+	s, err := Open(t.TempDir()+"/tasks.db", WithReadConns(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, id := range []string{"a", "b", "c"} {
+		if err := s.Create(ctx, taskstore.Task{ID: id, Type: "t", UserID: "u", Request: json.RawMessage(`{}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	started := make(chan struct{}, 8)
+	for g := range 8 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				var err error
+				switch (g + i) % 3 {
+				case 0:
+					_, err = s.Get(ctx, "a")
+				case 1:
+					_, _, err = s.Find(ctx, taskstore.Filter{UserID: "u", Limit: 2})
+				default:
+					_, _, err = s.Find(ctx, taskstore.Filter{UserID: "u", Offset: 1, Limit: 2})
+				}
+				if i == 10 {
+					started <- struct{}{}
+				}
+				if err != nil {
+					if !errors.Is(err, taskstore.ErrClosed) {
+						errs <- err
+					}
+					return
+				}
+			}
+		})
+	}
+	for range 8 {
+		<-started
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("read during Close: %v", err)
+	}
+	if n := s.reads.live.Load(); n != 0 {
+		t.Errorf("%d read connections still open after Close", n)
+	}
+	if s.reads.opened.Load() == 0 {
+		t.Error("no read connection was opened")
 	}
 }

@@ -15,8 +15,22 @@
 // connection gets it: WAL journal, busy_timeout, foreign keys, and
 // synchronous=NORMAL (WithSynchronousFull trades write speed for durability
 // across power loss). All writes go through one connection owned by a single
-// writer goroutine; reads use a separate pool of query_only connections
+// writer goroutine; reads use separate query_only connections
 // (WithReadConns), which in WAL mode never wait for the writer.
+//
+// Reads (Get, Find, Abandoned) do not go through database/sql: each call
+// borrows one of the read connections of the driver for its duration
+// (waiting, while all are busy, until its context is done) and runs
+// statements prepared once on that connection, reading each task as one
+// packed value. Find reads the first page and the total in one statement,
+// and a later page as the count and then the page in one read transaction,
+// so that the total and the page always agree. A context cancelled while a
+// statement runs interrupts it (sqlite3_interrupt). A read connection on
+// which anything failed (an I/O error, corruption, a busy timeout, an
+// interrupt) is closed, and the next read opens a new one in its place, so
+// a failure never leaves a connection in a half-done state for the next
+// caller. Close waits for the calls in flight, then closes every
+// connection.
 //
 // The writer commits in groups: write calls that arrive while a transaction
 // is being written queue up and are then run together in one
@@ -103,8 +117,11 @@ type options struct {
 // may lose the last commits only on a power loss or operating system crash.
 func WithSynchronousFull() Option { return func(o *options) { o.syncFull = true } }
 
-// WithReadConns sets the size of the read connection pool (default: the
-// larger of 4 and GOMAXPROCS). Values below 1 are treated as 1.
+// WithReadConns sets how many read connections Get, Find and Abandoned
+// share (default: the larger of 4 and GOMAXPROCS); a read waits while all
+// are busy. Each connection keeps its own page cache (SQLite's default,
+// about 2 MiB) and its own prepared statements. Values below 1 are treated
+// as 1.
 func WithReadConns(n int) Option { return func(o *options) { o.readConns = max(n, 1) } }
 
 // WithBusyTimeout sets how long a connection waits for a lock held by
