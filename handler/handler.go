@@ -152,6 +152,13 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b 
 // batches) are left to the garbage collector.
 const maxPooledBuf = 256 << 10
 
+// chunkingThreshold is the size from which ServeHTTP sets the
+// Content-Length itself. net/http adds it to an answer written in one go
+// that fits its buffer (2 KiB), and sends a larger one chunked unless the
+// handler declared the length; the threshold stays well below the buffer
+// size.
+const chunkingThreshold = 1024
+
 // ServeHTTP answers one Tasks API request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
@@ -210,7 +217,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd := w.Header() // the keys are canonical already: skip Set's canonicalisation
 	hd["Content-Type"] = []string{"application/json"}
 	hd["X-Content-Type-Options"] = []string{"nosniff"}
-	hd["Content-Length"] = []string{strconv.Itoa(len(out))}
+	if len(out) >= chunkingThreshold {
+		hd["Content-Length"] = []string{strconv.Itoa(len(out))}
+	}
 	w.WriteHeader(http.StatusOK)
 	w.Write(out)
 }
