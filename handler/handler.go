@@ -46,9 +46,10 @@
 //
 // # Answers
 //
-// Every answer is JSON without a trailing newline. retrieve answers the
-// task's wire record (taskstore.Task.AppendJSON) or exactly {} when no task
-// visible to the caller matches; retrieve_batch answers
+// Every answer is JSON without a trailing newline, sent with its
+// Content-Length (a large retrieve_batch answer is not chunked). retrieve
+// answers the task's wire record (taskstore.Task.AppendJSON) or exactly {}
+// when no task visible to the caller matches; retrieve_batch answers
 // {"items":[…],"count":N}, newest first, with count the number of matches
 // regardless of offset and limit; delete answers {"id":"…","deleted":bool}.
 // A store's taskstore.ErrInvalid answers 400 with its reason; any other
@@ -151,6 +152,13 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b 
 // batches) are left to the garbage collector.
 const maxPooledBuf = 256 << 10
 
+// chunkingThreshold is the size from which ServeHTTP sets the
+// Content-Length itself. net/http adds it to an answer written in one go
+// that fits its buffer (2 KiB), and sends a larger one chunked unless the
+// handler declared the length; the threshold stays well below the buffer
+// size.
+const chunkingThreshold = 1024
+
 // ServeHTTP answers one Tasks API request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
@@ -209,6 +217,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd := w.Header() // the keys are canonical already: skip Set's canonicalisation
 	hd["Content-Type"] = []string{"application/json"}
 	hd["X-Content-Type-Options"] = []string{"nosniff"}
+	if len(out) >= chunkingThreshold {
+		hd["Content-Length"] = []string{strconv.Itoa(len(out))}
+	}
 	w.WriteHeader(http.StatusOK)
 	w.Write(out)
 }

@@ -557,3 +557,43 @@ func TestAuthenticate(t *testing.T) {
 	ids.checkError(t, serve(handler.Authenticate(down, next), call{auth: "Bearer x"}), 500, "api_error",
 		"internal error; quote trace_id when reporting it")
 }
+
+// TestContentLength: every successful answer carries its length, so that a
+// batch larger than net/http's 2 KiB buffer is not sent chunked.
+func TestContentLength(t *testing.T) {
+	s := memstore.New()
+	t.Cleanup(func() { s.Close() })
+	for i := range 20 {
+		err := s.Create(context.Background(), taskstore.Task{
+			ID: fmt.Sprintf("task-%02d", i), Type: "images_generations", UserID: "u",
+			Request: json.RawMessage(`{"prompt":"` + strings.Repeat("x", 300) + `"}`),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := httptest.NewServer(handler.New(s, handler.InsecureAnyoneIsOperator))
+	t.Cleanup(srv.Close)
+	for _, body := range []string{
+		`{"action":"retrieve","id":"task-00"}`,
+		`{"action":"retrieve","id":"missing"}`,
+		`{"action":"retrieve_batch","user_id":"u","limit":20}`,
+	} {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer any")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusOK || resp.ContentLength != int64(len(got)) || len(resp.TransferEncoding) != 0 {
+			t.Errorf("%s: status %d, Content-Length %d, Transfer-Encoding %v for %d bytes",
+				body, resp.StatusCode, resp.ContentLength, resp.TransferEncoding, len(got))
+		}
+	}
+}

@@ -2,21 +2,18 @@ package sqlitestore
 
 import (
 	"context"
-	"database/sql"
 	"math"
 	"slices"
 	"strings"
-	"sync"
 	"unicode/utf8"
-
-	"github.com/jmoiron/sqlx"
 
 	"github.com/tasksapi/tasks/taskstore"
 )
 
 // Find returns the page of tasks matching f, newest first, and the total
-// number of matches (see taskstore.Store). The count and the page are read in
-// one read transaction, so they agree with each other.
+// number of matches (see taskstore.Store). The count and the page are read
+// from one snapshot (one statement for the first page, one read transaction
+// for a later one), so they agree with each other.
 func (s *Store) Find(ctx context.Context, f taskstore.Filter) ([]taskstore.Task, int, error) {
 	const op = "find"
 	if err := s.enter(ctx, op); err != nil {
@@ -30,67 +27,33 @@ func (s *Store) Find(ctx context.Context, f taskstore.Filter) ([]taskstore.Task,
 	if !ok {
 		return []taskstore.Task{}, 0, nil
 	}
-	countSt, err := s.finds.stmt(s.rdb, q.countSQL)
+	c, err := s.reads.acquire(ctx)
 	if err != nil {
 		return nil, 0, s.translate(op, err)
 	}
-	defer s.finds.release(q.countSQL, countSt)
-	if f.Limit == 0 {
-		var total int
-		if err := countSt.QueryRowContext(ctx, q.countArgs...).Scan(&total); err != nil {
-			return nil, 0, s.translate(op, err)
-		}
-		return []taskstore.Task{}, total, nil
-	}
-	pageSt, err := s.finds.stmt(s.rdb, q.pageSQL)
-	if err != nil {
-		return nil, 0, s.translate(op, err)
-	}
-	defer s.finds.release(q.pageSQL, pageSt)
-	page, total, err := s.findTx(ctx, q, countSt, pageSt, f.Offset)
+	page, total, err := c.find(ctx, q, f.Offset)
+	s.reads.release(c, err)
 	if err != nil {
 		return nil, 0, s.translate(op, err)
 	}
 	return page, total, nil
 }
 
-func (s *Store) findTx(ctx context.Context, q findQuery, countSt, pageSt *sqlx.Stmt, offset int) ([]taskstore.Task, int, error) {
-	tx, err := s.rdb.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return nil, 0, err
-	}
-	defer tx.Rollback()
-	var total int
-	if err := tx.StmtxContext(ctx, countSt).QueryRowContext(ctx, q.countArgs...).Scan(&total); err != nil {
-		return nil, 0, err
-	}
-	if total <= offset {
-		return []taskstore.Task{}, total, nil
-	}
-	rows, err := tx.StmtxContext(ctx, pageSt).QueryContext(ctx, q.pageArgs...)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer rows.Close()
-	page := make([]taskstore.Task, 0, min(q.limit, total-offset))
-	for rows.Next() {
-		t, err := scanTask(rows)
-		if err != nil {
-			return nil, 0, err
-		}
-		page = append(page, t)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, 0, err
-	}
-	return page, total, nil
-}
-
-// findQuery is a Find filter as SQL: the page query and the count query.
+// findQuery is a Find filter as SQL: the page query, the count query, and
+// for the first page both in one statement (the count as a column next to
+// each row).
 type findQuery struct {
-	pageSQL, countSQL   string
-	pageArgs, countArgs []any
-	limit               int
+	pageSQL, countSQL, firstSQL    string
+	pageArgs, countArgs, firstArgs []any
+	limit                          int
+}
+
+// withFirst sets q.firstSQL and q.firstArgs from the count and page
+// queries.
+func (q findQuery) withFirst() findQuery {
+	q.firstSQL = `SELECT (` + q.countSQL + `) AS n, ` + strings.TrimPrefix(q.pageSQL, `SELECT `)
+	q.firstArgs = append(slices.Clip(q.countArgs), q.pageArgs...)
+	return q
 }
 
 // maxUnion is the most types a types-only filter merges with UNION ALL; a
@@ -190,7 +153,7 @@ func buildFind(f taskstore.Filter) (q findQuery, ok bool) {
 		// tasks_type in order (index only), are merged, and only the
 		// page's rows are read from the table.
 		var b strings.Builder
-		b.WriteString(`SELECT ` + taskColumns + ` FROM tasks NOT INDEXED WHERE rid IN (SELECT rid FROM (`)
+		b.WriteString(`SELECT ` + packedColumn + ` FROM tasks NOT INDEXED WHERE rid IN (SELECT rid FROM (`)
 		for i, typ := range types {
 			if i > 0 {
 				b.WriteString(` UNION ALL `)
@@ -200,17 +163,17 @@ func buildFind(f taskstore.Filter) (q findQuery, ok bool) {
 			b.WriteString(`SELECT * FROM (SELECT rid, created_ms, id FROM tasks INDEXED BY tasks_type`)
 			b.WriteString(m.sql() + orderDesc + ` LIMIT ?)`)
 			q.pageArgs = append(q.pageArgs, m.args...)
-			q.pageArgs = append(q.pageArgs, satAdd(f.Offset, f.Limit))
+			q.pageArgs = append(q.pageArgs, int64(satAdd(f.Offset, f.Limit)))
 		}
 		b.WriteString(`)` + orderDesc + ` LIMIT ? OFFSET ?)` + orderDesc)
 		q.pageSQL = b.String()
-		q.pageArgs = append(q.pageArgs, f.Limit, f.Offset)
-		return q, true
+		q.pageArgs = append(q.pageArgs, int64(f.Limit), int64(f.Offset))
+		return q.withFirst(), true
 	}
 	w.list("type", types)
-	q.pageSQL = `SELECT ` + taskColumns + ` FROM tasks INDEXED BY ` + driver + w.sql() + orderDesc + ` LIMIT ? OFFSET ?`
-	q.pageArgs = append(w.args, f.Limit, f.Offset)
-	return q, true
+	q.pageSQL = `SELECT ` + packedColumn + ` FROM tasks INDEXED BY ` + driver + w.sql() + orderDesc + ` LIMIT ? OFFSET ?`
+	q.pageArgs = append(w.args, int64(f.Limit), int64(f.Offset))
+	return q.withFirst(), true
 }
 
 // satAdd is a+b for non-negative a and b, saturating instead of
@@ -286,52 +249,4 @@ func dedupe(vs []string) []string {
 	out := slices.Clone(vs)
 	slices.Sort(out)
 	return slices.Compact(out)
-}
-
-// findCache holds the prepared statements of the filter shapes seen so far.
-// The statement text depends only on the shape (which fields are set, and
-// for the types-only merge the number of types), so the cache stays small;
-// it is bounded all the same.
-type findCache struct {
-	m  sync.Map // string → *sqlx.Stmt
-	n  int      // entries; guarded by mu
-	mu sync.Mutex
-}
-
-const maxCachedStatements = 512
-
-// stmt returns the prepared statement for query. Past the cache's bound it
-// prepares a statement it does not keep: release closes it.
-func (c *findCache) stmt(db *sqlx.DB, query string) (*sqlx.Stmt, error) {
-	if st, ok := c.m.Load(query); ok {
-		return st.(*sqlx.Stmt), nil
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if st, ok := c.m.Load(query); ok {
-		return st.(*sqlx.Stmt), nil
-	}
-	st, err := db.Preparex(query)
-	if err != nil {
-		return nil, err
-	}
-	if c.n < maxCachedStatements {
-		c.m.Store(query, st)
-		c.n++
-	}
-	return st, nil
-}
-
-// release closes st if the cache did not keep it.
-func (c *findCache) release(query string, st *sqlx.Stmt) {
-	if v, ok := c.m.Load(query); !ok || v.(*sqlx.Stmt) != st {
-		st.Close()
-	}
-}
-
-func (c *findCache) close() {
-	c.m.Range(func(_, v any) bool {
-		v.(*sqlx.Stmt).Close()
-		return true
-	})
 }

@@ -3,6 +3,7 @@ package sqlitestore
 import (
 	"context"
 	"encoding/json"
+	"reflect"
 	"testing"
 	"time"
 
@@ -10,8 +11,8 @@ import (
 )
 
 // TestPackedRow round-trips strings that look like the packed row's own
-// syntax (digits, spaces, '|', a minus), multi-byte UTF-8 and a NULL
-// response through the single-column read of Get and Find.
+// syntax (digits, spaces, '|', a minus), multi-byte UTF-8, NUL bytes and a
+// NULL response through the single-column read of Get and Find.
 func TestPackedRow(t *testing.T) {
 	s := openInternal(t)
 	ctx := context.Background()
@@ -21,6 +22,9 @@ func TestPackedRow(t *testing.T) {
 			Callback: taskstore.Callback{URL: "https://x.example/|", LastError: "status 500\n| 3"}},
 		{ID: "x", Type: "t", Request: json.RawMessage(`[]`), Response: json.RawMessage(`{"ok":"é"}`),
 			CreatedAt: time.UnixMilli(6), FinishedAt: time.UnixMilli(7)},
+		{ID: "n\x00ul", TraceID: "\x00", Type: "t\x00", Request: json.RawMessage(`{"a":"\u0000"}`),
+			UserID: "u\x00", CredentialID: "\x00c", CreatedAt: time.UnixMilli(8),
+			Callback: taskstore.Callback{URL: "https://x.example/", LastError: "a\x00b"}},
 	}
 	for _, want := range tasks {
 		if err := s.Create(ctx, want); err != nil {
@@ -29,6 +33,13 @@ func TestPackedRow(t *testing.T) {
 		got, err := s.Get(ctx, want.ID)
 		if err != nil {
 			t.Fatal(err)
+		}
+		page, _, err := s.Find(ctx, taskstore.Filter{IDs: []string{want.ID}, Limit: 1})
+		if err != nil || len(page) != 1 {
+			t.Fatalf("Find(%q) = %d tasks, %v", want.ID, len(page), err)
+		}
+		if !reflect.DeepEqual(page[0], got) {
+			t.Errorf("Find = %+v\nGet  = %+v", page[0], got)
 		}
 		if got.ID != want.ID || got.TraceID != want.TraceID || got.Type != want.Type ||
 			got.ApplicationID != want.ApplicationID || got.UserID != want.UserID ||

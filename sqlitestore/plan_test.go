@@ -1,8 +1,12 @@
 package sqlitestore
 
 import (
+	"context"
+	"database/sql/driver"
+	"io"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,27 +22,62 @@ var (
 	scanCounts = regexp.MustCompile(`\bSCAN task_counts\b`)
 )
 
-// explain returns the detail lines of EXPLAIN QUERY PLAN for query.
+// explain returns the detail lines of EXPLAIN QUERY PLAN for query, run on
+// a connection of the read pool.
 func explain(t *testing.T, s *Store, query string, args []any) []string {
 	t.Helper()
-	rows, err := s.rdb.Query("EXPLAIN QUERY PLAN "+query, args...)
+	ctx := context.Background()
+	c, err := s.reads.acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.reads.release(c, nil)
+	st, err := c.prepare(ctx, "EXPLAIN QUERY PLAN "+query)
+	if err != nil {
+		t.Fatalf("EXPLAIN QUERY PLAN %s: %v", query, err)
+	}
+	defer st.Close()
+	rows, err := st.QueryContext(ctx, c.bind(args))
 	if err != nil {
 		t.Fatalf("EXPLAIN QUERY PLAN %s: %v", query, err)
 	}
 	defer rows.Close()
 	var lines []string
-	for rows.Next() {
-		var id, parent, notused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+	dest := make([]driver.Value, 4)
+	for {
+		err := rows.Next(dest)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
 			t.Fatal(err)
+		}
+		detail, ok := dest[3].(string)
+		if !ok {
+			t.Fatalf("EXPLAIN QUERY PLAN detail is a %T", dest[3])
 		}
 		lines = append(lines, detail)
 	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
 	return lines
+}
+
+// subqueryNumber matches the numbers EXPLAIN QUERY PLAN gives subqueries,
+// which differ between a statement and the one embedding it.
+var subqueryNumber = regexp.MustCompile(`(SUBQUERY |subquery-)\d+`)
+
+// planLines returns the lines of a plan sorted, without subquery numbers,
+// and without the SCALAR SUBQUERY lines when dropScalar is set.
+func planLines(plan []string, dropScalar bool) []string {
+	var out []string
+	for _, l := range plan {
+		l = subqueryNumber.ReplaceAllString(l, "${1}N")
+		if dropScalar && l == "SCALAR SUBQUERY N" {
+			continue
+		}
+		out = append(out, l)
+	}
+	slices.Sort(out)
+	return out
 }
 
 func openInternal(t *testing.T) *Store {
@@ -123,8 +162,15 @@ func TestFindPlans(t *testing.T) {
 				}
 				page := explain(t, s, q.pageSQL, q.pageArgs)
 				count := explain(t, s, q.countSQL, q.countArgs)
+				first := explain(t, s, q.firstSQL, q.firstArgs)
 				t.Logf("page:  %s", strings.Join(page, " | "))
 				t.Logf("count: %s", strings.Join(count, " | "))
+				t.Logf("first: %s", strings.Join(first, " | "))
+				// The first-page statement runs the page and the count
+				// (as a scalar subquery) with the same plans.
+				if got, want := planLines(first, true), planLines(append(slices.Clone(page), count...), false); !slices.Equal(got, want) {
+					t.Errorf("first-page plan %q\nis not the page's and the count's %q", got, want)
+				}
 				for _, line := range page {
 					if scanTasks.MatchString(line) && !(mask == 0 && strings.Contains(line, "INDEX tasks_created")) {
 						t.Errorf("page query scans the tasks table: %q\n%s", line, q.pageSQL)
@@ -164,10 +210,10 @@ func TestOtherPlans(t *testing.T) {
 		name, sql, index string
 		args             []any
 	}{
-		{"get", getSQL, "tasks_id", []any{"x"}},
+		{"get", readGetSQL, "tasks_id", []any{"x"}},
 		{"claim", claimSelectSQL, "tasks_outbox", []any{1, 10}},
 		{"claimUpdate", claimUpdateSQL, "PRIMARY KEY", []any{1, `[1,2]`}},
-		{"abandoned", abandonedSQL, "tasks_lease", []any{1, 10}},
+		{"abandoned", readAbandonedSQL, "tasks_lease", []any{1, 10}},
 		{"prune", pruneSQL, "tasks_created", []any{1, 10}},
 		{"renew", renewSQL, "tasks_id", []any{1, `["a","b"]`}},
 	} {

@@ -15,10 +15,24 @@
 // connection gets it: WAL journal, busy_timeout, foreign keys, and
 // synchronous=NORMAL (WithSynchronousFull trades write speed for durability
 // across power loss). All writes go through one connection owned by a single
-// writer goroutine; reads use a separate pool of query_only connections
+// writer goroutine; reads use separate query_only connections
 // (WithReadConns), which in WAL mode never wait for the writer. A third
 // connection checkpoints the WAL in the background, at most every 100ms
 // while there are writes, so that no write waits for a checkpoint.
+//
+// Reads (Get, Find, Abandoned) do not go through database/sql: each call
+// borrows one of the read connections of the driver for its duration
+// (waiting, while all are busy, until its context is done) and runs
+// statements prepared once on that connection, reading each task as one
+// packed value. Find reads the first page and the total in one statement,
+// and a later page as the count and then the page in one read transaction,
+// so that the total and the page always agree. A context cancelled while a
+// statement runs interrupts it (sqlite3_interrupt). A read connection on
+// which anything failed (an I/O error, corruption, a busy timeout, an
+// interrupt) is closed, and the next read opens a new one in its place, so
+// a failure never leaves a connection in a half-done state for the next
+// caller. Close waits for the calls in flight, then closes every
+// connection.
 //
 // The writer commits in groups: write calls that arrive while a transaction
 // is being written queue up and are then run together in one
@@ -105,8 +119,11 @@ type options struct {
 // may lose the last commits only on a power loss or operating system crash.
 func WithSynchronousFull() Option { return func(o *options) { o.syncFull = true } }
 
-// WithReadConns sets the size of the read connection pool (default: the
-// larger of 4 and GOMAXPROCS). Values below 1 are treated as 1.
+// WithReadConns sets how many read connections Get, Find and Abandoned
+// share (default: the larger of 4 and GOMAXPROCS); a read waits while all
+// are busy. Each connection keeps its own page cache (SQLite's default,
+// about 2 MiB) and its own prepared statements. Values below 1 are treated
+// as 1.
 func WithReadConns(n int) Option { return func(o *options) { o.readConns = max(n, 1) } }
 
 // WithBusyTimeout sets how long a connection waits for a lock held by
@@ -123,14 +140,10 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l 
 // Store is a taskstore.Store on a SQLite database file. It is safe for
 // concurrent use. Create one with Open and release it with Close.
 type Store struct {
-	log *slog.Logger
-	wdb *sqlx.DB // the single writer connection, owned by w
-	rdb *sqlx.DB // the query_only read pool
-	w   *writer
-
-	get       *sqlx.Stmt
-	abandoned *sqlx.Stmt
-	finds     findCache
+	log   *slog.Logger
+	wdb   *sqlx.DB // the single writer connection, owned by w
+	w     *writer
+	reads *readPool // the query_only read connections
 
 	mu       sync.RWMutex // guards closed; held for reading while entering a call
 	closed   bool
@@ -205,27 +218,19 @@ func Open(path string, opts ...Option) (*Store, error) {
 	cdb.SetMaxIdleConns(1)
 	cdb.SetConnMaxLifetime(0)
 	cdb.SetConnMaxIdleTime(0)
-	rdb, err := sqlx.Open("sqlite", dsn(path, o, false))
+	reads, err := newReadPool(dsn(path, o, false), o.readConns)
+	if err == nil {
+		err = reads.warm(ctx)
+	}
 	if err != nil {
+		if reads != nil {
+			reads.close()
+		}
 		cdb.Close()
 		w.close()
 		return fail("open read pool", err)
 	}
-	rdb.SetMaxOpenConns(o.readConns)
-	rdb.SetMaxIdleConns(o.readConns)
-	rdb.SetConnMaxLifetime(0)
-	rdb.SetConnMaxIdleTime(0)
-	s := &Store{log: log, wdb: wdb, rdb: rdb, w: w}
-	if s.get, err = rdb.Preparex(getSQL); err == nil {
-		s.abandoned, err = rdb.Preparex(abandonedSQL)
-	}
-	if err != nil {
-		s.closeStatements()
-		rdb.Close()
-		cdb.Close()
-		w.close()
-		return fail("prepare", err)
-	}
+	s := &Store{log: log, wdb: wdb, w: w, reads: reads}
 	w.ckpt = newCheckpointer(cdb, log)
 	w.started = true
 	go w.run()
@@ -318,9 +323,7 @@ func (s *Store) Close() error {
 		s.closed = true
 		s.mu.Unlock()
 		s.inflight.Wait()
-		s.closeStatements()
-		s.finds.close()
-		errR := s.rdb.Close()
+		errR := s.reads.close()
 		errC := s.w.ckpt.close()
 		errW := s.w.close()
 		errD := s.wdb.Close()
@@ -345,12 +348,4 @@ func checkSameFile(path string, opened os.FileInfo) error {
 		return ErrFileGone
 	}
 	return nil
-}
-
-func (s *Store) closeStatements() {
-	for _, st := range []*sqlx.Stmt{s.get, s.abandoned} {
-		if st != nil {
-			st.Close()
-		}
-	}
 }

@@ -12,11 +12,11 @@ import (
 	"github.com/tasksapi/tasks/taskstore"
 )
 
-// taskColumns is the one column scanTask reads: the whole row packed into
-// a single TEXT value by SQLite. Reading the 18 columns one by one through
-// database/sql costs several allocations per column (a driver.Value, a
-// string or a copy for each); the packed row costs a few in all, and the
-// task's strings are slices of one Go string.
+// taskColumns is the whole row packed into a single TEXT value by SQLite:
+// the one column the read path and scanTask read. Reading the 18 columns one
+// by one costs several allocations per column (a driver.Value, a string or a
+// copy for each); the packed row costs a few in all, and the task's strings
+// are slices of one Go string.
 //
 // The packing is a header of decimal integers separated by spaces, then the
 // strings and JSON back to back:
@@ -27,13 +27,16 @@ import (
 //	len(response) (-1 when NULL) '|' id trace_id … request response
 //
 // Lengths are in bytes (octet_length), so any UTF-8 content round-trips.
-const taskColumns = `printf('%d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d|',
+// concat builds the value in one allocation, copying each argument by its
+// length (a NUL byte inside a string is kept; a NULL response adds
+// nothing), where a chain of || would copy the growing prefix at each step.
+const taskColumns = `concat(printf('%d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d|',
 	created_ms, started_ms, finished_ms, attempts, next_attempt_ms, delivered_ms, last_status, lease_ms,
 	octet_length(id), octet_length(trace_id), octet_length(type), octet_length(application_id),
 	octet_length(user_id), octet_length(credential_id), octet_length(callback_url),
-	octet_length(last_error), octet_length(request), coalesce(octet_length(response), -1))
-	|| id || trace_id || type || application_id || user_id || credential_id || callback_url
-	|| last_error || request || coalesce(response, '')`
+	octet_length(last_error), octet_length(request), coalesce(octet_length(response), -1)),
+	id, trace_id, type, application_id, user_id, credential_id, callback_url,
+	last_error, request, response)`
 
 // packedFields is the number of integers in the header of taskColumns.
 const packedFields = 18
@@ -53,16 +56,20 @@ func scanTask(sc scanner, pre ...any) (taskstore.Task, error) {
 // database.
 var errPacked = errors.New("malformed packed row")
 
-// unpackTask decodes a row packed by taskColumns. The task's JSON fields
-// are slices of b (capped, so appending to one never overwrites another);
-// its strings share one allocation.
-func unpackTask(b []byte) (taskstore.Task, error) {
-	var (
-		t taskstore.Task
-		n [packedFields]int64
-		i int
-	)
-	for k := range n {
+// packedHeader is the parsed header of a row packed by taskColumns.
+type packedHeader struct {
+	n      [packedFields]int64
+	start  int // offset of the first string
+	strLen int // bytes of the eight strings
+	reqLen int
+	resLen int // -1: NULL response
+}
+
+// parseHeader parses and checks the header of a packed row: the lengths it
+// states must add up to the bytes that follow it.
+func parseHeader(b []byte) (h packedHeader, ok bool) {
+	i := 0
+	for k := range h.n {
 		neg := i < len(b) && b[i] == '-'
 		if neg {
 			i++
@@ -78,41 +85,44 @@ func unpackTask(b []byte) (taskstore.Task, error) {
 			want = '|'
 		}
 		if i == start || i >= len(b) || b[i] != want {
-			return t, errPacked
+			return h, false
 		}
 		i++
 		if neg {
 			v = -v
 		}
-		n[k] = v
+		h.n[k] = v
 	}
-	lens := n[8:]
-	strLen := 0
+	h.start = i
+	lens := h.n[8:]
 	for _, l := range lens[:8] {
-		if l < 0 {
-			return t, errPacked
+		if l < 0 || l > int64(len(b)) {
+			return h, false
 		}
-		strLen += int(l)
+		h.strLen += int(l)
 	}
-	reqLen, respLen := int(lens[8]), int(lens[9])
-	if reqLen < 0 || len(b)-i != strLen+reqLen+max(respLen, 0) {
-		return t, errPacked
+	if lens[8] < 0 || lens[8] > int64(len(b)) || lens[9] < -1 || lens[9] > int64(len(b)) {
+		return h, false
 	}
-	str := string(b[i : i+strLen])
+	h.reqLen, h.resLen = int(lens[8]), int(lens[9])
+	return h, len(b)-i == h.strLen+h.reqLen+max(h.resLen, 0)
+}
+
+// task returns the task of the header, with its eight strings cut from str
+// (which holds them back to back) and the given request and response.
+func (h *packedHeader) task(str string, req, resp []byte) taskstore.Task {
+	lens := h.n[8:]
 	next := func(l int64) string {
 		v := str[:l]
 		str = str[l:]
 		return v
 	}
+	var t taskstore.Task
 	t.ID, t.TraceID, t.Type = next(lens[0]), next(lens[1]), next(lens[2])
 	t.ApplicationID, t.UserID, t.CredentialID = next(lens[3]), next(lens[4]), next(lens[5])
 	t.Callback.URL, t.Callback.LastError = next(lens[6]), next(lens[7])
-	i += strLen
-	t.Request = b[i : i+reqLen : i+reqLen]
-	i += reqLen
-	if respLen >= 0 {
-		t.Response = b[i : i+respLen : i+respLen]
-	}
+	t.Request, t.Response = req, resp
+	n := &h.n
 	t.CreatedAt = taskstore.FromMillis(n[0])
 	t.StartedAt = taskstore.FromMillis(n[1])
 	t.FinishedAt = taskstore.FromMillis(n[2])
@@ -121,7 +131,36 @@ func unpackTask(b []byte) (taskstore.Task, error) {
 	t.Callback.DeliveredAt = taskstore.FromMillis(n[5])
 	t.Callback.LastStatus = int(n[6])
 	t.LeaseUntil = taskstore.FromMillis(n[7])
-	return t, nil
+	return t
+}
+
+// unpackTask decodes a row packed by taskColumns from a buffer the caller
+// owns and never changes: the read path's BLOB, or the []byte database/sql
+// scans into (the writer's ClaimDeliveries). The task's JSON fields are
+// slices of b (capped, so appending to one never overwrites another); its
+// strings share one allocation.
+func unpackTask(b []byte) (taskstore.Task, error) {
+	h, ok := parseHeader(b)
+	if !ok {
+		return taskstore.Task{}, errPacked
+	}
+	i := h.start + h.strLen
+	req := b[i : i+h.reqLen : i+h.reqLen]
+	i += h.reqLen
+	var resp []byte
+	if h.resLen >= 0 {
+		resp = b[i : i+h.resLen : i+h.resLen]
+	}
+	return h.task(string(b[h.start:h.start+h.strLen]), req, resp), nil
+}
+
+// unpackValue decodes the packed row the driver returned for the read
+// path's one column: a []byte of its own (see packedColumn).
+func unpackValue(v any) (taskstore.Task, error) {
+	if b, ok := v.([]byte); ok {
+		return unpackTask(b)
+	}
+	return taskstore.Task{}, errPacked
 }
 
 func ms(t time.Time) int64 { return taskstore.ToMillis(t) }
@@ -159,9 +198,17 @@ func (s *Store) Get(ctx context.Context, id string) (taskstore.Task, error) {
 		return taskstore.Task{}, err
 	}
 	defer s.leave()
-	t, err := scanTask(s.get.QueryRowContext(ctx, id))
+	c, err := s.reads.acquire(ctx)
 	if err != nil {
 		return taskstore.Task{}, s.translate(op, err)
+	}
+	t, found, err := c.getTask(ctx, id)
+	s.reads.release(c, err)
+	switch {
+	case err != nil:
+		return taskstore.Task{}, s.translate(op, err)
+	case !found:
+		return taskstore.Task{}, notFound(op, nil)
 	}
 	return t, nil
 }
@@ -289,20 +336,14 @@ func (s *Store) Abandoned(ctx context.Context, before time.Time, limit int) ([]t
 	// lease_ms < before, with before rounded up to the next whole
 	// millisecond. A zero lease (stored as 0) always counts as expired;
 	// leases before 1970 are not meaningful.
-	rows, err := s.abandoned.QueryContext(ctx, max(taskstore.CeilMillis(before), 1), limit)
+	c, err := s.reads.acquire(ctx)
 	if err != nil {
 		return nil, s.translate(op, err)
 	}
-	defer rows.Close()
-	out := []taskstore.Task{}
-	for rows.Next() {
-		t, err := scanTask(rows)
-		if err != nil {
-			return nil, s.translate(op, err)
-		}
-		out = append(out, t)
-	}
-	if err := rows.Err(); err != nil {
+	args := []any{max(taskstore.CeilMillis(before), 1), int64(limit)}
+	out, err := c.queryTasks(ctx, c.abandoned, args, []taskstore.Task{})
+	s.reads.release(c, err)
+	if err != nil {
 		return nil, s.translate(op, err)
 	}
 	return out, nil

@@ -117,9 +117,6 @@ const (
 	claimSelectSQL = `SELECT rid, ` + taskColumns + ` FROM tasks INDEXED BY tasks_outbox
 		WHERE ` + pending + ` AND next_attempt_ms <= ? ORDER BY next_attempt_ms, id LIMIT ?`
 	claimUpdateSQL = `UPDATE tasks SET next_attempt_ms = ? WHERE rid IN (SELECT value FROM json_each(?))`
-	abandonedSQL   = `SELECT ` + taskColumns + ` FROM tasks INDEXED BY tasks_lease
-		WHERE finished_ms = 0 AND lease_ms < ? ORDER BY lease_ms, id LIMIT ?`
-	getSQL = `SELECT ` + taskColumns + ` FROM tasks WHERE id = ?`
 )
 
 // pending is the condition of a task whose callback is due or scheduled; it
