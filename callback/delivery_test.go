@@ -267,16 +267,7 @@ func TestBacklogClaimedInBatches(t *testing.T) {
 	rc := newReceiver(t, func(int, http.ResponseWriter, *http.Request) {
 		time.Sleep(2 * time.Millisecond) // keep every slot busy for a while
 	})
-	now := time.Now()
-	for i := range n {
-		if err := inner.Create(context.Background(), taskstore.Task{
-			ID: fmt.Sprintf("t%02d", i), Type: "images_generations", Request: json.RawMessage(`{}`),
-			Response: json.RawMessage(`{"success":true}`), CreatedAt: now, FinishedAt: now,
-			Callback: taskstore.Callback{URL: rc.URL + "/cb", NextAttemptAt: now.Add(-time.Second)},
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	storeDue(t, inner, n, rc.URL+"/cb")
 	store := &claimCounter{Store: inner}
 	newRecorder(t, store, callback.Options{DeliveryWorkers: workers})
 	eventually(t, "every callback delivered", func() bool { return rc.count() >= n })
@@ -308,16 +299,7 @@ func TestAttemptsRecordedBehindTheSlots(t *testing.T) {
 	const n, workers = 30, 2
 	inner := newMemStore(t)
 	rc := newReceiver(t, nil)
-	now := time.Now()
-	for i := range n {
-		if err := inner.Create(context.Background(), taskstore.Task{
-			ID: fmt.Sprintf("t%02d", i), Type: "images_generations", Request: json.RawMessage(`{}`),
-			Response: json.RawMessage(`{"success":true}`), CreatedAt: now, FinishedAt: now,
-			Callback: taskstore.Callback{URL: rc.URL + "/cb", NextAttemptAt: now.Add(-time.Second)},
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	storeDue(t, inner, n, rc.URL+"/cb")
 	store := &recordGate{Store: inner, open: make(chan struct{})}
 	newRecorder(t, store, callback.Options{DeliveryWorkers: workers})
 	eventually(t, "10 POSTs while nothing is recorded", func() bool { return rc.count() == 10 && store.waiting.Load() == 8 })
@@ -331,6 +313,22 @@ func TestAttemptsRecordedBehindTheSlots(t *testing.T) {
 		id := fmt.Sprintf("t%02d", i)
 		if st := waitDelivery(t, inner, id).DeliveryState(); st != taskstore.Delivered {
 			t.Errorf("%s: %v", id, st)
+		}
+	}
+}
+
+// storeDue stores n finished tasks, t00, t01…, whose callbacks to url are
+// due.
+func storeDue(t *testing.T, s taskstore.Store, n int, url string) {
+	t.Helper()
+	now := time.Now()
+	for i := range n {
+		if err := s.Create(context.Background(), taskstore.Task{
+			ID: fmt.Sprintf("t%02d", i), Type: "images_generations", Request: json.RawMessage(`{}`),
+			Response: json.RawMessage(`{"success":true}`), CreatedAt: now, FinishedAt: now,
+			Callback: taskstore.Callback{URL: url, NextAttemptAt: now.Add(-time.Second)},
+		}); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
