@@ -11,9 +11,10 @@ import (
 )
 
 // deliveryLoop claims due deliveries from the store (the outbox) and hands
-// each to a delivery goroutine, at most DeliveryWorkers at a time. It looks
-// at once when started, whenever woken (a task finished, a retry is due
-// soon) and every PollInterval.
+// each to a delivery goroutine; at most DeliveryWorkers POSTs run at once,
+// and up to 4×DeliveryWorkers more goroutines wait for the store to record
+// their attempts. It looks at once when started, whenever woken (a task
+// finished, a retry is due soon) and every PollInterval.
 func (r *Recorder) deliveryLoop() {
 	defer close(r.loopDone)
 	slots := make(chan struct{}, r.o.DeliveryWorkers) // one token per attempt in flight
@@ -35,8 +36,9 @@ func (r *Recorder) deliveryLoop() {
 // slots to run them.
 //
 // A claim is a write to the store, so when the lease leaves room for a
-// claimed delivery to wait for a slot (at most two attempts' duration) and
-// then run, it claims DeliveryWorkers at a time, and claims the next batch
+// claimed delivery to wait for a slot (typically two attempts' duration;
+// a delivery whose claim no longer covers a whole attempt is not started)
+// and then run, it claims DeliveryWorkers at a time, and claims the next batch
 // while half of the current one still waits for slots, so that a slot that
 // frees finds a delivery ready rather than waiting for the store. Otherwise
 // it claims only what can start now, so that claims do not expire while
@@ -85,14 +87,9 @@ func (r *Recorder) claimDue(slots chan struct{}) {
 		case free <- struct{}{}:
 			t := queue[0]
 			queue = queue[1:]
-			if r.now().Add(r.o.AttemptTimeout).After(t.Callback.NextAttemptAt) {
-				// Too little of the claim is left for a whole attempt:
-				// leave it to expire and be claimed again, rather than
-				// risk two processes sending at once.
+			if !r.startIfCovered(t, slots) {
 				<-slots
-				continue
 			}
-			r.start(t, slots)
 		case <-r.stopLoop:
 			// A claim under way must end before Close returns. What was
 			// claimed starts while slots are free (Close gives running
@@ -104,7 +101,9 @@ func (r *Recorder) claimDue(slots chan struct{}) {
 			for _, t := range queue {
 				select {
 				case slots <- struct{}{}:
-					r.start(t, slots)
+					if !r.startIfCovered(t, slots) {
+						<-slots
+					}
 				default:
 					return
 				}
@@ -151,6 +150,18 @@ func (r *Recorder) claimEach(slots chan struct{}) {
 			return
 		}
 	}
+}
+
+// startIfCovered starts t's attempt, holding the slot the caller took, when
+// t's claim lasts for a whole attempt. Otherwise it reports false: the claim
+// is left to expire and be claimed again, rather than risk two processes
+// sending at once.
+func (r *Recorder) startIfCovered(t taskstore.Task, slots chan struct{}) bool {
+	if r.now().Add(r.o.AttemptTimeout).After(t.Callback.NextAttemptAt) {
+		return false
+	}
+	r.start(t, slots)
+	return true
 }
 
 // start runs one delivery attempt in a goroutine holding one of slots.

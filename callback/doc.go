@@ -14,11 +14,12 @@
 //
 // Servers whose work is not an http.Handler use Recorder.Submit.
 //
-// Task ids are version 7 UUIDs: they begin with the creation time in
-// milliseconds (which the task's created_at shows its owner anyway), so the
-// ids of one process sort in creation order and a store's id index grows at
-// its end rather than at a random page per task; the other 74 bits are
-// random.
+// Task ids are version 7 UUIDs (github.com/google/uuid's NewV7): 48 bits of
+// creation time in milliseconds and 12 bits of sub-millisecond sequence, so
+// the ids of one process sort in creation order and a store's id index
+// grows at its end rather than at a random page per task, then 62 random
+// bits. Anyone who sees an id (the client, the callback receiver) can read
+// when the task was created, to a fraction of a millisecond.
 //
 // # Responses
 //

@@ -81,7 +81,10 @@ type Options struct {
 	// it; up to 4×DeliveryWorkers attempts may wait to be recorded. When
 	// Lease is at least 3×AttemptTimeout, due deliveries are claimed
 	// DeliveryWorkers at a time, the next batch while half of the last
-	// still waits for a slot. Default 16.
+	// still waits for a slot. A claim covers the POST, not the wait to be
+	// recorded: should the store take longer than Lease to record an
+	// attempt, the delivery may be claimed and sent again (delivery is at
+	// least once). Default 16.
 	DeliveryWorkers int
 	// PollInterval is how often the outbox is checked for due deliveries.
 	// Finishing a task, and a retry due sooner than this, wake the delivery

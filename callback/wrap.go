@@ -344,9 +344,10 @@ func (r *Recorder) Submit(ctx context.Context, s Submission, run func(ctx contex
 }
 
 // newTaskID returns a fresh task id: a version 7 UUID, whose leading bits
-// are the creation time in milliseconds, so ids of one process sort in
-// creation order and a store's id index grows at its end instead of
-// touching a random page per insert. The other 74 bits are random.
+// are the creation time (milliseconds, then a 12-bit sub-millisecond
+// sequence), so ids of one process sort in creation order and a store's id
+// index grows at its end instead of touching a random page per insert. The
+// other 62 bits are random.
 func newTaskID() string {
 	id, err := uuid.NewV7()
 	if err != nil {

@@ -23,7 +23,10 @@ import (
 // once per checkpointEvery, a PASSIVE checkpoint copies what the WAL holds
 // (PASSIVE never waits for readers or the writer). The writer connection
 // keeps an automatic checkpoint only as a safety net, at walSafetyPages,
-// for when the checkpointer cannot keep up.
+// for when the checkpointer cannot keep up. (With 64 goroutines creating
+// about 50,000 small tasks a second for 12 s, the checkpoints found at most
+// about 10,500 pages in the WAL: below the net, and the WAL restarted from
+// its beginning between them.)
 const (
 	checkpointEvery = 100 * time.Millisecond
 	walSafetyPages  = 16384 // 64 MiB of 4 KiB pages, as journal_size_limit

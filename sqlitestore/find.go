@@ -27,12 +27,14 @@ func (s *Store) Find(ctx context.Context, f taskstore.Filter) ([]taskstore.Task,
 	if !ok {
 		return []taskstore.Task{}, 0, nil
 	}
-	c, err := s.reads.acquire(ctx)
-	if err != nil {
-		return nil, 0, s.translate(op, err)
-	}
-	page, total, err := c.find(ctx, q, f.Offset)
-	s.reads.release(c, err)
+	var (
+		page  []taskstore.Task
+		total int
+	)
+	err := s.reads.do(ctx, func(c *readConn) (err error) {
+		page, total, err = c.find(ctx, q, f.Offset)
+		return err
+	})
 	if err != nil {
 		return nil, 0, s.translate(op, err)
 	}

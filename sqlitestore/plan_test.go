@@ -31,7 +31,7 @@ func explain(t *testing.T, s *Store, query string, args []any) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.reads.release(c, nil)
+	defer s.reads.release(ctx, c, nil)
 	st, err := c.prepare(ctx, "EXPLAIN QUERY PLAN "+query)
 	if err != nil {
 		t.Fatalf("EXPLAIN QUERY PLAN %s: %v", query, err)

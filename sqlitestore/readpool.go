@@ -63,6 +63,7 @@ type readConn struct {
 	commit    readStmt
 	finds     map[string]readStmt
 
+	inTx bool                // a read transaction is open (BEGIN ran, COMMIT did not)
 	args []driver.NamedValue // reused for every statement's arguments
 	dest [2]driver.Value     // the columns of a row (one or two)
 }
@@ -97,9 +98,7 @@ func newReadPool(dsn string, size int) (*readPool, error) {
 // warm opens the first connection, so that Open reports a database the read
 // path cannot read, and prepares its statements.
 func (p *readPool) warm(ctx context.Context) error {
-	c, err := p.acquire(ctx)
-	p.release(c, err)
-	return err
+	return p.do(ctx, func(*readConn) error { return nil })
 }
 
 // acquire returns a connection for the caller's exclusive use, opening one
@@ -127,17 +126,42 @@ func (p *readPool) acquire(ctx context.Context) (*readConn, error) {
 	return c, nil
 }
 
+// errPanicked stands for the outcome of a read that panicked.
+var errPanicked = errors.New("read panicked")
+
+// do runs f on a connection of the pool and gives the connection back, even
+// when f panics (the panic goes on).
+func (p *readPool) do(ctx context.Context, f func(*readConn) error) error {
+	c, err := p.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	returned := false
+	defer func() {
+		if !returned {
+			p.release(ctx, c, errPanicked)
+		}
+	}()
+	err = f(c)
+	returned = true
+	p.release(ctx, c, err)
+	return err
+}
+
 // release gives c back to the pool. failed is the error of the call that
-// used it: after any failure the connection is closed, and the next call
-// that gets its slot opens a fresh one. So a connection that saw an I/O
-// error, corruption, a busy timeout or an interrupt (a cancelled context)
-// is never used again, and a transaction a failure left open is rolled
-// back. (Reopening costs about 0.1 ms.)
-func (p *readPool) release(c *readConn, failed error) {
+// used it: after a failure the connection is closed, and the next call that
+// gets its slot opens a fresh one. So a connection that saw an I/O error,
+// corruption, a busy timeout or a panic is never used again, and a
+// transaction a failure left open is rolled back. (Reopening costs about
+// 0.1 ms.) The exception is a call whose context ended outside a
+// transaction: the driver interrupted its statement, which leaves the
+// connection as good as before, so a client that hangs up does not cost a
+// reconnection.
+func (p *readPool) release(ctx context.Context, c *readConn, failed error) {
 	if c == nil {
 		return
 	}
-	if failed != nil {
+	if failed != nil && (ctx.Err() == nil || c.inTx) {
 		p.discarded.Add(1)
 		p.closeConn(c)
 		c = nil
@@ -414,6 +438,7 @@ func (c *readConn) find(ctx context.Context, q findQuery, offset int) (page []ta
 	if err := c.exec(c.begin); err != nil {
 		return nil, 0, err
 	}
+	c.inTx = true
 	// On a failure below the transaction stays open: the pool closes the
 	// connection, which rolls it back.
 	n, err := c.queryInt(ctx, countSt, q.countArgs)
@@ -431,5 +456,6 @@ func (c *readConn) find(ctx context.Context, q findQuery, offset int) (page []ta
 	if err := c.exec(c.commit); err != nil {
 		return nil, 0, err
 	}
+	c.inTx = false
 	return page, total, nil
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tasksapi/tasks/taskstore"
 )
@@ -25,7 +26,7 @@ func TestDriverBlobsAreFresh(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.reads.release(c, nil)
+	defer s.reads.release(ctx, c, nil)
 	st, err := c.prepare(ctx, `SELECT CAST(v AS BLOB) FROM (SELECT 'first row' AS v UNION ALL SELECT 'other row')`)
 	if err != nil {
 		t.Fatal(err)
@@ -85,7 +86,7 @@ func TestFailedConnectionIsReplaced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer other.release(oc, nil)
+	defer other.release(ctx, oc, nil)
 	rename := func(t *testing.T, from, to string) {
 		t.Helper()
 		if _, err := oc.conn.(driver.ExecerContext).ExecContext(ctx, `ALTER TABLE `+from+` RENAME TO `+to, nil); err != nil {
@@ -189,5 +190,72 @@ func TestCloseWhileReading(t *testing.T) {
 	}
 	if s.reads.opened.Load() == 0 {
 		t.Error("no read connection was opened")
+	}
+}
+
+// TestReleaseAfterCancelOrPanic: a read whose context ended outside a
+// transaction keeps its connection (the driver only interrupted the
+// statement); inside a transaction, or after a panic, the connection is
+// discarded; and a panicking read gives its slot back, so that the pool
+// (and Close, which waits for every slot) is not one short.
+func TestReleaseAfterCancelOrPanic(t *testing.T) {
+	s := openInternal(t)
+	p := s.reads
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+
+	t.Run("cancelled outside a transaction", func(t *testing.T) {
+		before := p.discarded.Load()
+		c, err := p.acquire(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.release(cancelled, c, context.Canceled)
+		if got := p.discarded.Load() - before; got != 0 {
+			t.Errorf("%d connections discarded, want 0", got)
+		}
+	})
+	t.Run("cancelled inside a transaction", func(t *testing.T) {
+		before := p.discarded.Load()
+		c, err := p.acquire(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.inTx = true
+		p.release(cancelled, c, context.Canceled)
+		if got := p.discarded.Load() - before; got != 1 {
+			t.Errorf("%d connections discarded, want 1", got)
+		}
+	})
+	t.Run("panic", func(t *testing.T) {
+		before := p.discarded.Load()
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Error("the panic did not go on")
+				}
+			}()
+			p.do(context.Background(), func(*readConn) error { panic("boom") })
+		}()
+		if got := p.discarded.Load() - before; got != 1 {
+			t.Errorf("%d connections discarded, want 1", got)
+		}
+		// Every slot is back: all of them can be taken without waiting.
+		var held []*readConn
+		for range p.size {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			c, err := p.acquire(ctx)
+			cancel()
+			if err != nil {
+				t.Fatalf("slot %d of %d: %v", len(held)+1, p.size, err)
+			}
+			held = append(held, c)
+		}
+		for _, c := range held {
+			p.release(context.Background(), c, nil)
+		}
+	})
+	if _, err := s.Get(context.Background(), "missing"); !errors.Is(err, taskstore.ErrNotFound) {
+		t.Errorf("Get after the subtests: %v", err)
 	}
 }

@@ -18,7 +18,8 @@
 // writer goroutine; reads use separate query_only connections
 // (WithReadConns), which in WAL mode never wait for the writer. A third
 // connection checkpoints the WAL in the background, at most every 100ms
-// while there are writes, so that no write waits for a checkpoint.
+// while there are writes, so that writes do not wait for checkpoints (the
+// writer's own checkpoint remains as a safety net for a WAL of 64 MiB).
 //
 // Reads (Get, Find, Abandoned) do not go through database/sql: each call
 // borrows one of the read connections of the driver for its duration

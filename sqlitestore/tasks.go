@@ -198,12 +198,14 @@ func (s *Store) Get(ctx context.Context, id string) (taskstore.Task, error) {
 		return taskstore.Task{}, err
 	}
 	defer s.leave()
-	c, err := s.reads.acquire(ctx)
-	if err != nil {
-		return taskstore.Task{}, s.translate(op, err)
-	}
-	t, found, err := c.getTask(ctx, id)
-	s.reads.release(c, err)
+	var (
+		t     taskstore.Task
+		found bool
+	)
+	err := s.reads.do(ctx, func(c *readConn) (err error) {
+		t, found, err = c.getTask(ctx, id)
+		return err
+	})
 	switch {
 	case err != nil:
 		return taskstore.Task{}, s.translate(op, err)
@@ -336,13 +338,12 @@ func (s *Store) Abandoned(ctx context.Context, before time.Time, limit int) ([]t
 	// lease_ms < before, with before rounded up to the next whole
 	// millisecond. A zero lease (stored as 0) always counts as expired;
 	// leases before 1970 are not meaningful.
-	c, err := s.reads.acquire(ctx)
-	if err != nil {
-		return nil, s.translate(op, err)
-	}
 	args := []any{max(taskstore.CeilMillis(before), 1), int64(limit)}
-	out, err := c.queryTasks(ctx, c.abandoned, args, []taskstore.Task{})
-	s.reads.release(c, err)
+	var out []taskstore.Task
+	err := s.reads.do(ctx, func(c *readConn) (err error) {
+		out, err = c.queryTasks(ctx, c.abandoned, args, []taskstore.Task{})
+		return err
+	})
 	if err != nil {
 		return nil, s.translate(op, err)
 	}
