@@ -24,7 +24,8 @@ const benchParallelism = 32
 //
 //   - bare: a handler that reads the body and answers a constant
 //     {"task_id":…} without storing anything (the ceiling);
-//   - wrap-memstore, wrap-sqlite: Recorder.Wrap over each store. Every
+//   - wrap-memstore, wrap-sqlite, wrap-pgstore: Recorder.Wrap over each
+//     store (pgstore needs TASKS_PG_URL, see internal/pgtest). Every
 //     request is parsed, stored and queued before the answer. The workers
 //     are held back while the clock runs (the image handler waits for the
 //     end of the round, the queue is sized for every request), so this is
@@ -93,6 +94,9 @@ func BenchmarkSubmit(b *testing.B) {
 	})
 	b.Run("pipeline-sqlite", func(b *testing.B) {
 		wrap(b, openSQLite(b, filepath.Join(b.TempDir(), "tasks.db")), false)
+	})
+	b.Run("wrap-pgstore", func(b *testing.B) {
+		wrap(b, openPG(b), true)
 	})
 	if nsBare > 0 && nsWrap > 0 {
 		b.Logf("wrap-sqlite throughput = %.2fx bare (bare %.0f ns/op, wrap-sqlite %.0f ns/op; target >= 0.5x)", nsBare/nsWrap, nsBare, nsWrap)

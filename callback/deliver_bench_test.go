@@ -20,7 +20,7 @@ import (
 )
 
 // BenchmarkDeliverBacklog measures callback deliveries per second: a
-// Recorder over memstore or sqlitestore starts with b.N finished tasks whose
+// Recorder over memstore, sqlitestore or pgstore (with TASKS_PG_URL) starts with b.N finished tasks whose
 // callbacks are due and delivers them to a loopback receiver with 16
 // delivery workers (claim, POST, record the attempt); "plain" posts the
 // same bodies with a plain http.Client from 16 goroutines (the ceiling).
@@ -104,6 +104,9 @@ func BenchmarkDeliverBacklog(b *testing.B) {
 	})
 	b.Run("recorder-sqlite", func(b *testing.B) {
 		recorder(b, openSQLite(b, filepath.Join(b.TempDir(), "tasks.db")))
+	})
+	b.Run("recorder-pgstore", func(b *testing.B) {
+		recorder(b, openPG(b))
 	})
 }
 

@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/tasksapi/tasks/callback"
+	"github.com/tasksapi/tasks/internal/pgtest"
 	"github.com/tasksapi/tasks/memstore"
+	"github.com/tasksapi/tasks/pgstore"
 	"github.com/tasksapi/tasks/sqlitestore"
 	"github.com/tasksapi/tasks/taskstore"
 )
@@ -36,6 +38,18 @@ func openSQLite(t testing.TB, path string) *sqlitestore.Store {
 	s, err := sqlitestore.Open(path)
 	if err != nil {
 		t.Fatalf("sqlitestore.Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// openPG opens a pgstore in a fresh schema of the TASKS_PG_URL server
+// (skipping without one, see internal/pgtest), closed at the end.
+func openPG(t testing.TB) *pgstore.Store {
+	t.Helper()
+	s, err := pgstore.Open(context.Background(), pgtest.FreshSchema(t, pgtest.URL(t)))
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
