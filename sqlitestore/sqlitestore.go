@@ -28,9 +28,10 @@
 // packed value. Find reads the first page and the total in one statement,
 // and a later page as the count and then the page in one read transaction,
 // so that the total and the page always agree. A context cancelled while a
-// statement runs interrupts it (sqlite3_interrupt). A read connection on
-// which anything failed (an I/O error, corruption, a busy timeout, an
-// interrupt) is closed, and the next read opens a new one in its place, so
+// statement runs interrupts it (sqlite3_interrupt), which leaves the
+// connection usable unless a read transaction was open. A read connection
+// on which anything else failed (an I/O error, corruption, a busy timeout,
+// a panic) is closed, and the next read opens a new one in its place, so
 // a failure never leaves a connection in a half-done state for the next
 // caller. Close waits for the calls in flight, then closes every
 // connection.
