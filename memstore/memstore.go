@@ -369,8 +369,8 @@ func (s *Store) Prune(ctx context.Context, before time.Time, limit int) (int, er
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	if limit <= 0 {
-		return 0, taskstore.Invalidf("limit must be positive")
+	if err := taskstore.CheckLimit(limit); err != nil {
+		return 0, err
 	}
 	cut := taskstore.CeilMillis(before)
 	s.mu.Lock()
@@ -427,8 +427,8 @@ func (s *Store) Abandoned(ctx context.Context, before time.Time, limit int) ([]t
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if limit <= 0 {
-		return nil, taskstore.Invalidf("limit must be positive")
+	if err := taskstore.CheckLimit(limit); err != nil {
+		return nil, err
 	}
 	cut := taskstore.CeilMillis(before)
 	s.mu.RLock()
@@ -457,13 +457,8 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, lease time.D
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	switch {
-	case limit <= 0:
-		return nil, taskstore.Invalidf("limit must be positive")
-	case now.IsZero():
-		return nil, taskstore.Invalidf("now is required")
-	case lease < 0:
-		return nil, taskstore.Invalidf("lease must not be negative")
+	if err := taskstore.CheckClaim(now, lease, limit); err != nil {
+		return nil, err
 	}
 	nowMs := now.UnixMilli() // due means NextAttemptAt <= now: floor
 	until := taskstore.ToMillis(now.Add(lease))
@@ -497,12 +492,7 @@ func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attemp
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	var delivered, next int64
-	if a.Delivered {
-		delivered = taskstore.MillisOrNow(a.At)
-	} else {
-		next = taskstore.ToMillis(a.Next)
-	}
+	delivered, next := a.Millis()
 	return s.update(id, func(slot uint32, r *rec) error {
 		if !r.pending() {
 			return fmt.Errorf("%w: the callback of task %q is %s, not pending", taskstore.ErrConflict, id, r.state())

@@ -493,8 +493,8 @@ func (s *Store) Prune(ctx context.Context, before time.Time, limit int) (int, er
 	if err := s.check(ctx); err != nil {
 		return 0, err
 	}
-	if limit <= 0 {
-		return 0, taskstore.Invalidf("limit must be positive")
+	if err := taskstore.CheckLimit(limit); err != nil {
+		return 0, err
 	}
 	var n int64
 	err := s.do(ctx, "prune", idempotent, func() (err error) {
@@ -537,8 +537,8 @@ func (s *Store) Abandoned(ctx context.Context, before time.Time, limit int) ([]t
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	if limit <= 0 {
-		return nil, taskstore.Invalidf("limit must be positive")
+	if err := taskstore.CheckLimit(limit); err != nil {
+		return nil, err
 	}
 	var out []taskstore.Task
 	err := s.do(ctx, "abandoned", idempotent, func() (err error) {
@@ -578,17 +578,14 @@ var claimColumns = func() string {
 }()
 
 // ClaimDeliveries claims at most limit due callbacks, earliest due first;
-// see taskstore.Store. A negative lease is invalid; a zero lease leaves them
-// due at once.
+// see taskstore.Store. A zero now or a negative lease is invalid; a zero
+// lease leaves them due at once.
 func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]taskstore.Task, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	switch {
-	case limit <= 0:
-		return nil, taskstore.Invalidf("limit must be positive")
-	case lease < 0:
-		return nil, taskstore.Invalidf("lease must not be negative")
+	if err := taskstore.CheckClaim(now, lease, limit); err != nil {
+		return nil, err
 	}
 	var claimed []taskstore.Task
 	var due []int64
@@ -631,12 +628,7 @@ func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attemp
 	if err := s.check(ctx); err != nil {
 		return err
 	}
-	var delivered, next int64
-	if a.Delivered {
-		delivered = taskstore.MillisOrNow(a.At)
-	} else {
-		next = taskstore.ToMillis(a.Next)
-	}
+	delivered, next := a.Millis()
 	msg := strings.ReplaceAll(strings.ToValidUTF8(a.Error, "\uFFFD"), "\x00", "")
 	n, err := s.update(ctx, "record attempt", recordAttempt, id, a.Status, msg, delivered, next)
 	if err != nil || n == 1 {

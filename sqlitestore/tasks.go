@@ -287,8 +287,8 @@ func (s *Store) Prune(ctx context.Context, before time.Time, limit int) (int, er
 		return 0, err
 	}
 	defer s.leave()
-	if limit <= 0 {
-		return 0, taskstore.Invalidf("limit must be positive")
+	if err := taskstore.CheckLimit(limit); err != nil {
+		return 0, err
 	}
 	var deleted int64
 	err := s.write(ctx, false, func(w *writer) error {
@@ -332,8 +332,8 @@ func (s *Store) Abandoned(ctx context.Context, before time.Time, limit int) ([]t
 		return nil, err
 	}
 	defer s.leave()
-	if limit <= 0 {
-		return nil, taskstore.Invalidf("limit must be positive")
+	if err := taskstore.CheckLimit(limit); err != nil {
+		return nil, err
 	}
 	// lease_ms < before, with before rounded up to the next whole
 	// millisecond. A zero lease (stored as 0) always counts as expired;
@@ -359,13 +359,8 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, lease time.D
 		return nil, err
 	}
 	defer s.leave()
-	switch {
-	case limit <= 0:
-		return nil, taskstore.Invalidf("limit must be positive")
-	case now.IsZero():
-		return nil, taskstore.Invalidf("now is required")
-	case lease < 0:
-		return nil, taskstore.Invalidf("lease must not be negative")
+	if err := taskstore.CheckClaim(now, lease, limit); err != nil {
+		return nil, err
 	}
 	nowMs, until := ms(now), ms(now.Add(lease))
 	var claimed []taskstore.Task
@@ -421,10 +416,7 @@ func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attemp
 		return err
 	}
 	defer s.leave()
-	delivered, next := int64(0), ms(a.Next)
-	if a.Delivered {
-		delivered, next = taskstore.MillisOrNow(a.At), 0
-	}
+	delivered, next := a.Millis()
 	err := s.write(ctx, false, func(w *writer) error {
 		res, err := w.record.Exec(a.Status, a.Error, delivered, next, id)
 		if err != nil {

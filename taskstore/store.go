@@ -74,6 +74,8 @@ type Store interface {
 	// (from this or another process) returns them before the claim expires.
 	// A claimer that dies simply lets the claim expire; the delivery then
 	// becomes due again. The returned tasks carry the new NextAttemptAt.
+	// A zero now, a negative lease or a limit below 1 gives ErrInvalid
+	// (CheckClaim).
 	ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]Task, error)
 
 	// RecordAttempt records the outcome of a delivery attempt: Attempts

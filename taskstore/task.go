@@ -379,6 +379,37 @@ func MillisOrNow(t time.Time) int64 {
 	return t.UnixMilli()
 }
 
+// Millis returns what a store records for the attempt, in Unix
+// milliseconds: when it was delivered (a.At, or now when a.At is zero) and
+// 0 for the next attempt, or 0 and a.Next (0 when zero: given up).
+func (a Attempt) Millis() (delivered, next int64) {
+	if a.Delivered {
+		return MillisOrNow(a.At), 0
+	}
+	return 0, ToMillis(a.Next)
+}
+
+// CheckLimit gives ErrInvalid unless limit, the most rows a Prune,
+// Abandoned or ClaimDeliveries call may touch, is positive.
+func CheckLimit(limit int) error {
+	if limit <= 0 {
+		return Invalidf("limit must be positive")
+	}
+	return nil
+}
+
+// CheckClaim checks the arguments of Store.ClaimDeliveries: a zero now, a
+// negative lease or a limit that is not positive gives ErrInvalid.
+func CheckClaim(now time.Time, lease time.Duration, limit int) error {
+	switch {
+	case now.IsZero():
+		return Invalidf("now is required")
+	case lease < 0:
+		return Invalidf("lease must not be negative")
+	}
+	return CheckLimit(limit)
+}
+
 // CeilMillis returns the first whole Unix millisecond at or after t: a
 // stored time (whole milliseconds) is strictly before t exactly when it is
 // before CeilMillis(t).

@@ -254,3 +254,48 @@ func TestDeliveryState(t *testing.T) {
 		}
 	}
 }
+
+func TestAttemptMillis(t *testing.T) {
+	at := time.UnixMilli(1_700_000_000_123)
+	next := time.UnixMilli(1_700_000_005_000)
+	for _, tc := range []struct {
+		name            string
+		a               taskstore.Attempt
+		delivered, next int64
+	}{
+		{"delivered", taskstore.Attempt{At: at, Delivered: true, Next: next}, at.UnixMilli(), 0},
+		{"rescheduled", taskstore.Attempt{At: at, Next: next}, 0, next.UnixMilli()},
+		{"given up", taskstore.Attempt{At: at}, 0, 0},
+	} {
+		d, n := tc.a.Millis()
+		if d != tc.delivered || n != tc.next {
+			t.Errorf("%s: Millis() = %d, %d; want %d, %d", tc.name, d, n, tc.delivered, tc.next)
+		}
+	}
+	before := time.Now().UnixMilli()
+	if d, _ := (taskstore.Attempt{Delivered: true}).Millis(); d < before || d > time.Now().UnixMilli() {
+		t.Errorf("delivered with a zero At: %d, want now", d)
+	}
+}
+
+func TestCheckClaim(t *testing.T) {
+	now := time.Now()
+	for _, tc := range []struct {
+		name  string
+		now   time.Time
+		lease time.Duration
+		limit int
+		ok    bool
+	}{
+		{"valid", now, time.Minute, 1, true},
+		{"zero lease", now, 0, 1, true},
+		{"zero now", time.Time{}, time.Minute, 1, false},
+		{"negative lease", now, -time.Second, 1, false},
+		{"limit 0", now, time.Minute, 0, false},
+	} {
+		err := taskstore.CheckClaim(tc.now, tc.lease, tc.limit)
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, taskstore.ErrInvalid)) {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+}

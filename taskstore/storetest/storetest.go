@@ -799,6 +799,10 @@ func testOutboxOrder(t *testing.T, s taskstore.Store) {
 	now := base.Add(time.Second)
 	_, err := s.ClaimDeliveries(ctx, now, time.Minute, 0)
 	wantErr(t, "Claim limit 0", err, taskstore.ErrInvalid)
+	_, err = s.ClaimDeliveries(ctx, time.Time{}, time.Minute, 10)
+	wantErr(t, "Claim with a zero now", err, taskstore.ErrInvalid)
+	_, err = s.ClaimDeliveries(ctx, now, -time.Second, 10)
+	wantErr(t, "Claim with a negative lease", err, taskstore.ErrInvalid)
 	got, err := s.ClaimDeliveries(ctx, now, time.Minute, 2)
 	must(t, err)
 	if !slices.Equal(ids(got), []string{"a", "b"}) {
