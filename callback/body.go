@@ -9,10 +9,11 @@ import (
 	"io"
 	"mime/multipart"
 	"net/textproto"
-	"net/url"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
+	"github.com/tasksapi/tasks/internal/webhook"
 	"github.com/tasksapi/tasks/taskstore"
 )
 
@@ -357,24 +358,18 @@ func describeForm(parts []formPart) []byte {
 	return append(out, '}')
 }
 
-// checkCallbackURL validates a callback URL; the error says why it is
-// refused and wraps ErrBadCallbackURL.
+// checkCallbackURL validates a callback URL with the sender's own check
+// (webhook.CheckURL: http or https, a host, a valid port, no odd numeric
+// host forms), so that a URL the sender would never try is refused before a
+// task is stored. Private addresses pass here: the Sender's guard refuses
+// them when it connects, unless the recorder allows private networks. The
+// error says why the URL is refused and wraps ErrBadCallbackURL.
 func checkCallbackURL(s string) error {
-	bad := func(reason string) error { return fmt.Errorf("%w: %s", ErrBadCallbackURL, reason) }
-	switch {
-	case s == "":
-		return bad("empty")
-	case len(s) > MaxCallbackURLLength:
-		return bad(fmt.Sprintf("longer than %d bytes", MaxCallbackURLLength))
+	if len(s) > MaxCallbackURLLength {
+		return fmt.Errorf("%w: longer than %d bytes", ErrBadCallbackURL, MaxCallbackURLLength)
 	}
-	u, err := url.Parse(s)
-	switch {
-	case err != nil:
-		return bad("not a URL")
-	case u.Scheme != "http" && u.Scheme != "https":
-		return bad("scheme must be http or https")
-	case u.Opaque != "" || u.Host == "" || u.Hostname() == "":
-		return bad("no host")
+	if err := webhook.CheckURL(s, true); err != nil {
+		return fmt.Errorf("%w: %s", ErrBadCallbackURL, strings.TrimPrefix(err.Error(), "invalid URL: "))
 	}
 	return nil
 }

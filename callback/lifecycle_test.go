@@ -442,3 +442,40 @@ func TestStoreFailureNotAcknowledged(t *testing.T) {
 		})
 	}
 }
+
+// cancelInCreate cancels the caller's context while Create runs, as a
+// caller that gives up mid-store would.
+type cancelInCreate struct {
+	taskstore.Store
+	cancel context.CancelFunc
+}
+
+func (c *cancelInCreate) Create(ctx context.Context, t taskstore.Task) error {
+	c.cancel()
+	return c.Store.Create(ctx, t)
+}
+
+// Once Submit has begun storing, the caller's cancellation does not stop it:
+// the task is stored, queued and run (a task stored but reported as failed
+// would later be called back to a client told it failed). A context already
+// done stores nothing.
+func TestSubmitCancelledWhileStoring(t *testing.T) {
+	inner := newMemStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	rec := newRecorder(t, &cancelInCreate{Store: inner, cancel: cancel}, callback.Options{})
+	run := func(context.Context) (json.RawMessage, error) { return json.RawMessage(`{"ok":true}`), nil }
+	sub := callback.Submission{Type: "images_generations", Request: json.RawMessage(`{}`)}
+	id, err := rec.Submit(ctx, sub, run)
+	if err != nil {
+		t.Fatalf("Submit cancelled while storing: %v", err)
+	}
+	if task := waitFinished(t, inner, id); !strings.Contains(string(task.Response), `"success":true`) {
+		t.Errorf("response %s", task.Response)
+	}
+	if _, err := rec.Submit(ctx, sub, run); !errors.Is(err, context.Canceled) {
+		t.Errorf("Submit with a cancelled context: %v", err)
+	}
+	if n := countTasks(t, inner); n != 1 {
+		t.Errorf("%d tasks stored, want 1", n)
+	}
+}

@@ -206,9 +206,9 @@ func (o Options) withDefaults() (Options, error) {
 	neg("PollInterval", int64(o.PollInterval))
 	neg("Lease", int64(o.Lease))
 	neg("Retention", int64(o.Retention))
-	for i, d := range o.Schedule {
-		if d < 0 {
-			errs = append(errs, fmt.Errorf("Schedule[%d] must not be negative", i))
+	if len(o.Schedule) > 0 {
+		if err := o.Schedule.Validate(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if len(errs) > 0 {

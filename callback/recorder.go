@@ -276,11 +276,6 @@ func (r *Recorder) wakeDelivery() {
 	}
 }
 
-// storeCtx returns a context for the recorder's own store calls.
-func storeCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), storeTimeout)
-}
-
 // retryStore runs a bookkeeping store call, retrying system failures (not
 // the sentinel errors) a few times with a short pause.
 func (r *Recorder) retryStore(ctx context.Context, f func(ctx context.Context) error) error {

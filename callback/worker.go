@@ -45,6 +45,29 @@ func (r *Recorder) release() {
 	r.submitting.Done()
 }
 
+// createTask reserves a place in the queue and stores t as a new task,
+// setting its ID, CreatedAt and LeaseUntil; it returns the id. The store
+// call keeps ctx's values but not its cancellation (it is bounded by
+// storeTimeout instead): once Create has started, a caller that gives up
+// must not leave behind a stored task that nobody queued. On success the
+// caller must enqueue the task; on error the reservation is released. The
+// errors are reserve's (ErrClosed, ErrQueueFull) or the store's.
+func (r *Recorder) createTask(ctx context.Context, t taskstore.Task) (string, error) {
+	if err := r.reserve(); err != nil {
+		return "", err
+	}
+	t.ID, t.CreatedAt = newTaskID(), r.now()
+	t.LeaseUntil = t.CreatedAt.Add(r.o.Lease)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	err := r.store.Create(sctx, t)
+	cancel()
+	if err != nil {
+		r.release()
+		return "", err
+	}
+	return t.ID, nil
+}
+
 // enqueue hands a stored task to the workers. The reserved slot guarantees
 // room in the channel, so it never blocks.
 func (r *Recorder) enqueue(j *job) {
@@ -77,7 +100,7 @@ func (r *Recorder) worker() {
 // runJob runs one task and records its response.
 func (r *Recorder) runJob(j *job) {
 	if r.hardStop.Err() != nil { // Close gave up waiting: do not start
-		r.finishTask(j.id, j.typ, j.traceID, j.callback, failure(j.id, j.traceID, CodeInterrupted, msgShutdown), false, CodeInterrupted, 0)
+		r.finishTask(j, failure(j.id, j.traceID, CodeInterrupted, msgShutdown), false, CodeInterrupted, 0)
 		return
 	}
 	started := r.now()
@@ -114,26 +137,24 @@ func (r *Recorder) runJob(j *job) {
 	cancel()
 	dur := r.now().Sub(started)
 
-	if ctxErr != nil && (!got || !succeeded(o)) {
+	var (
+		resp []byte
+		ok   bool
+		code string
+	)
+	if got {
+		resp, ok, code = verdict(j.id, j.traceID, o)
+	}
+	if ctxErr != nil && !ok {
 		// Cut short (or failing because it was): say why.
-		code, msg := CodeTimeout, fmt.Sprintf(msgTimeoutFmt, r.o.TaskTimeout)
+		code = CodeTimeout
+		msg := fmt.Sprintf(msgTimeoutFmt, r.o.TaskTimeout)
 		if !errors.Is(cause, context.DeadlineExceeded) {
 			code, msg = CodeInterrupted, msgShutdown
 		}
-		r.finishTask(j.id, j.typ, j.traceID, j.callback, failure(j.id, j.traceID, code, msg), false, code, dur)
-		return
+		resp = failure(j.id, j.traceID, code, msg)
 	}
-	resp, ok, code := verdict(j.id, j.traceID, o)
-	r.finishTask(j.id, j.typ, j.traceID, j.callback, resp, ok, code, dur)
-}
-
-// succeeded reports whether o would be recorded as a success.
-func succeeded(o outcome) bool {
-	if o.panicked || o.tooLarge || o.err != nil || o.status < 200 || o.status > 299 {
-		return false
-	}
-	_, isObject := compactObject(o.body)
-	return isObject
+	r.finishTask(j, resp, ok, code, dur)
 }
 
 // safeRun runs the task, turning a panic into a failed outcome.
@@ -148,29 +169,36 @@ func (r *Recorder) safeRun(ctx context.Context, j *job) (o outcome) {
 	return j.run(ctx)
 }
 
-// finishTask records a task's response, counts it and wakes the delivery
-// loop. A task someone else already finished (or deleted) is left alone.
-func (r *Recorder) finishTask(id, typ, traceID string, callback bool, resp []byte, ok bool, code string, dur time.Duration) {
+// finishTask records j's response and reports it (finished). A task someone
+// else already finished (or deleted) is left alone.
+func (r *Recorder) finishTask(j *job, resp []byte, ok bool, code string, dur time.Duration) {
 	err := r.retryStore(context.Background(), func(ctx context.Context) error {
-		return r.store.Finish(ctx, id, resp, r.now())
+		return r.store.Finish(ctx, j.id, resp, r.now())
 	})
 	switch {
 	case errors.Is(err, taskstore.ErrNotFound), errors.Is(err, taskstore.ErrConflict):
-		r.log.Warn("callback: task response not recorded: it was deleted or already finished", "task_id", id, "err", err)
+		r.log.Warn("callback: task response not recorded: it was deleted or already finished", "task_id", j.id, "err", err)
 		return
 	case err != nil:
 		// The lease is no longer renewed: once it expires a sweeper
 		// finishes the task as interrupted, so it does not stay
 		// unfinished forever.
-		r.log.Error("callback: recording task response", "task_id", id, "err", err)
+		r.log.Error("callback: recording task response", "task_id", j.id, "err", err)
 		return
 	}
+	r.finished(TaskEvent{ID: j.id, Type: j.typ, TraceID: j.traceID, Success: ok, Code: code, Duration: dur}, j.callback)
+}
+
+// finished counts a task whose response was recorded, calls the
+// TaskFinished hook and, when the task has a callback, wakes the delivery
+// loop.
+func (r *Recorder) finished(ev TaskEvent, callback bool) {
 	r.c.tasksFinished.Add(1)
-	if !ok {
+	if !ev.Success {
 		r.c.tasksFailed.Add(1)
 	}
 	if h := r.o.Hooks.TaskFinished; h != nil {
-		h(TaskEvent{ID: id, Type: typ, TraceID: traceID, Success: ok, Code: code, Duration: dur})
+		h(ev)
 	}
 	if callback {
 		r.wakeDelivery()
@@ -258,14 +286,7 @@ func (r *Recorder) sweep(ctx context.Context, before time.Time) error {
 			default:
 				progress++
 				r.log.Info("callback: abandoned task finished as interrupted", "task_id", t.ID)
-				r.c.tasksFinished.Add(1)
-				r.c.tasksFailed.Add(1)
-				if h := r.o.Hooks.TaskFinished; h != nil {
-					h(TaskEvent{ID: t.ID, Type: t.Type, TraceID: t.TraceID, Code: CodeInterrupted})
-				}
-				if t.Callback.URL != "" {
-					r.wakeDelivery()
-				}
+				r.finished(TaskEvent{ID: t.ID, Type: t.Type, TraceID: t.TraceID, Code: CodeInterrupted}, t.Callback.URL != "")
 			}
 		}
 		if len(tasks) < sweepBatch || progress == 0 {

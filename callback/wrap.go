@@ -116,29 +116,19 @@ func (wh *wrapped) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 func (wh *wrapped) accept(w http.ResponseWriter, req *http.Request, in inspection) {
 	r := wh.r
 	p := r.o.Principal(req)
-	switch err := r.reserve(); {
+	id, err := r.createTask(req.Context(), taskstore.Task{
+		TraceID: in.traceID, Type: wh.typ, Request: in.stored,
+		ApplicationID: p.ApplicationID, UserID: p.UserID, CredentialID: p.CredentialID,
+		Callback: taskstore.Callback{URL: in.callbackURL},
+	})
+	switch {
 	case errors.Is(err, ErrClosed):
 		apierr.Write(w, http.StatusTooManyRequests, apierr.TooManyRequests, "the server is shutting down; retry later")
 		return
-	case err != nil:
+	case errors.Is(err, ErrQueueFull):
 		apierr.Write(w, http.StatusTooManyRequests, apierr.TooManyRequests, "too many tasks are waiting; retry later")
 		return
-	}
-	id := newTaskID()
-	now := r.now()
-	task := taskstore.Task{
-		ID: id, TraceID: in.traceID, Type: wh.typ, Request: in.stored, CreatedAt: now,
-		ApplicationID: p.ApplicationID, UserID: p.UserID, CredentialID: p.CredentialID,
-		Callback:   taskstore.Callback{URL: in.callbackURL},
-		LeaseUntil: now.Add(r.o.Lease),
-	}
-	// Detached from the client: once Create has started, a disconnect must
-	// not leave a stored task behind that nobody queued.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), storeTimeout)
-	err := r.store.Create(ctx, task)
-	cancel()
-	if err != nil {
-		r.release()
+	case err != nil:
 		if reason := taskstore.Reason(err); reason != "" {
 			apierr.Write(w, http.StatusBadRequest, apierr.BadRequest, reason)
 			return
@@ -288,7 +278,9 @@ type Submission struct {
 
 // Submit is the direct entry point of callback mode, for servers whose work
 // is not an http.Handler. It stores the task and queues it, and returns its
-// id once it is stored; a worker then calls run with a context that keeps
+// id once it is stored (a ctx already done stores nothing and returns its
+// error; once storing has begun, cancelling ctx no longer stops it, so that
+// no task is stored without being queued); a worker then calls run with a context that keeps
 // ctx's values (plus the principal and the task id, see TaskID) but not its
 // cancellation, and ends after Options.TaskTimeout or when Close gives up.
 //
@@ -305,25 +297,24 @@ func (r *Recorder) Submit(ctx context.Context, s Submission, run func(ctx contex
 	if run == nil {
 		return "", errors.New("callback: Submit: nil run function")
 	}
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
 	if s.CallbackURL != "" {
 		if err := checkCallbackURL(s.CallbackURL); err != nil {
 			return "", err
 		}
 	}
-	if err := r.reserve(); err != nil {
-		return "", err
-	}
-	id := newTaskID()
-	now := r.now()
 	p := s.Principal
-	err = r.store.Create(ctx, taskstore.Task{
-		ID: id, TraceID: s.TraceID, Type: s.Type, Request: s.Request, CreatedAt: now,
+	id, err := r.createTask(ctx, taskstore.Task{
+		TraceID: s.TraceID, Type: s.Type, Request: s.Request,
 		ApplicationID: p.ApplicationID, UserID: p.UserID, CredentialID: p.CredentialID,
-		Callback:   taskstore.Callback{URL: s.CallbackURL},
-		LeaseUntil: now.Add(r.o.Lease),
+		Callback: taskstore.Callback{URL: s.CallbackURL},
 	})
-	if err != nil {
-		r.release()
+	switch {
+	case errors.Is(err, ErrClosed), errors.Is(err, ErrQueueFull):
+		return "", err
+	case err != nil:
 		return "", fmt.Errorf("callback: storing task: %w", err)
 	}
 	r.enqueue(&job{

@@ -345,6 +345,12 @@ func TestBadFieldsRefused(t *testing.T) {
 		{"Empty", "application/json", `{"callback_url":""}`, badURL},
 		{"NotString", "application/json", `{"callback_url":12}`, badURL},
 		{"NoHost", "application/json", `{"callback_url":"http://"}`, badURL},
+		// URLs the sender would never try (webhook.CheckURL).
+		{"PortTooBig", "application/json", `{"callback_url":"http://example.com:99999/cb"}`, badURL},
+		{"PortZero", "application/json", `{"callback_url":"http://example.com:0/cb"}`, badURL},
+		{"EmptyPort", "application/json", `{"callback_url":"http://example.com:/cb"}`, badURL},
+		{"HexHost", "application/json", `{"callback_url":"http://0x7f000001/cb"}`, badURL},
+		{"DecimalHost", "application/json", `{"callback_url":"http://2130706433/cb"}`, badURL},
 		{"Opaque", "application/json", `{"callback_url":"mailto:a@b.c"}`, badURL},
 		{"TooLong", "application/json", `{"callback_url":"http://example.com/` + strings.Repeat("a", 2048) + `"}`, badURL},
 		{"Duplicate", "application/json", `{"callback_url":"http://a.example/","callback_url":"http://b.example/"}`, "callback_url must not appear more than once"},
