@@ -64,12 +64,13 @@ type createQueue struct {
 }
 
 // Create stores a new task; see taskstore.Store. If ctx is cancelled while
-// its INSERT is in flight, Create returns the context's error at once and
-// the task may still have been stored.
+// its INSERT is in flight, Create returns the context's error (at once, or
+// when the batch it leads ends) and the task may still have been stored.
 func (s *Store) Create(ctx context.Context, t taskstore.Task) error {
-	if err := s.check(ctx); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return err
 	}
+	defer s.leave()
 	t, err := taskstore.Normalize(t, time.Now())
 	if err != nil {
 		return err

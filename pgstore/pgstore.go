@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -68,11 +69,13 @@ func WithRetries(n int) Option { return func(c *config) { c.retries = max(n, 0) 
 // Store is a taskstore.Store on PostgreSQL. It is safe for concurrent use by
 // many goroutines and many processes.
 type Store struct {
-	db      *sqlx.DB
-	log     *slog.Logger
-	retries int
-	closed  atomic.Bool
-	creates createQueue
+	db       *sqlx.DB
+	log      *slog.Logger
+	retries  int
+	closed   atomic.Bool
+	mu       sync.RWMutex   // held for reading while a call enters; Close takes it to shut the door
+	inflight sync.WaitGroup // calls admitted by enter
+	creates  createQueue
 	// bgCtx is the context of statements that serve several callers (a
 	// batch of creates); Close cancels it.
 	bgCtx    context.Context
@@ -119,16 +122,20 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	return s, nil
 }
 
-// Close closes the connection pool after the statements in flight finish,
-// and waits for the store's goroutines. It is idempotent; the other methods
+// Close waits for the calls in flight, closes the connection pool and
+// waits for the store's goroutines. It is idempotent; the other methods
 // return taskstore.ErrClosed afterwards.
 func (s *Store) Close() error {
 	if !s.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	// Statements in flight finish (sql.DB.Close waits for them) before
-	// the batch context is cancelled; creates still queued then fail with
-	// ErrClosed.
+	// No call enters once closed is set and mu has been taken; the calls
+	// already in (a Create included, whose batch runs under bgCtx) finish
+	// before the pool closes and the batch context is cancelled, so a
+	// call's answer always tells whether its write happened.
+	s.mu.Lock()
+	s.mu.Unlock()
+	s.inflight.Wait()
 	err := s.db.Close()
 	s.bgCancel()
 	s.creates.workers.Wait()
@@ -255,15 +262,21 @@ func (s *Store) selectTasks(ctx context.Context, withLead bool, capHint int, que
 
 // check is the common preamble of every method: a done context or a closed
 // store stops the call before it reaches the database.
-func (s *Store) check(ctx context.Context) error {
+func (s *Store) enter(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	if s.closed.Load() {
 		return taskstore.ErrClosed
 	}
+	s.inflight.Add(1)
 	return nil
 }
+
+// leave ends a call admitted by enter.
+func (s *Store) leave() { s.inflight.Done() }
 
 // checkText refuses what PostgreSQL text cannot hold: NUL characters (and,
 // for the fields Normalize does not check, invalid UTF-8).
@@ -302,9 +315,10 @@ const getTask = `SELECT ` + taskColumns + ` FROM tasks WHERE id = $1`
 
 // Get returns the task with the given id; see taskstore.Store.
 func (s *Store) Get(ctx context.Context, id string) (taskstore.Task, error) {
-	if err := s.check(ctx); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return taskstore.Task{}, err
 	}
+	defer s.leave()
 	if id == "" || !storable(id) {
 		return taskstore.Task{}, fmt.Errorf("%w: task %q", taskstore.ErrNotFound, id)
 	}
@@ -327,9 +341,10 @@ func (s *Store) Get(ctx context.Context, id string) (taskstore.Task, error) {
 // taskstore.Store. A non-empty page and its total come from one statement,
 // hence from one snapshot.
 func (s *Store) Find(ctx context.Context, f taskstore.Filter) ([]taskstore.Task, int, error) {
-	if err := s.check(ctx); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return nil, 0, err
 	}
+	defer s.leave()
 	if err := f.Validate(); err != nil {
 		return nil, 0, err
 	}
@@ -377,9 +392,10 @@ const (
 // Start records that work on the task started; see taskstore.Store. A zero
 // at means now.
 func (s *Store) Start(ctx context.Context, id string, at time.Time) error {
-	if err := s.check(ctx); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return err
 	}
+	defer s.leave()
 	ms := taskstore.MillisOrNow(at)
 	n, err := s.update(ctx, "start", startTask, id, ms)
 	if err != nil || n == 1 {
@@ -405,9 +421,10 @@ WHERE id = $1 AND finished_ms = 0`
 // Finish records the task's response once, clears its lease and makes its
 // callback due, in one statement; see taskstore.Store. A zero at means now.
 func (s *Store) Finish(ctx context.Context, id string, response json.RawMessage, at time.Time) error {
-	if err := s.check(ctx); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return err
 	}
+	defer s.leave()
 	if !json.Valid(response) {
 		return taskstore.Invalidf("response must be valid JSON")
 	}
@@ -465,9 +482,10 @@ func (s *Store) state(ctx context.Context, op, id string) (state, error) {
 
 // Delete removes the task and its pending delivery; see taskstore.Store.
 func (s *Store) Delete(ctx context.Context, id string) error {
-	if err := s.check(ctx); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return err
 	}
+	defer s.leave()
 	n, err := s.update(ctx, "delete", `DELETE FROM tasks WHERE id = $1`, id)
 	if err != nil {
 		return err
@@ -490,9 +508,10 @@ DELETE FROM tasks WHERE id = ANY(ARRAY(SELECT id FROM victims))`
 // first; see taskstore.Store. Tasks locked by a concurrent write at that
 // moment are left for the next call.
 func (s *Store) Prune(ctx context.Context, before time.Time, limit int) (int, error) {
-	if err := s.check(ctx); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return 0, err
 	}
+	defer s.leave()
 	if err := taskstore.CheckLimit(limit); err != nil {
 		return 0, err
 	}
@@ -514,9 +533,10 @@ UPDATE tasks SET lease_ms = $2 WHERE id = ANY(ARRAY(SELECT id FROM l)) AND finis
 // RenewLeases sets the lease of the given unfinished tasks; see
 // taskstore.Store.
 func (s *Store) RenewLeases(ctx context.Context, ids []string, until time.Time) error {
-	if err := s.check(ctx); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return err
 	}
+	defer s.leave()
 	ids = storableOnly(ids)
 	if len(ids) == 0 {
 		return nil
@@ -534,9 +554,10 @@ WHERE finished_ms = 0 AND lease_ms < $1 ORDER BY lease_ms, id LIMIT $2`
 // Abandoned returns at most limit unfinished tasks whose lease ended before
 // the given time, oldest lease first; see taskstore.Store.
 func (s *Store) Abandoned(ctx context.Context, before time.Time, limit int) ([]taskstore.Task, error) {
-	if err := s.check(ctx); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return nil, err
 	}
+	defer s.leave()
 	if err := taskstore.CheckLimit(limit); err != nil {
 		return nil, err
 	}
@@ -581,9 +602,10 @@ var claimColumns = func() string {
 // see taskstore.Store. A zero now or a negative lease is invalid; a zero
 // lease leaves them due at once.
 func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]taskstore.Task, error) {
-	if err := s.check(ctx); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return nil, err
 	}
+	defer s.leave()
 	if err := taskstore.CheckClaim(now, lease, limit); err != nil {
 		return nil, err
 	}
@@ -625,9 +647,10 @@ WHERE id = $1 AND callback_url <> '' AND finished_ms <> 0 AND delivered_ms = 0 A
 // error text is stored with invalid UTF-8 replaced and NUL characters
 // removed.
 func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attempt) error {
-	if err := s.check(ctx); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return err
 	}
+	defer s.leave()
 	delivered, next := a.Millis()
 	msg := strings.ReplaceAll(strings.ToValidUTF8(a.Error, "\uFFFD"), "\x00", "")
 	n, err := s.update(ctx, "record attempt", recordAttempt, id, a.Status, msg, delivered, next)

@@ -271,3 +271,61 @@ func TestCreateBatched(t *testing.T) {
 		t.Fatalf("total = %d, %v; want %d", total, err, ids)
 	}
 }
+
+// Close waits for the calls in flight: a Create whose INSERT is held up
+// (another transaction locks the table) keeps Close from returning, and is
+// then stored and answered nil, not cancelled under the caller's feet.
+func TestCloseWaitsForCalls(t *testing.T) {
+	s, url := openInternal(t)
+	ctx := context.Background()
+	locker, err := Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close()
+	tx, err := locker.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec(`LOCK TABLE tasks IN EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	created := make(chan error, 1)
+	go func() {
+		created <- s.Create(ctx, taskstore.Task{ID: "held", Type: "t", Request: json.RawMessage(`{}`)})
+	}()
+	// Wait until the INSERT is blocked on the lock.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		var waiting int
+		if err := locker.db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO tasks%'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the INSERT never blocked on the lock")
+		}
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) while a Create was in flight", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if err := tx.Rollback(); err != nil { // release the lock
+		t.Fatal(err)
+	}
+	if err := <-created; err != nil {
+		t.Errorf("Create: %v, want nil", err)
+	}
+	if err := <-closed; err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if _, err := locker.Get(ctx, "held"); err != nil {
+		t.Errorf("the task is not stored: %v", err)
+	}
+}
