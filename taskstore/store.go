@@ -12,8 +12,8 @@ import (
 // Every method takes a context first; a cancelled context aborts the call
 // with the context's error. Returned tasks are copies: changing them never
 // changes the stored task. Times given to a store are truncated to the
-// millisecond; a zero time argument (at, now, Attempt.At) means the current
-// time. Errors other than the sentinels (ErrNotFound,
+// millisecond; a zero time argument of Start, Finish or RecordAttempt (at,
+// a delivered Attempt's At) means the current time. Errors other than the sentinels (ErrNotFound,
 // ErrConflict, ErrInvalid, ErrClosed) are system failures.
 //
 // The conformance suite in taskstore/storetest pins every rule stated here.

@@ -15,10 +15,11 @@
 //
 // # Errors
 //
-// Stores return ErrNotFound, ErrConflict and ErrInvalid (possibly wrapped
-// with a message naming the field); test for them with errors.Is. Any other
-// error is a system failure (I/O, a closed store, a cancelled context) whose
-// message never carries SQL text or file paths.
+// Stores return ErrNotFound, ErrConflict, ErrInvalid (possibly wrapped with
+// a message naming the field) and, after Close, ErrClosed; test for them
+// with errors.Is. A cancelled context gives the context's error. Any other
+// error is a system failure (I/O, a lost connection) whose message never
+// carries SQL text or file paths.
 package taskstore
 
 import (

@@ -369,8 +369,40 @@ func TestConfigFromEnvironment(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "many-secret") || !strings.Contains(err.Error(), "TASKSD_WORKERS") {
 		t.Fatalf("bad env value error: %v", err)
 	}
-	if _, err := parseConfig([]string{"-upstream-key", "k"}, func(string) string { return "" }, io.Discard); err == nil {
-		t.Fatal("-upstream-key without -upstream must fail")
+}
+
+func TestConfigRefusesBadValues(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-workers", "0"}, "-workers"},
+		{[]string{"-queue", "0"}, "-queue"},
+		{[]string{"-task-timeout", "0s"}, "-task-timeout"},
+		{[]string{"-retention", "-1s"}, "-retention"},
+		{[]string{"-standin-delay", "-1s"}, "-standin-delay"},
+		{[]string{"-callback-timeout", "0s"}, "-callback-timeout"},
+		{[]string{"-lease", "10s", "-callback-timeout", "15s"}, "-lease"},
+		{[]string{"-upstream-key", "k"}, "-upstream-key"},
+	} {
+		_, err := parseConfig(tc.args, func(string) string { return "" }, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want an error naming %s", tc.args, err, tc.want)
+		}
+	}
+}
+
+// The startup log names the database without its password.
+func TestRedactHidesPasswords(t *testing.T) {
+	for _, dsn := range []string{
+		"postgres://tasks:s3cret@db:5432/tasks?sslmode=require",
+		"postgres://tasks@db/tasks?password=s3cret&sslmode=disable",
+		"postgresql://tasks:s3cret@db/tasks?password=s3cret",
+	} {
+		got := redact(dsn)
+		if strings.Contains(got, "s3cret") || !strings.Contains(got, "db") {
+			t.Errorf("redact(%q) = %q", dsn, got)
+		}
 	}
 }
 

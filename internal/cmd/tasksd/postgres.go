@@ -19,14 +19,17 @@ func openPostgres(ctx context.Context, dsn string) (taskstore.Store, bool, strin
 	return st, false, "postgres " + redact(dsn), nil
 }
 
-// redact drops the password from a database URL for logging.
+// redact hides the password of a database URL for logging: the user
+// information's (url.URL.Redacted) and a password query parameter, which
+// pgx accepts too.
 func redact(dsn string) string {
 	u, err := url.Parse(dsn)
 	if err != nil {
 		return "(unparsable URL)"
 	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	if q := u.Query(); q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
 	}
-	return u.String()
+	return u.Redacted()
 }
