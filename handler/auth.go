@@ -122,7 +122,7 @@ func Authenticate(auth Authenticator, next http.Handler) http.Handler {
 		panic("handler.Authenticate: nil next handler")
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, ok := authenticate(w, r, auth, nil)
+		p, ok := authenticate(w, r, auth, slog.Default())
 		if !ok {
 			return
 		}
@@ -131,7 +131,7 @@ func Authenticate(auth Authenticator, next http.Handler) http.Handler {
 }
 
 // authenticate runs auth on r, or answers the contract's error and returns
-// false. log nil means slog.Default().
+// false; internal failures go to log.
 func authenticate(w http.ResponseWriter, r *http.Request, auth Authenticator, log *slog.Logger) (taskstore.Principal, bool) {
 	if strings.TrimSpace(r.Header.Get("Authorization")) == "" {
 		apierr.Write(w, http.StatusBadRequest, apierr.NoToken, "the authorization header is missing")
@@ -142,9 +142,6 @@ func authenticate(w http.ResponseWriter, r *http.Request, auth Authenticator, lo
 	case err == nil:
 		return p, true
 	case errors.Is(err, ErrAuthUnavailable):
-		if log == nil {
-			log = slog.Default()
-		}
 		apierr.Internal(r.Context(), w, log, "handler: authentication failed", err)
 	default:
 		apierr.Write(w, http.StatusUnauthorized, apierr.InvalidToken, "the token is not accepted")

@@ -193,6 +193,8 @@ func wireTable() []row {
 		ok("Batch/LimitMax", asTenant1, `{"action":"retrieve_batch","limit":100,"offset":0}`, batch(3, wireUnfinished, wireFlux, wireFinished)),
 		ok("Batch/MinusZeroOffset", asTenant1, `{"action":"retrieve_batch","offset":-0,"limit":1}`, batch(3, wireUnfinished)),
 		ok("Batch/IDs", asTenant1, `{"action":"retrieve_batch","ids":["`+taskOther.ID+`","`+taskFinished.ID+`","nope"]}`, batch(1, wireFinished)),
+		ok("Batch/IDs/Max", asTenant1, `{"action":"retrieve_batch","ids":[`+strings.TrimSuffix(strings.Repeat(`"x",`, 100), ",")+`]}`, batch(0)),
+		ok("Batch/TraceIDs/Max", asTenant1, `{"action":"retrieve_batch","trace_ids":[`+strings.TrimSuffix(strings.Repeat(`"x",`, 100), ",")+`]}`, batch(0)),
 		ok("Batch/IDs/Operator", asOperator, `{"action":"retrieve_batch","ids":["`+taskOther.ID+`","`+taskFinished.ID+`"]}`, batch(2, wireOther, wireFinished)),
 		ok("Batch/EmptyListsAreAbsent", asTenant1, `{"action":"retrieve_batch","ids":[],"trace_ids":null,"user_id":""}`, batch(3, wireUnfinished, wireFlux, wireFinished)),
 		ok("Batch/TraceIDs", asOperator, `{"action":"retrieve_batch","trace_ids":["my-trace-001"]}`, batch(2, wireOther, wireFinished)),

@@ -30,12 +30,6 @@ const (
 	MaxSeconds = 10_000_000_000
 )
 
-// maxFilterSeconds is the last Unix second a taskstore.Filter bound can
-// express (Filter.CreatedRange works in Unix nanoseconds, which end in
-// 2262). A created_at_max beyond it is no bound at all; a created_at_min
-// beyond it matches nothing.
-const maxFilterSeconds = 9_223_372_035
-
 type action uint8
 
 const (
@@ -55,7 +49,6 @@ type request struct {
 	applicationID, userID  string
 	typ                    string
 	createdMin, createdMax time.Time // zero is unbounded
-	matchNone              bool      // created_at_min lies beyond any stored time
 	offset, limit          int
 }
 
@@ -232,20 +225,14 @@ func parseBatch(raw *rawRequest, req *request) error {
 		if beyond { // a finer fraction than nanoseconds: the next nanosecond is the first instant inside
 			nsec++
 		}
-		if sec > maxFilterSeconds {
-			req.matchNone = true
-		} else {
-			req.createdMin = time.Unix(sec, nsec).UTC()
-		}
+		req.createdMin = time.Unix(sec, nsec).UTC()
 	}
 	if raw.createdMax != nil {
 		sec, nsec, _, err := parseSeconds("created_at_max", raw.createdMax)
 		if err != nil {
 			return err
 		}
-		if sec <= maxFilterSeconds {
-			req.createdMax = time.Unix(sec, nsec).UTC()
-		}
+		req.createdMax = time.Unix(sec, nsec).UTC()
 	}
 	req.offset, req.limit = 0, DefaultLimit
 	if raw.offset != nil {
@@ -304,9 +291,9 @@ func parseList(name string, v []byte) ([]string, error) {
 	if v == nil {
 		return nil, nil
 	}
-	bad := badf("%s must be an array of at most %d strings", name, MaxListLength)
+	bad := func() error { return badf("%s must be an array of at most %d strings", name, MaxListLength) }
 	if v[0] != '[' {
-		return nil, bad
+		return nil, bad()
 	}
 	var list []string
 	i := skipSpace(v, 1)
@@ -317,7 +304,7 @@ func parseList(name string, v []byte) ([]string, error) {
 		end := skipValue(v, i)
 		s, err := parseString(name, v[i:end])
 		if err != nil || len(list) == MaxListLength {
-			return nil, bad
+			return nil, bad()
 		}
 		if list == nil {
 			list = make([]string, 0, 4)

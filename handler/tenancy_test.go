@@ -97,7 +97,7 @@ func (q batchQuery) match(t taskstore.Task) bool {
 // randomQuery builds a retrieve_batch request using the filters whose bits
 // are set in mask.
 func randomQuery(rng *rand.Rand, mask int, tasks []taskstore.Task) batchQuery {
-	q := batchQuery{minMs: -1, maxMs: -1, limit: handler.DefaultLimit}
+	q := batchQuery{minMs: -1, maxMs: -1, limit: 12} // the contract's default, not handler.DefaultLimit
 	var fields []string
 	quoteAll := func(list []string) string {
 		b, _ := json.Marshal(list)
