@@ -177,12 +177,7 @@ func benchTask(i int) taskstore.Task {
 }
 
 // rawInsertArgs are the arguments the Store passes to insertSQL for t.
-func rawInsertArgs(t taskstore.Task) []any {
-	return []any{t.ID, t.TraceID, t.Type, ms(t.CreatedAt), ms(t.StartedAt), ms(t.FinishedAt),
-		t.ApplicationID, t.UserID, t.CredentialID, t.Callback.URL, t.Callback.Attempts,
-		ms(t.Callback.NextAttemptAt), ms(t.Callback.DeliveredAt), t.Callback.LastStatus,
-		t.Callback.LastError, ms(t.LeaseUntil), string(t.Request), nil}
-}
+func rawInsertArgs(t taskstore.Task) []any { return insertArgs(t) }
 
 func BenchmarkCreate(b *testing.B) {
 	s := benchOpen(b, emptyDB(b))

@@ -51,9 +51,6 @@ func (s *Store) translate(op string, err error) error {
 		return fmt.Errorf("sqlitestore: %s: %w", op, err)
 	case errors.Is(err, sql.ErrNoRows):
 		return fmt.Errorf("sqlitestore: %s: %w", op, taskstore.ErrNotFound)
-	case errors.Is(err, sql.ErrConnDone), err.Error() == "sql: database is closed",
-		err.Error() == "sql: statement is closed":
-		return fmt.Errorf("sqlitestore: %s: %w", op, taskstore.ErrClosed)
 	}
 	var se *sqlite.Error
 	if errors.As(err, &se) {
@@ -85,17 +82,6 @@ func isConstraint(err error) bool {
 	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_CONSTRAINT
 }
 
-// primaryNames are the names of SQLite's primary result codes.
-var primaryNames = [...]string{
-	0: "SQLITE_OK", 1: "SQLITE_ERROR", 2: "SQLITE_INTERNAL", 3: "SQLITE_PERM", 4: "SQLITE_ABORT",
-	5: "SQLITE_BUSY", 6: "SQLITE_LOCKED", 7: "SQLITE_NOMEM", 8: "SQLITE_READONLY",
-	9: "SQLITE_INTERRUPT", 10: "SQLITE_IOERR", 11: "SQLITE_CORRUPT", 12: "SQLITE_NOTFOUND",
-	13: "SQLITE_FULL", 14: "SQLITE_CANTOPEN", 15: "SQLITE_PROTOCOL", 16: "SQLITE_EMPTY",
-	17: "SQLITE_SCHEMA", 18: "SQLITE_TOOBIG", 19: "SQLITE_CONSTRAINT", 20: "SQLITE_MISMATCH",
-	21: "SQLITE_MISUSE", 22: "SQLITE_NOLFS", 23: "SQLITE_AUTH", 24: "SQLITE_FORMAT",
-	25: "SQLITE_RANGE", 26: "SQLITE_NOTADB", 27: "SQLITE_NOTICE", 28: "SQLITE_WARNING",
-}
-
 // extendedNames are the extended result codes the driver has no name for.
 var extendedNames = map[int]string{
 	sqlite3.SQLITE_BUSY_RECOVERY:         "SQLITE_BUSY_RECOVERY",
@@ -122,22 +108,33 @@ var extendedNames = map[int]string{
 // codeName names an SQLite result code: the primary code's name, with the
 // extended code's name when the driver knows it (SQLITE_IOERR_SHORT_READ).
 func codeName(code int) string {
+	if n, ok := extendedNames[code]; ok {
+		return n
+	}
+	if n, ok := driverName(code); ok {
+		return n
+	}
 	primary := code & 0xff
-	name := "SQLITE_" + strconv.Itoa(primary)
-	if primary < len(primaryNames) {
-		name = primaryNames[primary]
+	name, ok := driverName(primary)
+	if !ok {
+		name = "SQLITE_" + strconv.Itoa(primary)
 	}
 	if code == primary {
 		return name
 	}
-	if n, ok := extendedNames[code]; ok {
-		return n
-	}
-	// The driver's descriptions end in "(SQLITE_IOERR_READ)".
-	if d, ok := sqlite.ErrorCodeString[code]; ok {
-		if i := strings.LastIndex(d, "(SQLITE_"); i >= 0 && strings.HasSuffix(d, ")") {
-			return d[i+1 : len(d)-1]
-		}
-	}
 	return name + " (extended code " + strconv.Itoa(code) + ")"
+}
+
+// driverName is the code's name as the driver's description ends it, as in
+// "disk I/O error (SQLITE_IOERR_READ)".
+func driverName(code int) (string, bool) {
+	d, ok := sqlite.ErrorCodeString[code]
+	if !ok {
+		return "", false
+	}
+	i := strings.LastIndex(d, "(SQLITE_")
+	if i < 0 || !strings.HasSuffix(d, ")") {
+		return "", false
+	}
+	return d[i+1 : len(d)-1], true
 }

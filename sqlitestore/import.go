@@ -39,14 +39,7 @@ func (s *Store) Import(ctx context.Context, tasks []taskstore.Task) error {
 		if err != nil {
 			return fmt.Errorf("sqlitestore: import: task %d: %w", i, err)
 		}
-		var resp any // NULL until finished
-		if n.Response != nil {
-			resp = string(n.Response)
-		}
-		rows[i] = []any{n.ID, n.TraceID, n.Type, ms(n.CreatedAt), ms(n.StartedAt), ms(n.FinishedAt),
-			n.ApplicationID, n.UserID, n.CredentialID, n.Callback.URL, n.Callback.Attempts,
-			ms(n.Callback.NextAttemptAt), ms(n.Callback.DeliveredAt), n.Callback.LastStatus,
-			n.Callback.LastError, ms(n.LeaseUntil), string(n.Request), resp}
+		rows[i] = insertArgs(n)
 	}
 	failed := -1
 	err := s.submit(ctx, true, true, func(w *writer) error {

@@ -69,8 +69,9 @@
 // # Errors
 //
 // Methods return the taskstore sentinels (ErrNotFound, ErrConflict,
-// ErrInvalid, ErrClosed) or the context's error, wrapped with the operation
-// name. Any other failure is an *Error naming the operation and the SQLite
+// ErrClosed) or the context's error wrapped with the operation name, and
+// ErrInvalid as taskstore.Invalidf makes it (its message names the field).
+// Any other failure is an *Error naming the operation and the SQLite
 // result code; its message never contains SQL or file paths (the details go
 // to the logger given with WithLogger). Errors from Open do name the path,
 // since they are meant for the operator who chose it.
@@ -244,7 +245,7 @@ func checkPath(path string) error {
 	switch {
 	case path == "":
 		return errors.New("sqlitestore: open: empty database path")
-	case path == ":memory:" || strings.HasPrefix(path, "file:") || strings.Contains(path, "mode=memory"):
+	case path == ":memory:" || strings.HasPrefix(path, "file:"):
 		return fmt.Errorf("sqlitestore: open %q: in-memory databases and URIs are not supported "+
 			"(each pooled connection would see its own database); give a file path, or use memstore", path)
 	case strings.ContainsRune(path, '?'):

@@ -176,19 +176,26 @@ func (s *Store) Create(ctx context.Context, t taskstore.Task) error {
 	if err != nil {
 		return err
 	}
+	args := insertArgs(n)
+	err = s.write(ctx, false, func(w *writer) error {
+		_, err := w.insert.Exec(args...)
+		return err
+	})
+	return s.translate(op, err)
+}
+
+// insertArgs are the arguments of insertSQL for the normalized task n.
+// Request and response are bound as strings (TEXT); a nil response is
+// NULL.
+func insertArgs(n taskstore.Task) []any {
 	var resp any // NULL until finished
 	if n.Response != nil {
 		resp = string(n.Response)
 	}
-	req := string(n.Request) // a string: the driver binds it as TEXT
-	err = s.write(ctx, false, func(w *writer) error {
-		_, err := w.insert.Exec(n.ID, n.TraceID, n.Type, ms(n.CreatedAt), ms(n.StartedAt), ms(n.FinishedAt),
-			n.ApplicationID, n.UserID, n.CredentialID, n.Callback.URL, n.Callback.Attempts,
-			ms(n.Callback.NextAttemptAt), ms(n.Callback.DeliveredAt), n.Callback.LastStatus,
-			n.Callback.LastError, ms(n.LeaseUntil), req, resp)
-		return err
-	})
-	return s.translate(op, err)
+	return []any{n.ID, n.TraceID, n.Type, ms(n.CreatedAt), ms(n.StartedAt), ms(n.FinishedAt),
+		n.ApplicationID, n.UserID, n.CredentialID, n.Callback.URL, n.Callback.Attempts,
+		ms(n.Callback.NextAttemptAt), ms(n.Callback.DeliveredAt), n.Callback.LastStatus,
+		n.Callback.LastError, ms(n.LeaseUntil), string(n.Request), resp}
 }
 
 // Get returns the task with the given id, or ErrNotFound.

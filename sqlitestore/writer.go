@@ -58,11 +58,11 @@ type writer struct {
 
 	begin, commit, rollback *sqlx.Stmt
 
-	// guard, when set, runs before each batch; its error fails the whole
+	// guard runs before each batch; its error fails the whole
 	// batch without writing (see ErrFileGone).
 	guard func() error
 
-	// ckpt, when set, is told after each batch that the WAL grew.
+	// ckpt is told after each batch that the WAL grew.
 	ckpt *checkpointer
 
 	insert, start, finish, exists, del, prune, renew *sqlx.Stmt
@@ -167,7 +167,7 @@ func (w *writer) run() {
 				}
 			}
 		}
-		if err := w.checkGuard(); err != nil {
+		if err := w.guard(); err != nil {
 			for _, o := range live {
 				o.done <- err
 			}
@@ -180,20 +180,11 @@ func (w *writer) run() {
 				w.execSolo(o)
 			}
 		}
-		if w.ckpt != nil {
-			w.ckpt.committed()
-		}
+		w.ckpt.committed()
 		clear(w.batch)
-		clear(w.solo)
+		clear(solo)
 		w.solo = solo[:0]
 	}
-}
-
-func (w *writer) checkGuard() error {
-	if w.guard == nil {
-		return nil
-	}
-	return w.guard()
 }
 
 // exec runs ops and sends each its result once the outcome is final.
