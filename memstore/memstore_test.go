@@ -3,7 +3,6 @@ package memstore_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"runtime"
 	"slices"
@@ -139,22 +138,6 @@ func TestDeleteAndPruneMaintainIndexes(t *testing.T) {
 	}
 }
 
-// An empty string among the trace ids matches the tasks without a trace id,
-// like any other value.
-func TestFindEmptyTraceID(t *testing.T) {
-	s := newStore(t)
-	a, b, c := task("a", 0), task("b", 1), task("c", 2)
-	a.TraceID, b.TraceID = "tr", "other"
-	for _, x := range []taskstore.Task{a, b, c} {
-		must(t, s.Create(ctx, x))
-	}
-	page, total, err := s.Find(ctx, taskstore.Filter{TraceIDs: []string{"", "tr"}, Limit: 10})
-	must(t, err)
-	if total != 2 || !slices.Equal(ids(page), []string{"c", "a"}) {
-		t.Fatalf("got %v total %d, want [c a] total 2", ids(page), total)
-	}
-}
-
 // The tasks of a page share one buffer for their JSON; growing one task's
 // slice never overwrites the next task's bytes.
 func TestPageJSONIsIndependent(t *testing.T) {
@@ -173,106 +156,6 @@ func TestPageJSONIsIndependent(t *testing.T) {
 	if string(got.Request) != `{"prompt":"a"}` {
 		t.Fatalf("stored request changed: %s", got.Request)
 	}
-}
-
-// A zero time for Start, Finish and a delivered attempt means now.
-func TestZeroTimeMeansNow(t *testing.T) {
-	s := newStore(t)
-	x := task("x", 0)
-	x.Callback.URL = "http://r/"
-	must(t, s.Create(ctx, x))
-	before := time.Now().Add(-time.Millisecond)
-	must(t, s.Start(ctx, "x", time.Time{}))
-	must(t, s.Finish(ctx, "x", json.RawMessage(`{}`), time.Time{}))
-	must(t, s.RecordAttempt(ctx, "x", taskstore.Attempt{Status: 200, Delivered: true}))
-	got, err := s.Get(ctx, "x")
-	must(t, err)
-	after := time.Now().Add(time.Millisecond)
-	for name, v := range map[string]time.Time{
-		"StartedAt": got.StartedAt, "FinishedAt": got.FinishedAt, "DeliveredAt": got.Callback.DeliveredAt,
-	} {
-		if v.Before(before) || v.After(after) {
-			t.Errorf("%s = %v, want about now", name, v)
-		}
-	}
-}
-
-// "Strictly before" is exact for times with a fraction of a millisecond.
-func TestBeforeWithFraction(t *testing.T) {
-	s := newStore(t)
-	x := task("x", 5)
-	x.LeaseUntil = base.Add(7 * time.Millisecond)
-	must(t, s.Create(ctx, x))
-	cut := base.Add(7*time.Millisecond + 500*time.Microsecond)
-	if got, err := s.Abandoned(ctx, cut, 10); err != nil || len(got) != 1 {
-		t.Fatalf("Abandoned(lease+0.5ms) = %v, %v; want the task", ids(got), err)
-	}
-	if got, err := s.Abandoned(ctx, base.Add(7*time.Millisecond), 10); err != nil || len(got) != 0 {
-		t.Fatalf("Abandoned(lease) = %v, %v; want none", ids(got), err)
-	}
-	if n, err := s.Prune(ctx, base.Add(5*time.Millisecond), 10); err != nil || n != 0 {
-		t.Fatalf("Prune(created) = %d, %v; want 0", n, err)
-	}
-	if n, err := s.Prune(ctx, base.Add(5*time.Millisecond+time.Microsecond), 10); err != nil || n != 1 {
-		t.Fatalf("Prune(created+1µs) = %d, %v; want 1", n, err)
-	}
-}
-
-func TestClaimNegativeLease(t *testing.T) {
-	s := newStore(t)
-	_, err := s.ClaimDeliveries(ctx, base, -time.Second, 1)
-	if !errors.Is(err, taskstore.ErrInvalid) || !strings.Contains(err.Error(), "lease") {
-		t.Fatalf("negative lease: %v, want ErrInvalid naming lease", err)
-	}
-}
-
-// calls exercises every method once.
-func calls(s *memstore.Store) map[string]func(context.Context) error {
-	return map[string]func(context.Context) error{
-		"Create": func(c context.Context) error { return s.Create(c, task("new", 0)) },
-		"Get":    func(c context.Context) error { _, err := s.Get(c, "x"); return err },
-		"Find": func(c context.Context) error {
-			_, _, err := s.Find(c, taskstore.Filter{Limit: 1})
-			return err
-		},
-		"Start":  func(c context.Context) error { return s.Start(c, "x", base) },
-		"Finish": func(c context.Context) error { return s.Finish(c, "x", json.RawMessage(`{}`), base) },
-		"Delete": func(c context.Context) error { return s.Delete(c, "x") },
-		"Prune":  func(c context.Context) error { _, err := s.Prune(c, base, 1); return err },
-		"RenewLeases": func(c context.Context) error {
-			return s.RenewLeases(c, []string{"x"}, base)
-		},
-		"Abandoned": func(c context.Context) error { _, err := s.Abandoned(c, base, 1); return err },
-		"ClaimDeliveries": func(c context.Context) error {
-			_, err := s.ClaimDeliveries(c, base, time.Minute, 1)
-			return err
-		},
-		"RecordAttempt": func(c context.Context) error {
-			return s.RecordAttempt(c, "x", taskstore.Attempt{At: base, Delivered: true})
-		},
-	}
-}
-
-func TestEveryMethodHonoursContextAndClose(t *testing.T) {
-	s := newStore(t)
-	must(t, s.Create(ctx, task("x", 0)))
-	cancelled, cancel := context.WithCancel(ctx)
-	cancel()
-	for name, call := range calls(s) {
-		if err := call(cancelled); !errors.Is(err, context.Canceled) {
-			t.Errorf("%s with a cancelled context: %v", name, err)
-		}
-	}
-	if _, err := s.Get(ctx, "x"); err != nil {
-		t.Fatalf("a cancelled call changed the store: %v", err)
-	}
-	must(t, s.Close())
-	for name, call := range calls(s) {
-		if err := call(ctx); !errors.Is(err, taskstore.ErrClosed) {
-			t.Errorf("%s after Close: %v", name, err)
-		}
-	}
-	must(t, s.Close())
 }
 
 // Issue 6: memory per task is at most twice the task's own bytes, for

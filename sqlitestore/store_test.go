@@ -348,65 +348,6 @@ func TestCloseWhileBusy(t *testing.T) {
 	}
 }
 
-// TestZeroTimes: a zero time in Start, Finish and a delivered attempt means
-// now (as in memstore); a zero now in ClaimDeliveries is invalid.
-func TestZeroTimes(t *testing.T) {
-	s, _ := mustOpen(t)
-	x := newTask("x", 0)
-	x.Callback.URL = "http://r/"
-	if err := s.Create(ctx, x); err != nil {
-		t.Fatal(err)
-	}
-	before := time.Now().Add(-time.Millisecond)
-	if err := s.Start(ctx, "x", time.Time{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Finish(ctx, "x", json.RawMessage(`{}`), time.Time{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.RecordAttempt(ctx, "x", taskstore.Attempt{Status: 200, Delivered: true}); err != nil {
-		t.Fatal(err)
-	}
-	after := time.Now().Add(time.Millisecond)
-	got, err := s.Get(ctx, "x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, at := range map[string]time.Time{
-		"StartedAt": got.StartedAt, "FinishedAt": got.FinishedAt, "DeliveredAt": got.Callback.DeliveredAt,
-	} {
-		if at.Before(before) || at.After(after) {
-			t.Errorf("%s = %v, want about now", name, at)
-		}
-	}
-	if _, err := s.ClaimDeliveries(ctx, time.Time{}, time.Minute, 1); !errors.Is(err, taskstore.ErrInvalid) {
-		t.Errorf("ClaimDeliveries(zero now) = %v, want ErrInvalid", err)
-	}
-}
-
-// TestAbandonedSubMillisecond: a lease at 5ms is before 5.5ms.
-func TestAbandonedSubMillisecond(t *testing.T) {
-	s, _ := mustOpen(t)
-	x := newTask("x", 0)
-	x.LeaseUntil = base.Add(5 * time.Millisecond)
-	if err := s.Create(ctx, x); err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct {
-		before time.Time
-		want   int
-	}{
-		{base.Add(5 * time.Millisecond), 0},
-		{base.Add(5*time.Millisecond + 500*time.Microsecond), 1},
-		{base.Add(6 * time.Millisecond), 1},
-	} {
-		got, err := s.Abandoned(ctx, tc.before, 10)
-		if err != nil || len(got) != tc.want {
-			t.Errorf("Abandoned(%v) = %d tasks (err %v), want %d", tc.before, len(got), err, tc.want)
-		}
-	}
-}
-
 // TestExtremeLimits: the largest Limit and Offset values work in every
 // query shape and allocate nothing in proportion to them.
 func TestExtremeLimits(t *testing.T) {

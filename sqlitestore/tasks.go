@@ -299,7 +299,7 @@ func (s *Store) Prune(ctx context.Context, before time.Time, limit int) (int, er
 	}
 	var deleted int64
 	err := s.write(ctx, false, func(w *writer) error {
-		res, err := w.prune.Exec(ms(before), limit)
+		res, err := w.prune.Exec(taskstore.CeilMillis(before), limit) // created_ms < before, exactly
 		if err != nil {
 			return err
 		}

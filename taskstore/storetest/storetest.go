@@ -86,6 +86,11 @@ func Run(t *testing.T, newStore func(t *testing.T) taskstore.Store) {
 		{"Outbox/OrderAndClaim", testOutboxOrder},
 		{"Outbox/Attempts", testOutboxAttempts},
 		{"Outbox/Conflicts", testOutboxConflicts},
+		{"Find/EmptyTraceID", testFindEmptyTraceID},
+		{"Find/DuplicateTypes", testFindDuplicateTypes},
+		{"Prune/AnyState", testPruneAnyState},
+		{"ZeroTimeMeansNow", testZeroTimeMeansNow},
+		{"BeforeWithFraction", testBeforeWithFraction},
 		{"Closed", testClosed},
 		{"Context/Cancelled", testCancelled},
 		{"Concurrent", testConcurrent},
@@ -896,36 +901,154 @@ func testOutboxConflicts(t *testing.T, s taskstore.Store) {
 	wantErr(t, "attempt without URL", s.RecordAttempt(ctx, "n", taskstore.Attempt{At: base}), taskstore.ErrConflict)
 }
 
+// everyMethod calls each method of s once, on the task "x".
+func everyMethod(s taskstore.Store) map[string]func(context.Context) error {
+	return map[string]func(context.Context) error{
+		"Create": func(c context.Context) error { return s.Create(c, task("new", 0)) },
+		"Get":    func(c context.Context) error { _, err := s.Get(c, "x"); return err },
+		"Find": func(c context.Context) error {
+			_, _, err := s.Find(c, taskstore.Filter{Limit: 1})
+			return err
+		},
+		"Start":       func(c context.Context) error { return s.Start(c, "x", base) },
+		"Finish":      func(c context.Context) error { return s.Finish(c, "x", json.RawMessage(`{}`), base) },
+		"Delete":      func(c context.Context) error { return s.Delete(c, "x") },
+		"Prune":       func(c context.Context) error { _, err := s.Prune(c, base, 1); return err },
+		"RenewLeases": func(c context.Context) error { return s.RenewLeases(c, []string{"x"}, base) },
+		"Abandoned":   func(c context.Context) error { _, err := s.Abandoned(c, base, 1); return err },
+		"ClaimDeliveries": func(c context.Context) error {
+			_, err := s.ClaimDeliveries(c, base, time.Minute, 1)
+			return err
+		},
+		"RecordAttempt": func(c context.Context) error {
+			return s.RecordAttempt(c, "x", taskstore.Attempt{At: base, Delivered: true})
+		},
+	}
+}
+
 func testClosed(t *testing.T, s taskstore.Store) {
 	mustCreate(t, s, task("x", 0))
 	must(t, s.Close())
 	must(t, s.Close())
-	_, err := s.Get(ctx, "x")
-	wantErr(t, "Get after Close", err, taskstore.ErrClosed)
-	wantErr(t, "Create after Close", s.Create(ctx, task("y", 0)), taskstore.ErrClosed)
-	_, _, err = s.Find(ctx, taskstore.Filter{Limit: 1})
-	wantErr(t, "Find after Close", err, taskstore.ErrClosed)
+	for name, call := range everyMethod(s) {
+		wantErr(t, name+" after Close", call(ctx), taskstore.ErrClosed)
+	}
 }
 
 func testCancelled(t *testing.T, s taskstore.Store) {
-	mustCreate(t, s, task("x", 0))
+	x := task("x", 0)
+	x.Callback.URL = "http://r/"
+	mustCreate(t, s, x)
 	c, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := s.Get(c, "x"); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Get with cancelled ctx = %v, want context.Canceled", err)
+	for name, call := range everyMethod(s) {
+		if err := call(c); !errors.Is(err, context.Canceled) {
+			t.Errorf("%s with a cancelled context = %v, want context.Canceled", name, err)
+		}
 	}
-	if err := s.Create(c, task("y", 0)); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Create with cancelled ctx = %v, want context.Canceled", err)
-	}
-	if _, err := s.Get(ctx, "y"); !errors.Is(err, taskstore.ErrNotFound) {
+	// None of them changed anything.
+	if _, err := s.Get(ctx, "new"); !errors.Is(err, taskstore.ErrNotFound) {
 		t.Fatalf("Create with cancelled ctx stored the task (Get: %v)", err)
+	}
+	want, err := taskstore.Normalize(x, base)
+	must(t, err)
+	equal(t, mustGet(t, s, "x"), want)
+}
+
+// An empty string among the trace ids matches the tasks without a trace id,
+// like any other value.
+func testFindEmptyTraceID(t *testing.T, s taskstore.Store) {
+	a, b, c := task("a", 0), task("b", 1), task("c", 2)
+	a.TraceID, b.TraceID = "tr", "other"
+	mustCreate(t, s, a, b, c)
+	page, total := find(t, s, taskstore.Filter{TraceIDs: []string{"", "tr"}, Limit: 10})
+	if total != 2 || !slices.Equal(page, []string{"c", "a"}) {
+		t.Fatalf("got %v total %d, want [c a] total 2", page, total)
+	}
+}
+
+// A type listed twice counts and pages like a type listed once.
+func testFindDuplicateTypes(t *testing.T, s taskstore.Store) {
+	x1, y1, x2 := task("x1", 0), task("y1", 1), task("x2", 2)
+	x1.Type, y1.Type, x2.Type = "x", "y", "x"
+	mustCreate(t, s, x1, y1, x2)
+	for _, offset := range []int{0, 1, 2} {
+		want, wantTotal := find(t, s, taskstore.Filter{Types: []string{"x", "y"}, Offset: offset, Limit: 10})
+		got, total := find(t, s, taskstore.Filter{Types: []string{"x", "x", "y"}, Offset: offset, Limit: 10})
+		if total != wantTotal || wantTotal != 3 || !slices.Equal(got, want) {
+			t.Fatalf("offset %d: [x x y] gave %v total %d; [x y] gave %v total %d (want 3)",
+				offset, got, total, want, wantTotal)
+		}
+	}
+}
+
+// Prune deletes old tasks whatever their state: unfinished and leased,
+// finished with a delivery pending.
+func testPruneAnyState(t *testing.T, s taskstore.Store) {
+	leased := task("leased", 0)
+	leased.LeaseUntil = base.Add(time.Hour)
+	mustCreate(t, s, leased)
+	finished(t, s, map[string]int{"pending": 1})
+	n, err := s.Prune(ctx, base.Add(time.Second), 10)
+	must(t, err)
+	if n != 2 {
+		t.Fatalf("Prune deleted %d, want 2", n)
+	}
+	for _, id := range []string{"leased", "pending"} {
+		if _, err := s.Get(ctx, id); !errors.Is(err, taskstore.ErrNotFound) {
+			t.Errorf("%s after Prune: %v", id, err)
+		}
+	}
+	if claimed, err := s.ClaimDeliveries(ctx, base.Add(time.Hour), time.Minute, 10); err != nil || len(claimed) != 0 {
+		t.Errorf("deliveries of pruned tasks: %v, %v", ids(claimed), err)
+	}
+}
+
+// A zero time for Start, Finish and a delivered attempt means now.
+func testZeroTimeMeansNow(t *testing.T, s taskstore.Store) {
+	x := task("x", 0)
+	x.Callback.URL = "http://r/"
+	mustCreate(t, s, x)
+	before := time.Now().Add(-time.Millisecond)
+	must(t, s.Start(ctx, "x", time.Time{}))
+	must(t, s.Finish(ctx, "x", json.RawMessage(`{}`), time.Time{}))
+	must(t, s.RecordAttempt(ctx, "x", taskstore.Attempt{Status: 200, Delivered: true}))
+	got := mustGet(t, s, "x")
+	after := time.Now().Add(time.Millisecond)
+	for name, v := range map[string]time.Time{
+		"StartedAt": got.StartedAt, "FinishedAt": got.FinishedAt, "DeliveredAt": got.Callback.DeliveredAt,
+	} {
+		if v.Before(before) || v.After(after) {
+			t.Errorf("%s = %v, want about now", name, v)
+		}
+	}
+}
+
+// "Strictly before" is exact for times with a fraction of a millisecond.
+func testBeforeWithFraction(t *testing.T, s taskstore.Store) {
+	x := task("x", 5)
+	x.LeaseUntil = base.Add(7 * time.Millisecond)
+	mustCreate(t, s, x)
+	if got, err := s.Abandoned(ctx, base.Add(7*time.Millisecond+500*time.Microsecond), 10); err != nil || len(got) != 1 {
+		t.Fatalf("Abandoned(lease+0.5ms) = %v, %v; want the task", ids(got), err)
+	}
+	if got, err := s.Abandoned(ctx, base.Add(7*time.Millisecond), 10); err != nil || len(got) != 0 {
+		t.Fatalf("Abandoned(lease) = %v, %v; want none", ids(got), err)
+	}
+	if n, err := s.Prune(ctx, base.Add(5*time.Millisecond), 10); err != nil || n != 0 {
+		t.Fatalf("Prune(created) = %d, %v; want 0", n, err)
+	}
+	if n, err := s.Prune(ctx, base.Add(5*time.Millisecond+time.Microsecond), 10); err != nil || n != 1 {
+		t.Fatalf("Prune(created+1µs) = %d, %v; want 1", n, err)
 	}
 }
 
 func testConcurrent(t *testing.T, s taskstore.Store) {
 	const workers, each = 32, 25
 	var wg sync.WaitGroup
-	errs := make(chan error, workers)
+	errs := make(chan error, workers*each)
+	var claimedMu sync.Mutex
+	claimed := map[string]bool{} // by the workers' claims, all in one window
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func(w int) {
@@ -950,10 +1073,19 @@ func testConcurrent(t *testing.T, s taskstore.Store) {
 					return
 				}
 				if i%5 == 0 {
-					if _, err := s.ClaimDeliveries(ctx, base.Add(time.Minute), time.Hour, 5); err != nil {
+					got, err := s.ClaimDeliveries(ctx, base.Add(time.Minute), time.Hour, 5)
+					if err != nil {
 						errs <- fmt.Errorf("claim: %w", err)
 						return
 					}
+					claimedMu.Lock()
+					for _, c := range got {
+						if claimed[c.ID] {
+							errs <- fmt.Errorf("%s claimed twice within one claim window", c.ID)
+						}
+						claimed[c.ID] = true
+					}
+					claimedMu.Unlock()
 				}
 			}
 		}(w)
