@@ -238,6 +238,7 @@ func (r *Recorder) close(ctx context.Context) error {
 
 	r.bgCancel()
 	r.bgWG.Wait()
+	r.sender.CloseIdleConnections()
 	return err
 }
 

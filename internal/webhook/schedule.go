@@ -78,21 +78,6 @@ func (s Schedule) String() string {
 	return b.String()
 }
 
-// WithAttempts returns a schedule of exactly n attempts (n >= 1): s cut
-// short, or extended by repeating its last delay ("…, 10h, 10h, 10h").
-// An empty s is extended with zero delays. It does not modify s.
-func (s Schedule) WithAttempts(n int) Schedule {
-	n = max(n, 1)
-	out := make(Schedule, n)
-	copy(out, s)
-	if len(s) > 0 {
-		for i := len(s); i < n; i++ {
-			out[i] = s[len(s)-1]
-		}
-	}
-	return out
-}
-
 // Next returns when attempt number attempts+1 is due, given that attempts
 // attempts have been made (normally >= 1; a negative count counts as 0) and
 // that the last one, made at at, failed. ok is false when the schedule is

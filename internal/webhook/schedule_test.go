@@ -57,30 +57,6 @@ func TestParseSchedule(t *testing.T) {
 	}
 }
 
-func TestWithAttempts(t *testing.T) {
-	s := webhook.Schedule{0, time.Second, time.Hour}
-	for _, tt := range []struct {
-		n    int
-		want webhook.Schedule
-	}{
-		{0, webhook.Schedule{0}},
-		{1, webhook.Schedule{0}},
-		{2, webhook.Schedule{0, time.Second}},
-		{3, s},
-		{5, webhook.Schedule{0, time.Second, time.Hour, time.Hour, time.Hour}},
-	} {
-		if got := s.WithAttempts(tt.n); !slices.Equal(got, tt.want) {
-			t.Errorf("WithAttempts(%d) = %v, want %v", tt.n, got, tt.want)
-		}
-	}
-	if got := (webhook.Schedule{}).WithAttempts(2); !slices.Equal(got, webhook.Schedule{0, 0}) {
-		t.Errorf("empty WithAttempts(2) = %v", got)
-	}
-	if !slices.Equal(s, webhook.Schedule{0, time.Second, time.Hour}) {
-		t.Errorf("WithAttempts modified its receiver: %v", s)
-	}
-}
-
 func constRand(v float64) func() float64 { return func() float64 { return v } }
 
 func TestNextJitterBounds(t *testing.T) {

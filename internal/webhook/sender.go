@@ -87,8 +87,7 @@ type Sender struct {
 	maxResp      int64
 	userAgent    []string
 	client       *http.Client
-	transport    *http.Transport // nil when Options.Transport is set
-	dialer       *dialer         // nil when Options.Transport is set
+	dialer       *dialer // nil when Options.Transport is set
 }
 
 // NewSender returns a Sender configured by o. It fails on a malformed
@@ -133,7 +132,7 @@ func NewSender(o Options) (*Sender, error) {
 	rt := o.Transport
 	if rt == nil {
 		s.dialer = newDialer(o.AllowPrivateNetworks)
-		s.transport = &http.Transport{
+		rt = &http.Transport{
 			Proxy:                  nil, // an environment proxy would dial for us, past the guard
 			DialContext:            s.dialer.DialContext,
 			ForceAttemptHTTP2:      true,
@@ -145,7 +144,6 @@ func NewSender(o Options) (*Sender, error) {
 			MaxResponseHeaderBytes: 64 << 10,
 			DisableCompression:     true, // the answer is discarded; do not invite gzip
 		}
-		rt = s.transport
 	}
 	s.client = &http.Client{
 		Transport: rt,

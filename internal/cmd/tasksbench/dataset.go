@@ -41,8 +41,9 @@ func mix(x uint64) uint64 {
 	return x ^ (x >> 31)
 }
 
-// taskID is the UUIDv4-shaped id of task i: random-looking, as callback mode
-// makes them, so that inserts land all over the id index.
+// taskID is the UUIDv4-shaped id of task i: random-looking, so that inserts
+// land all over the id index (the worst case; callback mode makes version 7
+// UUIDs, which sort in creation order).
 func taskID(i int) string {
 	hi, lo := mix(uint64(i)), mix(uint64(i)^0x5bd1e995)
 	return fmt.Sprintf("%08x-%04x-4%03x-%04x-%012x", hi>>32, (hi>>16)&0xffff, hi&0xfff,

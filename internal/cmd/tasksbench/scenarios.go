@@ -223,9 +223,7 @@ const (
 	rawReaderDSN = `?_pragma=busy_timeout(10000)&_pragma=query_only(1)`
 )
 
-func ms(t time.Time) int64 { return taskstore.ToMillis(t) }
-
-// emptyStore creates a new database with the schema in the scratch
+// emptyDB creates a new database with the schema in the scratch
 // directory and returns its path.
 func (b *bench) emptyDB(name string) (string, error) {
 	path := filepath.Join(b.scratch, name)
@@ -237,15 +235,11 @@ func (b *bench) emptyDB(name string) (string, error) {
 }
 
 func (b *bench) sqliteCreate(ctx context.Context) ([]Result, error) {
-	oursPath, err := b.emptyDB("create-ours.db")
-	if err != nil {
-		return nil, err
-	}
 	refPath, err := b.emptyDB("create-ref.db")
 	if err != nil {
 		return nil, err
 	}
-	s, err := sqlitestore.Open(oursPath)
+	s, err := sqlitestore.Open(filepath.Join(b.scratch, "create-ours.db"))
 	if err != nil {
 		return nil, err
 	}
@@ -359,11 +353,7 @@ func (b *bench) sqliteFind(ctx context.Context) ([]Result, error) {
 }
 
 func (b *bench) concurrentCreate(ctx context.Context) ([]Result, error) {
-	path, err := b.emptyDB("concurrent.db")
-	if err != nil {
-		return nil, err
-	}
-	s, err := sqlitestore.Open(path)
+	s, err := sqlitestore.Open(filepath.Join(b.scratch, "concurrent.db"))
 	if err != nil {
 		return nil, err
 	}
@@ -717,9 +707,8 @@ func (b *bench) delivery(ctx context.Context) ([]Result, error) {
 		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: max(64, c)}}
 		do := func(ctx context.Context) (int, error) {
 			var next atomic.Int64
-			l := load{conc: c, op: nil}
 			errs := make(chan error, c)
-			for range l.conc {
+			for range c {
 				go func() {
 					for {
 						i := next.Add(1) - 1
@@ -738,7 +727,7 @@ func (b *bench) delivery(ctx context.Context) ([]Result, error) {
 				}()
 			}
 			var first error
-			for range l.conc {
+			for range c {
 				if err := <-errs; err != nil && first == nil {
 					first = err
 				}

@@ -42,11 +42,7 @@ func (f scheduleFlag) String() string {
 	if f.s == nil {
 		return ""
 	}
-	parts := make([]string, len(*f.s))
-	for i, d := range *f.s {
-		parts[i] = d.String()
-	}
-	return strings.Join(parts, ",")
+	return f.s.String()
 }
 
 func (f scheduleFlag) Set(v string) error {
