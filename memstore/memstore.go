@@ -35,6 +35,7 @@
 package memstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -335,7 +336,7 @@ func (s *Store) Finish(ctx context.Context, id string, response json.RawMessage,
 		return taskstore.Invalidf("response must be valid JSON")
 	}
 	ms := taskstore.MillisOrNow(at)
-	response = append(json.RawMessage(make([]byte, 0, len(response))), response...)
+	response = bytes.Clone(response)
 	return s.update(id, func(slot uint32, r *rec) error {
 		if r.finished != 0 {
 			return fmt.Errorf("%w: task %q has already finished", taskstore.ErrConflict, id)
@@ -495,7 +496,11 @@ func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attemp
 	delivered, next := a.Millis()
 	return s.update(id, func(slot uint32, r *rec) error {
 		if !r.pending() {
-			return fmt.Errorf("%w: the callback of task %q is %s, not pending", taskstore.ErrConflict, id, r.state())
+			return fmt.Errorf("%w: the callback of task %q is %s, not pending", taskstore.ErrConflict, id, taskstore.Task{
+				FinishedAt: taskstore.FromMillis(r.finished),
+				Callback: taskstore.Callback{URL: r.url,
+					NextAttemptAt: taskstore.FromMillis(r.next), DeliveredAt: taskstore.FromMillis(r.delivered)},
+			}.DeliveryState())
 		}
 		s.due.remove(&s.recs, byDue, slot)
 		r.attempts++

@@ -26,27 +26,6 @@ func (r *rec) pending() bool {
 	return r.url != "" && r.finished != 0 && r.delivered == 0 && r.next != 0
 }
 
-// state names the delivery state, for error messages.
-func (r *rec) state() taskstore.DeliveryState {
-	switch {
-	case r.url == "":
-		return taskstore.NoCallback
-	case r.finished == 0:
-		return taskstore.Waiting
-	case r.delivered != 0:
-		return taskstore.Delivered
-	case r.next != 0:
-		return taskstore.Pending
-	}
-	return taskstore.GaveUp
-}
-
-// payload is the number of bytes of the task's own data.
-func (r *rec) payload() int {
-	return len(r.request) + len(r.response) + len(r.id) + len(r.traceID) + len(r.typ) +
-		len(r.app) + len(r.user) + len(r.cred) + len(r.url) + len(r.lastErr)
-}
-
 // task returns the task as a value; its JSON is carved out of *buf, which the
 // caller sized for every task it converts (one allocation per page).
 func (r *rec) task(buf *[]byte) taskstore.Task {

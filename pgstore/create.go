@@ -13,9 +13,9 @@ import (
 	"github.com/tasksapi/tasks/taskstore"
 )
 
-// Create stores tasks with group commit: a Create that finds no statement
-// of its kind running runs its INSERT at once, on its own goroutine, so a
-// lone caller pays no extra latency; Creates that arrive while
+// Create stores tasks with group commit: a Create that finds fewer than
+// maxCreateStatements INSERTs running runs its own at once, on the caller's
+// goroutine, so a lone caller pays no extra latency; Creates that arrive while
 // maxCreateStatements INSERTs are running queue up and the next free slot
 // inserts them all with one statement (one round trip, one commit, one
 // trigger run). Under many concurrent callers this multiplies throughput,

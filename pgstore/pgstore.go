@@ -168,8 +168,8 @@ type row struct {
 	LastStatus    int
 	LastError     string
 	LeaseMs       int64
-	// JSON columns scan into []byte: database/sql copies into a *[]byte
-	// (the driver may reuse its buffer), and NULL gives nil.
+	// JSON columns scan into []byte: pgx gives each Scan a new slice, and
+	// NULL gives nil.
 	Request  []byte
 	Response []byte
 }
@@ -661,15 +661,11 @@ func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attemp
 	if err != nil {
 		return err
 	}
-	why := "given up"
-	switch {
-	case st.CallbackURL == "":
-		why = "none (no callback URL)"
-	case st.FinishedMs == 0:
-		why = "waiting (the task has not finished)"
-	case st.DeliveredMs != 0:
-		why = "delivered"
-	}
+	why := taskstore.Task{
+		FinishedAt: taskstore.FromMillis(st.FinishedMs),
+		Callback: taskstore.Callback{URL: st.CallbackURL,
+			NextAttemptAt: taskstore.FromMillis(st.NextAttemptMs), DeliveredAt: taskstore.FromMillis(st.DeliveredMs)},
+	}.DeliveryState()
 	return fmt.Errorf("%w: the callback of task %q is %s, not pending", taskstore.ErrConflict, id, why)
 }
 

@@ -95,7 +95,6 @@ func buildFind(f taskstore.Filter) (q findQuery, ok bool) {
 	}
 	// The counts table answers a filter of application, user and types only.
 	q.fromCounts = len(f.IDs) == 0 && len(f.TraceIDs) == 0 && f.CreatedMin.IsZero() && f.CreatedMax.IsZero()
-	var countWhere []string
 	if f.ApplicationID != "" {
 		if !eq("application_id", f.ApplicationID) {
 			return q, false
@@ -108,9 +107,6 @@ func buildFind(f taskstore.Filter) (q findQuery, ok bool) {
 	}
 	if len(f.Types) > 0 && !in("type", f.Types) {
 		return q, false
-	}
-	if q.fromCounts {
-		countWhere = where
 	}
 	if !f.CreatedMin.IsZero() {
 		where = append(where, "created_ms >= "+arg(minMs))
@@ -125,11 +121,9 @@ func buildFind(f taskstore.Filter) (q findQuery, ok bool) {
 		cond = " WHERE " + strings.Join(where, " AND ")
 	}
 	if q.fromCounts {
-		c := ""
-		if len(countWhere) > 0 {
-			c = " WHERE " + strings.Join(countWhere, " AND ")
-		}
-		q.count = "SELECT coalesce(sum(n), 0)::bigint FROM task_counts" + c
+		// Without ids, trace ids or a window, where names only columns
+		// task_counts has.
+		q.count = "SELECT coalesce(sum(n), 0)::bigint FROM task_counts" + cond
 	} else {
 		q.count = "SELECT count(*) FROM tasks" + cond
 	}

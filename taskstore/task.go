@@ -1,6 +1,7 @@
 package taskstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"time"
@@ -138,16 +139,9 @@ func (t Task) Finished() bool { return !t.FinishedAt.IsZero() }
 
 // Clone returns a deep copy of t: the copy shares no memory with t.
 func (t Task) Clone() Task {
-	t.Request = cloneBytes(t.Request)
-	t.Response = cloneBytes(t.Response)
+	t.Request = bytes.Clone(t.Request)
+	t.Response = bytes.Clone(t.Response)
 	return t
-}
-
-func cloneBytes(b json.RawMessage) json.RawMessage {
-	if b == nil {
-		return nil
-	}
-	return append(json.RawMessage(make([]byte, 0, len(b))), b...)
 }
 
 // Attempt is the outcome of one callback delivery attempt.
@@ -246,15 +240,10 @@ func (f Filter) Validate() error {
 func (f Filter) CreatedRange() (minMs, maxMs int64, empty bool) {
 	minMs, maxMs = -1<<63, 1<<63-1
 	if !f.CreatedMin.IsZero() {
-		sec, nsec := f.CreatedMin.Unix(), int64(f.CreatedMin.Nanosecond())
-		minMs = sec*1000 + nsec/1e6
-		if nsec%1e6 > 0 { // round up to the next whole millisecond
-			minMs++
-		}
+		minMs = CeilMillis(f.CreatedMin)
 	}
 	if !f.CreatedMax.IsZero() {
-		// Nanosecond() is never negative, so this rounds down.
-		maxMs = f.CreatedMax.Unix()*1000 + int64(f.CreatedMax.Nanosecond())/1e6
+		maxMs = f.CreatedMax.UnixMilli() // rounds down
 	}
 	return minMs, maxMs, minMs > maxMs
 }
