@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -146,11 +147,21 @@ func (s *Store) insertBatch(batch []*pendingCreate) {
 	// duplicates across them cannot deadlock.
 	slices.SortStableFunc(live, func(a, b *pendingCreate) int { return strings.Compare(a.t.ID, b.t.ID) })
 	inserted, err := s.insertMany(live)
-	if err != nil {
+	switch {
+	case rowError(err):
 		// One bad row fails the whole statement: store them one by one
 		// so that each caller gets its own answer.
 		for _, p := range live {
 			p.complete(s.insertOne(p.ctx, p.t))
+		}
+		return
+	case err != nil:
+		// Anything else (a lost connection, a closing store) may have
+		// come after the commit: inserting again would answer a stored
+		// task with ErrConflict. Every caller gets the error; its task
+		// may have been stored, as with any failed write.
+		for _, p := range live {
+			p.complete(err)
 		}
 		return
 	}
@@ -162,6 +173,17 @@ func (s *Store) insertBatch(batch []*pendingCreate) {
 			p.complete(fmt.Errorf("%w: task %q already exists", taskstore.ErrConflict, p.t.ID))
 		}
 	}
+}
+
+// rowError reports whether err is one that a row of the statement caused:
+// invalid input, or a data exception or integrity violation (SQLSTATE class
+// 22 or 23) reported by the server. Such a statement was rolled back.
+func rowError(err error) bool {
+	if errors.Is(err, taskstore.ErrInvalid) {
+		return true
+	}
+	var pe *Error
+	return errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "23"))
 }
 
 func (p *pendingCreate) complete(err error) {
