@@ -190,12 +190,15 @@ func TestMultipartEdit(t *testing.T) {
 	addFile := func(name, filename, ct string, data []byte) {
 		h := textproto.MIMEHeader{}
 		h.Set("Content-Disposition", fmt.Sprintf(`form-data; name="%s"; filename="%s"`, name, filename))
-		h.Set("Content-Type", ct)
+		if ct != "" {
+			h.Set("Content-Type", ct)
+		}
 		p, _ := mw.CreatePart(h)
 		p.Write(data)
 	}
 	addFile("image[]", "a.png", "image/png", imgA)
 	addFile("image[]", "b.webp", "image/webp", imgB)
+	addFile("mask", "mask.bin", "", imgB) // no Content-Type: application/octet-stream
 	mw.WriteField("tag", "x")
 	mw.WriteField("tag", "y")
 	mw.WriteField("async", "true")
@@ -236,6 +239,7 @@ func TestMultipartEdit(t *testing.T) {
 	wantReq := `{"model":"gpt-image-1","prompt":"A cat\nwearing a \"hat\"","callback_url":"` + rc.URL + `/cb","trace_id":"edit-1",` +
 		`"image[]":[{"filename":"a.png","content_type":"image/png","size":20000,"sha256":"` + hex.EncodeToString(sumA[:]) + `"},` +
 		`{"filename":"b.webp","content_type":"image/webp","size":12,"sha256":"` + hex.EncodeToString(sumB[:]) + `"}],` +
+		`"mask":{"filename":"mask.bin","content_type":"application/octet-stream","size":12,"sha256":"` + hex.EncodeToString(sumB[:]) + `"},` +
 		`"tag":["x","y"],"async":"true"}`
 	if string(task.Request) != wantReq {
 		t.Errorf("stored request\n got %s\nwant %s", task.Request, wantReq)
@@ -330,11 +334,16 @@ func TestBadFieldsRefused(t *testing.T) {
 		mw.Close()
 		return mw.FormDataContentType(), b.String()
 	}
-	fileForm := func() (string, string) {
+	// fileForm is a valid callback_url field plus, unless name is that
+	// field itself, the field name sent as a file part holding value.
+	fileForm := func(name, value string) (string, string) {
 		var b bytes.Buffer
 		mw := multipart.NewWriter(&b)
-		fw, _ := mw.CreateFormFile("callback_url", "cb.txt")
-		io.WriteString(fw, "http://127.0.0.1/cb")
+		if name != "callback_url" {
+			mw.WriteField("callback_url", "http://127.0.0.1/cb")
+		}
+		fw, _ := mw.CreateFormFile(name, "field.txt")
+		io.WriteString(fw, value)
 		mw.Close()
 		return mw.FormDataContentType(), b.String()
 	}
@@ -365,8 +374,12 @@ func TestBadFieldsRefused(t *testing.T) {
 	cases = append(cases, struct{ name, ct, body, msg string }{"MultipartBadURL", ct, body, badURL})
 	ct, body = form("prompt", "p", "async", "maybe")
 	cases = append(cases, struct{ name, ct, body, msg string }{"MultipartBadAsync", ct, body, "async must be true or false"})
-	ct, body = fileForm()
+	ct, body = fileForm("callback_url", "http://127.0.0.1/cb")
 	cases = append(cases, struct{ name, ct, body, msg string }{"MultipartURLAsFile", ct, body, badURL})
+	ct, body = fileForm("trace_id", "t-1")
+	cases = append(cases, struct{ name, ct, body, msg string }{"MultipartTraceAsFile", ct, body, badTrace})
+	ct, body = fileForm("async", "true")
+	cases = append(cases, struct{ name, ct, body, msg string }{"MultipartAsyncAsFile", ct, body, "async must be true or false"})
 
 	store := newMemStore(t)
 	rec := newRecorder(t, store, callback.Options{})
