@@ -24,6 +24,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/tasksapi/tasks/taskstore"
 )
 
@@ -244,6 +246,75 @@ func BenchmarkRawCreateParallel64(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkRawCreateSchema measures what the schema costs a create: the
+// Store's INSERT through the raw driver, k tasks per transaction (as the
+// writer groups them), on the full schema and on copies with B-trees
+// dropped:
+//
+//   - full: the table, tasks_id, the five listing indexes (created, trace,
+//     app, user, type), tasks_lease and the task_counts trigger: nine
+//     B-trees per create;
+//   - app-user: without tasks_created, tasks_trace, tasks_type, tasks_lease
+//     and the count trigger (the table, tasks_id, tasks_app, tasks_user);
+//   - id-only: the table and tasks_id alone.
+//
+// Tasks look like the ones callback mode makes: version 7 ids (appended
+// in order), a trace id, a lease, one user. The B-trees, not the statement,
+// set the cost: each one is at least one page written to the WAL per
+// commit. See BENCHMARKS.md for what this means for callback submissions.
+func BenchmarkRawCreateSchema(b *testing.B) {
+	schemas := []struct{ name, drop string }{
+		{"full", ""},
+		{"app-user", `DROP INDEX tasks_created; DROP INDEX tasks_trace; DROP INDEX tasks_type;
+			DROP INDEX tasks_lease; DROP TRIGGER tasks_count_insert`},
+		{"id-only", `DROP INDEX tasks_created; DROP INDEX tasks_trace; DROP INDEX tasks_type;
+			DROP INDEX tasks_lease; DROP TRIGGER tasks_count_insert; DROP INDEX tasks_app; DROP INDEX tasks_user`},
+	}
+	request := json.RawMessage(`{"model":"gpt-image-1","prompt":"A watercolor painting of a cat sitting on a windowsill at dusk","size":"1024x1024","n":1,"trace_id":"bench-trace"}`)
+	for _, sc := range schemas {
+		for _, k := range []int{1, 6, 16, 500} {
+			b.Run(fmt.Sprintf("schema=%s/batch=%d", sc.name, k), func(b *testing.B) {
+				db := rawOpenDB(b, emptyDB(b), true)
+				if sc.drop != "" {
+					if _, err := db.Exec(sc.drop); err != nil {
+						b.Fatal(err)
+					}
+				}
+				ins := rawPrepare(b, db, insertSQL)
+				args := make([][]any, b.N)
+				for i := range args {
+					now := time.UnixMilli(1_700_000_000_000 + int64(i))
+					t, err := taskstore.Normalize(taskstore.Task{
+						ID: uuid.Must(uuid.NewV7()).String(), TraceID: "bench-trace", Type: "images_generations",
+						CreatedAt: now, Request: request, ApplicationID: "app-1", UserID: "user-001", CredentialID: "cred-001",
+						Callback: taskstore.Callback{URL: "https://client.example.com/hooks"}, LeaseUntil: now.Add(time.Minute),
+					}, now)
+					if err != nil {
+						b.Fatal(err)
+					}
+					args[i] = insertArgs(t)
+				}
+				b.ResetTimer()
+				for i := 0; i < b.N; i += k {
+					tx, err := db.Begin()
+					if err != nil {
+						b.Fatal(err)
+					}
+					st := tx.Stmt(ins)
+					for j := i; j < min(i+k, b.N); j++ {
+						if _, err := st.Exec(args[j]...); err != nil {
+							b.Fatal(err)
+						}
+					}
+					if err := tx.Commit(); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
 }
 
 // unfinished returns a database holding n unfinished tasks (benchTask ids).
