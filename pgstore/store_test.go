@@ -329,3 +329,48 @@ func TestCloseWaitsForCalls(t *testing.T) {
 		t.Errorf("the task is not stored: %v", err)
 	}
 }
+
+// Prune skips rows another transaction holds locked instead of waiting for
+// them: with one old task locked (as a Finish in flight or another replica's
+// Prune would), Prune deletes the others at once and leaves that one for the
+// next call.
+func TestPruneSkipsLockedRows(t *testing.T) {
+	s, url := openInternal(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	old := time.Now().Add(-time.Hour)
+	for i := range 3 {
+		x := taskstore.Task{ID: fmt.Sprint("old-", i), Type: "t", Request: json.RawMessage(`{}`), CreatedAt: old.Add(time.Duration(i) * time.Second)}
+		if err := s.Create(ctx, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	locker, err := Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close()
+	tx, err := locker.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `SELECT id FROM tasks WHERE id = 'old-0' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	// Were Prune to wait for the lock, it would hold until ctx ends (this
+	// goroutine holds the lock) and fail with the context's error.
+	n, err := s.Prune(ctx, time.Now(), 10)
+	if err != nil || n != 2 {
+		t.Fatalf("Prune with old-0 locked = %d, %v; want 2, nil", n, err)
+	}
+	if _, err := s.Get(ctx, "old-0"); err != nil {
+		t.Fatalf("the locked task: %v, want it kept", err)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Prune(ctx, time.Now(), 10); err != nil || n != 1 {
+		t.Fatalf("Prune after the lock ended = %d, %v; want 1, nil", n, err)
+	}
+}
