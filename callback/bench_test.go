@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tasksapi/tasks/callback"
+	"github.com/tasksapi/tasks/internal/cputime"
 	"github.com/tasksapi/tasks/memstore"
 	"github.com/tasksapi/tasks/taskstore"
 )
@@ -112,7 +113,7 @@ func benchServer(b *testing.B, h http.Handler, body string) float64 {
 	defer client.CloseIdleConnections()
 	b.SetParallelism(benchParallelism)
 	b.ReportAllocs()
-	cpu0, cpuOK := processCPU()
+	cpu0, cpuOK := cputime.Process()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -132,11 +133,11 @@ func benchServer(b *testing.B, h http.Handler, body string) float64 {
 		}
 	})
 	b.StopTimer()
-	if cpu1, ok := processCPU(); ok && cpuOK {
+	if cpu1, ok := cputime.Process(); ok && cpuOK {
 		// Client, server, recorder and store together: on a machine
 		// with spare cores, wall time per request hides what each
 		// request costs.
-		b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
+		b.ReportMetric(float64(cpu1-cpu0)/float64(b.N), "cpu-ns/op")
 	}
 	return float64(b.Elapsed().Nanoseconds()) / float64(b.N)
 }

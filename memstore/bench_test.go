@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tasksapi/tasks/internal/cputime"
 	"github.com/tasksapi/tasks/memstore"
 	"github.com/tasksapi/tasks/taskstore"
 )
@@ -96,13 +97,13 @@ func BenchmarkMemory(b *testing.B) {
 // machine do not inflate the way they inflate wall-clock ns/op.
 func reportCPU(b *testing.B, op func()) {
 	b.Helper()
-	start, ok := cpuTime()
+	start, ok := cputime.Process()
 	n := 0
 	for b.Loop() {
 		op()
 		n++
 	}
-	if end, ok2 := cpuTime(); ok && ok2 && n > 0 {
+	if end, ok2 := cputime.Process(); ok && ok2 && n > 0 {
 		b.ReportMetric(float64(end-start)/float64(n), "cpu-ns/op")
 	}
 }

@@ -1,0 +1,24 @@
+package cputime_test
+
+import (
+	"fmt"
+
+	"github.com/tasksapi/tasks/internal/cputime"
+)
+
+// A benchmark reads the process's CPU time before and after its loop and
+// divides by the operations it ran.
+func Example() {
+	start, ok := cputime.Process()
+	sum := 0
+	const ops = 1000
+	for i := range ops {
+		sum += i
+	}
+	end, ok2 := cputime.Process()
+	if ok && ok2 {
+		perOp := (end - start) / ops
+		fmt.Println(sum, perOp >= 0)
+	}
+	// Output: 499500 true
+}

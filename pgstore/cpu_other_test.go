@@ -1,7 +1,0 @@
-//go:build !unix
-
-package pgstore
-
-import "testing"
-
-func reportCPU(*testing.B) {}
