@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -278,19 +279,7 @@ func TestCreateBatched(t *testing.T) {
 func TestCloseWaitsForCalls(t *testing.T) {
 	s, url := openInternal(t)
 	ctx := context.Background()
-	locker, err := Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer locker.Close()
-	tx, err := locker.db.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.Exec(`LOCK TABLE tasks IN EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
+	locker, tx := holdLocks(t, ctx, url, `LOCK TABLE tasks IN EXCLUSIVE MODE`)
 	created := make(chan error, 1)
 	go func() {
 		created <- s.Create(ctx, taskstore.Task{ID: "held", Type: "t", Request: json.RawMessage(`{}`)})
@@ -345,19 +334,7 @@ func TestPruneSkipsLockedRows(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	locker, err := Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer locker.Close()
-	tx, err := locker.db.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `SELECT id FROM tasks WHERE id = 'old-0' FOR UPDATE`); err != nil {
-		t.Fatal(err)
-	}
+	_, tx := holdLocks(t, ctx, url, `SELECT id FROM tasks WHERE id = 'old-0' FOR UPDATE`)
 	// Were Prune to wait for the lock, it would hold until ctx ends (this
 	// goroutine holds the lock) and fail with the context's error.
 	n, err := s.Prune(ctx, time.Now(), 10)
@@ -373,4 +350,25 @@ func TestPruneSkipsLockedRows(t *testing.T) {
 	if n, err := s.Prune(ctx, time.Now(), 10); err != nil || n != 1 {
 		t.Fatalf("Prune after the lock ended = %d, %v; want 1, nil", n, err)
 	}
+}
+
+// holdLocks opens a second store on url (as another replica would be) and
+// runs stmt in a transaction on it, which holds the locks stmt takes until
+// the test rolls it back or ends.
+func holdLocks(t *testing.T, ctx context.Context, url, stmt string) (*Store, *sql.Tx) {
+	t.Helper()
+	locker, err := Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { locker.Close() })
+	tx, err := locker.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Rollback() })
+	if _, err := tx.ExecContext(ctx, stmt); err != nil {
+		t.Fatal(err)
+	}
+	return locker, tx
 }
