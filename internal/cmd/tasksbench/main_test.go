@@ -44,6 +44,7 @@ func TestRun(t *testing.T) {
 		"memstore find by user", "sqlitestore concurrent create, 64 clients", "HTTP retrieve by id at 3k",
 		"HTTP retrieve_batch by user at 3k", "HTTP retrieve_batch by application holding all 3k, with count",
 		"callback submit (Wrap)", "callback delivery", "memstore memory", "sqlitestore process RSS", "sqlitestore disk",
+		"recorder alone: callback submit (Wrap) over memstore", "recorder alone: callback delivery (Recorder over memstore)",
 	} {
 		if !strings.Contains(table, want) {
 			t.Errorf("the table has no row %q:\n%s", want, table)
@@ -63,8 +64,8 @@ func TestRun(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("JSON output: %v\n%s", err, out.Bytes())
 	}
-	if len(rep.Results) != 13 {
-		t.Errorf("%d results, want 13", len(rep.Results))
+	if len(rep.Results) != 15 {
+		t.Errorf("%d results, want 15", len(rep.Results))
 	}
 	for _, r := range rep.Results {
 		if !(r.Ours > 0) || !(r.Reference > 0) || !(r.Ratio > 0) || r.Target == "" || r.RefName == "" {

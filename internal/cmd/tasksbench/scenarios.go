@@ -183,7 +183,7 @@ func measureAll(ctx context.Context, cfg config) (*Report, error) {
 		"memstore find by user", "sqlitestore concurrent create", "HTTP retrieve by id",
 		"HTTP retrieve_batch by user", "HTTP retrieve_batch by application",
 		"callback submit (Wrap)", "callback delivery", "memstore memory",
-		"sqlitestore process RSS", "sqlitestore disk",
+		"sqlitestore process RSS", "sqlitestore disk", "recorder alone",
 	}
 	for _, prefix := range order {
 		for _, r := range results {
@@ -554,17 +554,35 @@ func (b *bench) httpScenarios(ctx context.Context) ([]Result, error) {
 // submitBody is a callback-mode image request of about 250 bytes.
 var submitBody = []byte(`{"model":"gpt-image-1","prompt":"A watercolor painting of a cat sitting on a windowsill at dusk, soft light","size":"1024x1024","quality":"high","n":1,"callback_url":"https://client.example.com/hooks/images/v1","trace_id":"bench-trace"}`)
 
+// submit measures callback-mode submissions through Wrap over sqlitestore
+// (the target) and over memstore (the recorder alone, where the store costs
+// next to nothing), each against the bare handler.
 func (b *bench) submit(ctx context.Context) ([]Result, error) {
-	path := filepath.Join(b.scratch, "submit.db")
-	s, err := sqlitestore.Open(path)
+	s, err := sqlitestore.Open(filepath.Join(b.scratch, "submit.db"))
 	if err != nil {
 		return nil, err
 	}
 	defer s.Close()
+	r1, err := b.submitOver(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	r1.Scenario = "callback submit (Wrap) over sqlitestore"
+	m := memstore.New()
+	defer m.Close()
+	r2, err := b.submitOver(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	r2.Scenario = "recorder alone: callback submit (Wrap) over memstore"
+	return []Result{r1, r2}, nil
+}
+
+func (b *bench) submitOver(ctx context.Context, s taskstore.Store) (Result, error) {
 	gate := make(chan struct{})
 	rec, err := callback.New(s, callback.Options{Queue: 1 << 20, Logger: discard})
 	if err != nil {
-		return nil, err
+		return Result{}, err
 	}
 	defer func() {
 		cctx, cancel := context.WithCancel(context.Background())
@@ -589,7 +607,7 @@ func (b *bench) submit(ctx context.Context) ([]Result, error) {
 	})
 	oursURL, bareURL, client, stop, err := servePair(rec.Wrap("images_generations", images), bare, b.cfg.Concurrency)
 	if err != nil {
-		return nil, err
+		return Result{}, err
 	}
 	defer stop()
 	bodies := [][]byte{submitBody}
@@ -599,15 +617,14 @@ func (b *bench) submit(ctx context.Context) ([]Result, error) {
 		}
 		return nil
 	}); err != nil {
-		return nil, err
+		return Result{}, err
 	}
 	c := b.cfg.Concurrency
 	p, err := compare(ctx, b.cfg, post(client, oursURL, bodies, c), post(client, bareURL, bodies, c))
 	if err != nil {
-		return nil, err
+		return Result{}, err
 	}
-	return []Result{throughput("callback submit (Wrap) over sqlitestore",
-		`bare handler answering a constant {"task_id"}`, p, 0.5)}, nil
+	return throughput("", `bare handler answering a constant {"task_id"}`, p, 0.5), nil
 }
 
 // receiver is a loopback callback receiver counting what it received.
@@ -643,12 +660,50 @@ func (r *receiver) waitFor(ctx context.Context, n int64) error {
 	return nil
 }
 
+// delivery measures a Recorder delivering a backlog of due callbacks over
+// sqlitestore (the target) and over memstore (the recorder alone), each
+// against a plain http.Client posting the same bodies.
 func (b *bench) delivery(ctx context.Context) ([]Result, error) {
 	rcv, err := newReceiver()
 	if err != nil {
 		return nil, err
 	}
 	defer rcv.stop()
+	overSQLite := func(path string) (taskstore.Store, func(context.Context, []taskstore.Task) error, error) {
+		s, err := sqlitestore.Open(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		return s, s.Import, nil
+	}
+	overMemstore := func(string) (taskstore.Store, func(context.Context, []taskstore.Task) error, error) {
+		s := memstore.New()
+		return s, func(ctx context.Context, tasks []taskstore.Task) error {
+			for _, t := range tasks {
+				if err := s.Create(ctx, t); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, nil
+	}
+	r1, err := b.deliveryOver(ctx, rcv, overSQLite)
+	if err != nil {
+		return nil, err
+	}
+	r1.Scenario = "callback delivery to a loopback receiver (Recorder over sqlitestore)"
+	r2, err := b.deliveryOver(ctx, rcv, overMemstore)
+	if err != nil {
+		return nil, err
+	}
+	r2.Scenario = "recorder alone: callback delivery (Recorder over memstore)"
+	return []Result{r1, r2}, nil
+}
+
+// deliveryOver measures deliveries from a store that open makes at a path
+// of the scratch directory, filled through its load function.
+func (b *bench) deliveryOver(ctx context.Context, rcv *receiver,
+	open func(path string) (taskstore.Store, func(context.Context, []taskstore.Task) error, error)) (Result, error) {
 	n, c := b.cfg.deliveryBatch, b.cfg.Concurrency
 	bodies := make([][]byte, n)
 	for i := range bodies {
@@ -660,7 +715,7 @@ func (b *bench) delivery(ctx context.Context) ([]Result, error) {
 	ours := batchTimer{prepare: func(ctx context.Context) (func(context.Context) (int, error), func(), error) {
 		round++
 		path := filepath.Join(b.scratch, fmt.Sprintf("delivery-%d.db", round))
-		s, err := sqlitestore.Open(path)
+		s, load, err := open(path)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -672,7 +727,7 @@ func (b *bench) delivery(ctx context.Context) ([]Result, error) {
 			t.Callback = taskstore.Callback{URL: rcv.url, NextAttemptAt: now.Add(-time.Second)}
 			tasks[i] = t
 		}
-		if err := s.Import(ctx, tasks); err != nil {
+		if err := load(ctx, tasks); err != nil {
 			s.Close()
 			return nil, nil, err
 		}
@@ -738,10 +793,9 @@ func (b *bench) delivery(ctx context.Context) ([]Result, error) {
 	}}
 	p, err := compareBatches(ctx, b.cfg, ours, ref)
 	if err != nil {
-		return nil, err
+		return Result{}, err
 	}
-	return []Result{throughput("callback delivery to a loopback receiver (Recorder over sqlitestore)",
-		"plain http.Client posting the same bodies at the same concurrency", p, 0.7)}, nil
+	return throughput("", "plain http.Client posting the same bodies at the same concurrency", p, 0.7), nil
 }
 
 func (b *bench) disk(ctx context.Context) ([]Result, error) {
