@@ -93,13 +93,7 @@ func WithTypes(types ...string) Option {
 	types = slices.Clone(types)
 	slices.Sort(types)
 	types = slices.Compact(types)
-	return func(h *Handler) {
-		if len(types) == 0 {
-			h.types = nil
-		} else {
-			h.types = types
-		}
-	}
+	return func(h *Handler) { h.types = types }
 }
 
 // WithLogger sets the logger that internal failures go to, each with the
@@ -139,7 +133,7 @@ func (h *Handler) logger() *slog.Logger {
 
 // sees reports whether the mount serves tasks of type typ.
 func (h *Handler) sees(typ string) bool {
-	if h.types == nil {
+	if len(h.types) == 0 {
 		return true
 	}
 	_, ok := slices.BinarySearch(h.types, typ)

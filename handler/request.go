@@ -13,7 +13,9 @@ import (
 	"unicode/utf8"
 )
 
-// Limits of a request (CONTRACT.md §2).
+// Limits of a request. MaxBodyBytes, DefaultLimit, MaxLimit and
+// MaxListLength are the contract's (CONTRACT.md §2 and §4); MaxOffset and
+// MaxSeconds are this package's own bounds.
 const (
 	// MaxBodyBytes is the largest request body accepted (1 MiB).
 	MaxBodyBytes = 1 << 20
@@ -106,12 +108,14 @@ func jsonContentType(ct string) bool {
 	return err == nil && mt == "application/json"
 }
 
+// errTooLarge answers a body over MaxBodyBytes.
+var errTooLarge = badRequest("the request body must be at most " + strconv.Itoa(MaxBodyBytes) + " bytes")
+
 // readBody reads the request body into buf (reusing its capacity) and
 // returns it, or a badRequest when it is larger than MaxBodyBytes.
 func readBody(body io.Reader, contentLength int64, buf []byte) ([]byte, error) {
-	const tooLarge = badRequest("the request body must be at most 1048576 bytes")
 	if contentLength > MaxBodyBytes {
-		return buf, tooLarge
+		return buf, errTooLarge
 	}
 	buf = buf[:0]
 	if body == nil {
@@ -127,7 +131,7 @@ func readBody(body io.Reader, contentLength int64, buf []byte) ([]byte, error) {
 		n, err := body.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if len(buf) > MaxBodyBytes {
-			return buf, tooLarge
+			return buf, errTooLarge
 		}
 		if err == io.EOF {
 			return buf, nil

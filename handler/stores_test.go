@@ -3,7 +3,6 @@ package handler_test
 import (
 	"context"
 	"encoding/json"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -48,19 +47,6 @@ func (s brokenStore) Find(context.Context, taskstore.Filter) ([]taskstore.Task, 
 	return nil, 0, s.err
 }
 func (s brokenStore) Delete(context.Context, string) error { return s.err }
-
-// matches is the test's own model of a Filter (independent of any store):
-// every set field restricts, ANDed.
-func matches(f taskstore.Filter, t taskstore.Task) bool {
-	ms := taskstore.ToMillis(t.CreatedAt)
-	minMs, maxMs, empty := f.CreatedRange()
-	return (len(f.IDs) == 0 || slices.Contains(f.IDs, t.ID)) &&
-		(len(f.TraceIDs) == 0 || slices.Contains(f.TraceIDs, t.TraceID)) &&
-		(f.ApplicationID == "" || f.ApplicationID == t.ApplicationID) &&
-		(f.UserID == "" || f.UserID == t.UserID) &&
-		(len(f.Types) == 0 || slices.Contains(f.Types, t.Type)) &&
-		!empty && ms >= minMs && ms <= maxMs
-}
 
 // newestFirst orders tasks as stores page them.
 func newestFirst(a, b taskstore.Task) int {
