@@ -34,7 +34,7 @@ func BenchmarkDeliverBacklog(b *testing.B) {
 	}))
 	b.Cleanup(receiver.Close)
 	// A response and a request of the sizes real image calls have (about
-	// 600 and 190 bytes, as in tasksbench): SQLite rewrites the whole row
+	// 600 and 200 bytes, as in tasksbench): SQLite rewrites the whole row
 	// on every claim and attempt, so the row's size matters (with a 170-byte
 	// response and a 14-byte request the sqlitestore figure is about a
 	// third better).

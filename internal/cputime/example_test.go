@@ -16,9 +16,7 @@ func Example() {
 		sum += i
 	}
 	end, ok2 := cputime.Process()
-	if ok && ok2 {
-		perOp := (end - start) / ops
-		fmt.Println(sum, perOp >= 0)
-	}
+	// Outside unix there is no CPU time to read (ok is false).
+	fmt.Println(sum, !ok || !ok2 || end >= start)
 	// Output: 499500 true
 }

@@ -61,7 +61,7 @@ type config struct {
 	Rows        int            // tasks in the large datasets
 	Small       int            // tasks in the small datasets ("10k")
 	Short       bool           // small datasets and short measurements
-	Concurrency int            // clients of the HTTP and delivery scenarios
+	Concurrency int            // clients of the HTTP, submit and delivery scenarios
 	Duration    time.Duration  // time each side of a comparison runs, over all rounds
 	Rounds      int            // rounds each comparison is split into
 	JSON        bool           // print JSON instead of the table
@@ -84,7 +84,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	rows := fs.Int("rows", 1_000_000, "tasks in the large datasets")
 	short := fs.Bool("short", false, "small datasets (50,000 tasks) and short measurements: the whole run takes under a minute")
-	conc := fs.Int("concurrency", 16, "concurrent clients of the HTTP and delivery scenarios")
+	conc := fs.Int("concurrency", 16, "concurrent clients of the HTTP, submit and delivery scenarios")
 	dur := fs.Duration("duration", 0, "time each side of a comparison runs, over all its rounds (default 3s, 600ms with -short)")
 	rounds := fs.Int("rounds", 6, "rounds each comparison alternates between ours and the reference")
 	js := fs.Bool("json", false, "print the results as JSON")
