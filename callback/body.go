@@ -75,8 +75,8 @@ func mentionsFields(body []byte, escapes bool) bool {
 
 // fields collects the callback-mode fields of a body.
 type fields struct {
-	callbackURL, traceID string
-	hasURL, async        bool
+	callbackURL, traceID string // callbackURL is "" unless the body had one (setURL refuses "")
+	async                bool
 	seen                 [3]bool
 }
 
@@ -92,7 +92,7 @@ func (f *fields) setURL(s string) error {
 	if err := checkCallbackURL(s); err != nil {
 		return &badRequest{msgBadCallbackURL}
 	}
-	f.callbackURL, f.hasURL = s, true
+	f.callbackURL = s
 	return nil
 }
 
@@ -157,7 +157,7 @@ func inspectJSON(body []byte) (inspection, error) {
 	if err != nil {
 		return inspection{}, err
 	}
-	if !f.hasURL && !f.async {
+	if f.callbackURL == "" && !f.async {
 		return inspection{}, nil
 	}
 	if !utf8.Valid(body) {
@@ -198,8 +198,7 @@ func stripJSON(obj []byte) []byte {
 type formPart struct {
 	header   textproto.MIMEHeader
 	name     string
-	filename string // base name; "" for a form field
-	file     bool
+	filename string // base name; "" for a form field, set for a file part
 	data     []byte
 }
 
@@ -235,7 +234,7 @@ func inspectMultipart(body []byte, boundary string) (inspection, error) {
 			return inspection{}, nil
 		}
 		fn := p.FileName()
-		parts = append(parts, formPart{header: p.Header, name: p.FormName(), filename: fn, file: fn != "", data: data})
+		parts = append(parts, formPart{header: p.Header, name: p.FormName(), filename: fn, data: data})
 	}
 	var f fields
 	for _, p := range parts {
@@ -243,7 +242,7 @@ func inspectMultipart(body []byte, boundary string) (inspection, error) {
 		switch p.name {
 		case fieldCallbackURL:
 			if err = f.once(0, p.name); err == nil {
-				if p.file {
+				if p.filename != "" {
 					err = &badRequest{msgBadCallbackURL}
 				} else {
 					err = f.setURL(string(p.data))
@@ -251,7 +250,7 @@ func inspectMultipart(body []byte, boundary string) (inspection, error) {
 			}
 		case fieldTraceID:
 			if err = f.once(1, p.name); err == nil {
-				if p.file {
+				if p.filename != "" {
 					err = &badRequest{msgBadTraceID}
 				} else {
 					err = f.setTraceID(string(p.data))
@@ -260,7 +259,7 @@ func inspectMultipart(body []byte, boundary string) (inspection, error) {
 		case fieldAsync:
 			if err = f.once(2, p.name); err == nil {
 				b, perr := strconv.ParseBool(string(p.data))
-				if p.file || perr != nil {
+				if p.filename != "" || perr != nil {
 					err = &badRequest{msgBadAsyncForm}
 				}
 				f.async = b
@@ -270,7 +269,7 @@ func inspectMultipart(body []byte, boundary string) (inspection, error) {
 			return inspection{}, err
 		}
 	}
-	if !f.hasURL && !f.async {
+	if f.callbackURL == "" && !f.async {
 		return inspection{}, nil
 	}
 	in := inspection{
@@ -311,7 +310,7 @@ func describeForm(parts []formPart) []byte {
 			continue // not a form-data part
 		}
 		var v []byte
-		if p.file {
+		if p.filename != "" {
 			sum := sha256.Sum256(p.data)
 			ct := p.header.Get("Content-Type")
 			if ct == "" {

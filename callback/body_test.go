@@ -30,6 +30,14 @@ func TestResponseBytes(t *testing.T) {
 			`{"success":false,"task_id":"id-1","error":{"code":"api_error","message":"upstream returned status 500"}}`, false},
 		{"ErrorCodeNumber", "", outcome{status: 429, body: []byte(`{"error":{"code":429,"message":"slow down"}}`)},
 			`{"success":false,"task_id":"id-1","error":{"code":"api_error","message":"slow down"}}`, false},
+		// The upstream's own code and message are each kept where it sent a
+		// non-empty string (CONTRACT.md §1).
+		{"ErrorCodeOnly", "", outcome{status: 429, body: []byte(`{"error":{"code":"rate_limit_exceeded"}}`)},
+			`{"success":false,"task_id":"id-1","error":{"code":"rate_limit_exceeded","message":"upstream returned status 429"}}`, false},
+		{"ErrorMessageOnly", "", outcome{status: 400, body: []byte(`{"error":{"message":"bad prompt"}}`)},
+			`{"success":false,"task_id":"id-1","error":{"code":"api_error","message":"bad prompt"}}`, false},
+		{"ErrorEmptyAndNull", "", outcome{status: 503, body: []byte(`{"error":{"code":"","message":null}}`)},
+			`{"success":false,"task_id":"id-1","error":{"code":"api_error","message":"upstream returned status 503"}}`, false},
 		{"TooLarge", "", outcome{status: 200, tooLarge: true},
 			`{"success":false,"task_id":"id-1","error":{"code":"api_error","message":"upstream response is too large"}}`, false},
 		{"RunError", "", outcome{err: errors.New("secret")},

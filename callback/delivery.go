@@ -3,8 +3,6 @@ package callback
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
-	"strconv"
 	"time"
 
 	"github.com/tasksapi/tasks/taskstore"
@@ -193,19 +191,12 @@ func (r *Recorder) deliver(t taskstore.Task, done func()) {
 	done()
 	defer func() { <-r.recording }()
 	attempt := t.Callback.Attempts + 1
-	a := taskstore.Attempt{At: now, Status: res.Status, Error: res.Err}
-	switch {
-	case res.Delivered:
-		a.Delivered, a.Error = true, ""
-	case res.Gone || res.Permanent:
-		// give up: a.Next stays zero
-	default:
-		if next, ok := r.o.Schedule.Next(attempt, now, res.RetryAfter, rand.Float64); ok {
-			a.Next = next
-		}
-	}
-	if !a.Delivered && a.Error == "" {
-		a.Error = "status " + strconv.Itoa(res.Status)
+	// The sender describes every failed attempt in res.Err ("" when
+	// delivered).
+	a := taskstore.Attempt{At: now, Status: res.Status, Error: res.Err, Delivered: res.Delivered}
+	if !res.Delivered && !res.Gone && !res.Permanent {
+		// Retried on the schedule; past its end a.Next stays zero: given up.
+		a.Next, _ = r.o.Schedule.Next(attempt, now, res.RetryAfter, nil)
 	}
 	err := r.retryStore(context.WithoutCancel(r.deliverCtx), func(ctx context.Context) error {
 		return r.store.RecordAttempt(ctx, t.ID, a)

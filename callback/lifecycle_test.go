@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -243,6 +244,19 @@ func TestRetentionPrunes(t *testing.T) {
 	}
 }
 
+// A retention far below the pruning period (nanoseconds, say a unit
+// forgotten) prunes everything older than it and does not bring the
+// process down (a zero ticker period would panic in the background).
+func TestRetentionTiny(t *testing.T) {
+	store := newMemStore(t)
+	old := storeTask(t, store, func(task *taskstore.Task) { task.CreatedAt = time.Now().Add(-time.Second) })
+	newRecorder(t, store, callback.Options{Retention: 7})
+	eventually(t, "the task is pruned", func() bool {
+		_, err := store.Get(context.Background(), old.ID)
+		return isNotFound(err)
+	})
+}
+
 func TestSubmit(t *testing.T) {
 	store := newMemStore(t)
 	rc := newReceiver(t, nil)
@@ -337,9 +351,17 @@ func TestStatsAndHooks(t *testing.T) {
 	var mu sync.Mutex
 	var created, finished []callback.TaskEvent
 	var attempts []callback.DeliveryEvent
+	var finishedFirst []string // tasks whose TaskFinished came before their TaskCreated
 	rec := newRecorder(t, store, callback.Options{Hooks: callback.Hooks{
-		TaskCreated:       func(e callback.TaskEvent) { mu.Lock(); created = append(created, e); mu.Unlock() },
-		TaskFinished:      func(e callback.TaskEvent) { mu.Lock(); finished = append(finished, e); mu.Unlock() },
+		TaskCreated: func(e callback.TaskEvent) { mu.Lock(); created = append(created, e); mu.Unlock() },
+		TaskFinished: func(e callback.TaskEvent) {
+			mu.Lock()
+			defer mu.Unlock()
+			if !slices.ContainsFunc(created, func(c callback.TaskEvent) bool { return c.ID == e.ID }) {
+				finishedFirst = append(finishedFirst, e.ID)
+			}
+			finished = append(finished, e)
+		},
 		DeliveryAttempted: func(e callback.DeliveryEvent) { mu.Lock(); attempts = append(attempts, e); mu.Unlock() },
 	}})
 	ok := acceptedID(t, post(rec.Wrap("a", jsonHandler(nil, 200, `{}`)), "application/json", `{"callback_url":"`+rc.URL+`"}`), "")
@@ -355,6 +377,9 @@ func TestStatsAndHooks(t *testing.T) {
 	defer mu.Unlock()
 	if len(created) != 2 || len(finished) != 2 {
 		t.Fatalf("hooks: %d created, %d finished", len(created), len(finished))
+	}
+	if len(finishedFirst) > 0 {
+		t.Errorf("TaskFinished before TaskCreated for %v", finishedFirst)
 	}
 	for _, e := range finished {
 		switch e.ID {

@@ -102,7 +102,8 @@ type Options struct {
 	// instead of waiting for its lease to expire.
 	SoleOwner bool
 	// Retention, when positive, prunes tasks created longer ago than this,
-	// in the background, in batches of 1000, every min(Retention/10, 1h).
+	// in the background, in batches of 1000, every min(Retention/10, 1h)
+	// but not more often than once a second.
 	Retention time.Duration
 
 	// Logger receives the recorder's logs. Default slog.Default().

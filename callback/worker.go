@@ -74,12 +74,14 @@ func (r *Recorder) enqueue(j *job) {
 	r.mu.Lock()
 	r.active[j.id] = struct{}{}
 	r.mu.Unlock()
-	r.jobs <- j
-	r.submitting.Done()
+	// Counted and announced before a worker can take it, so that no
+	// TaskFinished comes before its TaskCreated.
 	r.c.tasksCreated.Add(1)
 	if h := r.o.Hooks.TaskCreated; h != nil {
 		h(TaskEvent{ID: j.id, Type: j.typ, TraceID: j.traceID})
 	}
+	r.jobs <- j
+	r.submitting.Done()
 }
 
 func (r *Recorder) worker() {
@@ -296,9 +298,9 @@ func (r *Recorder) sweep(ctx context.Context, before time.Time) error {
 }
 
 // pruner deletes tasks older than the retention window, at once and then
-// every min(Retention/10, 1h).
+// every min(Retention/10, 1h), but not more often than once a second.
 func (r *Recorder) pruner() {
-	t := time.NewTicker(min(r.o.Retention/10, time.Hour))
+	t := time.NewTicker(max(min(r.o.Retention/10, time.Hour), time.Second))
 	defer t.Stop()
 	for {
 		before := r.now().Add(-r.o.Retention)

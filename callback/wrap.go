@@ -27,7 +27,8 @@ import (
 //   - With a callback_url field (an absolute http or https URL), or with
 //     "async": true, it is a callback-mode request. callback_url, trace_id
 //     (a string of at most 128 characters) and async (a boolean; for multipart a
-//     form field true or false) are validated (400 bad_request, nothing
+//     form field strconv.ParseBool reads: 1, t, T, true, TRUE, True, or
+//     0, f, F, false, FALSE, False) are validated (400 bad_request, nothing
 //     stored). The task is stored with the caller's principal, queued, and
 //     only then answered 200 {"task_id":"…"} (with "trace_id" when given).
 //     When the queue is full, or the recorder is closed, the answer is 429
@@ -340,9 +341,7 @@ func (r *Recorder) Submit(ctx context.Context, s Submission, run func(ctx contex
 // index grows at its end instead of touching a random page per insert. The
 // other 62 bits are random.
 func newTaskID() string {
-	id, err := uuid.NewV7()
-	if err != nil {
-		return uuid.NewString()
-	}
-	return id.String()
+	// NewV7 fails only when the system's randomness does, as NewString
+	// would: there is nothing to fall back on.
+	return uuid.Must(uuid.NewV7()).String()
 }

@@ -273,6 +273,11 @@ func TestPassthroughUntouched(t *testing.T) {
 	mw := multipart.NewWriter(&mp)
 	mw.WriteField("prompt", "no callback here")
 	mw.Close()
+	var mpAsync bytes.Buffer
+	mwAsync := multipart.NewWriter(&mpAsync)
+	mwAsync.WriteField("prompt", "p")
+	mwAsync.WriteField("async", "false")
+	mwAsync.Close()
 
 	cases := []struct{ name, contentType, body string }{
 		{"JSONWithoutCallback", "application/json", "{\"model\": \"m\",\n  \"prompt\": \"p\"}"},
@@ -283,6 +288,7 @@ func TestPassthroughUntouched(t *testing.T) {
 		{"TextPlain", "text/plain", `{"callback_url":"http://127.0.0.1/cb"}`},
 		{"NoContentType", "", `{"callback_url":"http://127.0.0.1/cb"}`},
 		{"MultipartWithoutCallback", mw.FormDataContentType(), mp.String()},
+		{"MultipartAsyncFalse", mwAsync.FormDataContentType(), mpAsync.String()},
 		{"MalformedMultipart", "multipart/form-data; boundary=xyz", "callback_url garbage"},
 	}
 	store := newMemStore(t)
