@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"time"
 	"unicode/utf8"
 )
@@ -69,7 +70,8 @@ type Task struct {
 type Callback struct {
 	// URL is where the response is POSTed; empty means no callback.
 	URL string
-	// Attempts counts the delivery attempts made so far.
+	// Attempts counts the delivery attempts made so far (0 to
+	// math.MaxInt32, so that every store can hold it).
 	Attempts int
 	// NextAttemptAt is when the next attempt is due; zero when no attempt is
 	// pending. While a worker holds a claim on the delivery it is the time
@@ -77,8 +79,8 @@ type Callback struct {
 	NextAttemptAt time.Time
 	// DeliveredAt is when the receiver accepted the callback; zero until then.
 	DeliveredAt time.Time
-	// LastStatus is the HTTP status of the last attempt; 0 when there was no
-	// answer (or no attempt).
+	// LastStatus is the HTTP status of the last attempt (0 to 999); 0 when
+	// there was no answer (or no attempt).
 	LastStatus int
 	// LastError describes why the last attempt failed; empty when it
 	// succeeded or none was made.
@@ -312,8 +314,11 @@ func Normalize(t Task, now time.Time) (Task, error) {
 			return t, err
 		}
 	}
-	if t.Callback.Attempts < 0 {
-		return t, Invalidf("callback attempts must not be negative")
+	if t.Callback.Attempts < 0 || t.Callback.Attempts > math.MaxInt32 {
+		return t, Invalidf("callback attempts must be between 0 and %d", math.MaxInt32)
+	}
+	if t.Callback.LastStatus < 0 || t.Callback.LastStatus > 999 {
+		return t, Invalidf("callback last_status must be between 0 and 999")
 	}
 	t = t.Clone()
 	if t.CreatedAt.IsZero() {

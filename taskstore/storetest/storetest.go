@@ -24,6 +24,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -298,6 +299,11 @@ func testInvalid(t *testing.T, s taskstore.Store) {
 		{"ResponseWithoutFinish", func(x *taskstore.Task) { x.Response = json.RawMessage(`{}`) }, "finished_at"},
 		{"FinishWithoutResponse", func(x *taskstore.Task) { x.FinishedAt = base }, "response"},
 		{"NegativeAttempts", func(x *taskstore.Task) { x.Callback.Attempts = -1 }, "attempts"},
+		// One more than a 32-bit integer column holds (where int is 32 bits
+		// the increment wraps to a negative count, also invalid).
+		{"HugeAttempts", func(x *taskstore.Task) { x.Callback.Attempts = math.MaxInt32; x.Callback.Attempts++ }, "attempts"},
+		{"NegativeLastStatus", func(x *taskstore.Task) { x.Callback.LastStatus = -1 }, "last_status"},
+		{"HugeLastStatus", func(x *taskstore.Task) { x.Callback.LastStatus = 1000 }, "last_status"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := task("inv", 0)
