@@ -71,6 +71,6 @@
 // name the operation and PostgreSQL's message and SQLSTATE, never the SQL.
 // Serialization failures and deadlocks are retried (a few attempts with
 // jittered backoff); lost connections are retried for operations that are
-// safe to repeat (reads, lease renewals, claims, pruning) and for any
+// safe to repeat (reads, lease renewals, claims) and for any
 // operation when the statement provably never reached the server.
 package pgstore

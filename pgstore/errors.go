@@ -63,7 +63,7 @@ func (s *Store) do(ctx context.Context, op string, p retryPolicy, fn func() erro
 		if err == nil {
 			return nil
 		}
-		if attempt >= s.retries || ctx.Err() != nil || s.closed.Load() || !retryable(err, p) {
+		if attempt >= s.retries || ctx.Err() != nil || !retryable(err, p) {
 			return s.translate(ctx, op, err)
 		}
 		wait := time.Duration(float64(10*time.Millisecond<<(2*attempt)) * (0.5 + rand.Float64()))
@@ -118,8 +118,10 @@ func (s *Store) translate(ctx context.Context, op string, err error) error {
 			return err
 		}
 	}
-	// database/sql reports use after Close with an unexported error.
-	if s.closed.Load() || err.Error() == "sql: database is closed" {
+	// database/sql reports use after Close with an unexported error. (A
+	// call admitted by enter finishes before Close closes the pool, so its
+	// own failures are reported as they are.)
+	if err.Error() == "sql: database is closed" {
 		return taskstore.ErrClosed
 	}
 	if ctxErr := ctx.Err(); ctxErr != nil {

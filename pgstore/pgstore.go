@@ -260,7 +260,7 @@ func (s *Store) selectTasks(ctx context.Context, withLead bool, capHint int, que
 	return out, leads, err
 }
 
-// check is the common preamble of every method: a done context or a closed
+// enter is the common preamble of every method: a done context or a closed
 // store stops the call before it reaches the database.
 func (s *Store) enter(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
@@ -410,7 +410,7 @@ func (s *Store) Start(ctx context.Context, id string, at time.Time) error {
 	case st.StartedMs != 0:
 		return fmt.Errorf("%w: task %q has already started", taskstore.ErrConflict, id)
 	}
-	// It changed between the two statements; report what we saw first.
+	// It changed between the two statements: say so rather than guess.
 	return fmt.Errorf("%w: task %q changed concurrently", taskstore.ErrConflict, id)
 }
 
@@ -516,7 +516,10 @@ func (s *Store) Prune(ctx context.Context, before time.Time, limit int) (int, er
 		return 0, err
 	}
 	var n int64
-	err := s.do(ctx, "prune", idempotent, func() (err error) {
+	// Not retried after a lost connection: the DELETE may have committed,
+	// and a repeat would delete up to limit more tasks and report only its
+	// own count.
+	err := s.do(ctx, "prune", safeIfUnsent, func() (err error) {
 		n, err = s.exec(ctx, pruneTasks, taskstore.CeilMillis(before), limit)
 		return err
 	})

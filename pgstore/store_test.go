@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tasksapi/tasks/taskstore"
 )
 
@@ -371,4 +373,54 @@ func holdLocks(t *testing.T, ctx context.Context, url, stmt string) (*Store, *sq
 		t.Fatal(err)
 	}
 	return locker, tx
+}
+
+// Ordering and index lookups compare strings byte for byte whatever the
+// server's locale: every text column is declared COLLATE "C". (The test
+// server runs with a C locale, so a test of the order alone could not tell.)
+func TestTextColumnsCollateC(t *testing.T) {
+	s, _ := openInternal(t)
+	rows, err := s.db.QueryContext(context.Background(), `SELECT table_name, column_name, coalesce(collation_name, '')
+		FROM information_schema.columns
+		WHERE table_schema = current_schema() AND table_name IN ('tasks', 'task_counts') AND data_type = 'text'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var table, column, collation string
+		if err := rows.Scan(&table, &column, &collation); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		if collation != "C" {
+			t.Errorf("%s.%s has collation %q, want C", table, column, collation)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n < 10 {
+		t.Errorf("found %d text columns, want the tasks and task_counts ones", n)
+	}
+}
+
+// A Find with a creation window is planned for its actual values each time
+// (pgx's QueryExecModeExec), so that a narrow window is not served by a
+// generic plan made for a wide one; other filters use prepared statements.
+func TestWindowedFindPlannedEachTime(t *testing.T) {
+	windowed, ok := buildFind(taskstore.Filter{UserID: "u", CreatedMin: time.UnixMilli(1), Limit: 12})
+	if !ok {
+		t.Fatal("no statement for a windowed filter")
+	}
+	for name, args := range map[string][]any{"count": windowed.countArgs(), "page": windowed.pageArgs(taskstore.Filter{Limit: 12})} {
+		if len(args) == 0 || args[0] != pgx.QueryExecModeExec {
+			t.Errorf("windowed %s args %v do not start with QueryExecModeExec", name, args)
+		}
+	}
+	plain, _ := buildFind(taskstore.Filter{UserID: "u", Limit: 12})
+	if args := plain.pageArgs(taskstore.Filter{Limit: 12}); len(args) > 0 && args[0] == pgx.QueryExecModeExec {
+		t.Errorf("unwindowed page args %v ask for planning each time", args)
+	}
 }
