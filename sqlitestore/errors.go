@@ -2,7 +2,6 @@ package sqlitestore
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"strconv"
@@ -35,10 +34,10 @@ func (e *Error) Error() string {
 }
 
 // translate is the one place driver errors become the errors callers see:
-// sql.ErrNoRows → ErrNotFound, a primary key or unique violation →
-// ErrConflict, a JSON check violation → ErrInvalid, a closed database →
-// ErrClosed, context errors kept, anything else an *Error (logged with its
-// details). Errors the Store made itself pass through.
+// a primary key or unique violation → ErrConflict, a JSON check violation
+// → ErrInvalid, context errors kept, anything else an *Error (logged with
+// its details). Errors the Store made itself (ErrNotFound, ErrClosed, …)
+// pass through.
 func (s *Store) translate(op string, err error) error {
 	switch {
 	case err == nil:
@@ -49,8 +48,6 @@ func (s *Store) translate(op string, err error) error {
 		return fmt.Errorf("sqlitestore: %s: %w", op, err)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("sqlitestore: %s: %w", op, err)
-	case errors.Is(err, sql.ErrNoRows):
-		return fmt.Errorf("sqlitestore: %s: %w", op, taskstore.ErrNotFound)
 	}
 	var se *sqlite.Error
 	if errors.As(err, &se) {

@@ -210,8 +210,7 @@ func (w *where) list(col string, vs []string) {
 	case 1:
 		w.eq(col, vs[0])
 	default:
-		list, _ := jsonList(vs)
-		w.term(col+" IN (SELECT value FROM json_each(?))", list)
+		w.term(col+" IN (SELECT value FROM json_each(?))", jsonList(vs))
 	}
 }
 

@@ -158,9 +158,6 @@ func (p *readPool) do(ctx context.Context, f func(*readConn) error) error {
 // connection as good as before, so a client that hangs up does not cost a
 // reconnection.
 func (p *readPool) release(ctx context.Context, c *readConn, failed error) {
-	if c == nil {
-		return
-	}
 	if failed != nil && (ctx.Err() == nil || c.inTx) {
 		p.discarded.Add(1)
 		p.closeConn(c)

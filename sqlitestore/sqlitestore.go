@@ -11,10 +11,11 @@
 //
 // # Connections
 //
-// Open sets every PRAGMA in the connection string, so that each pooled
-// connection gets it: WAL journal, busy_timeout, foreign keys, and
-// synchronous=NORMAL (WithSynchronousFull trades write speed for durability
-// across power loss). All writes go through one connection owned by a single
+// Open sets the PRAGMAs in the connection string, so that each connection
+// gets them when it opens: the writer's and the checkpointer's get the WAL
+// journal, busy_timeout and synchronous=NORMAL (WithSynchronousFull trades
+// write speed for durability across power loss); the read connections get
+// busy_timeout and query_only. All writes go through one connection owned by a single
 // writer goroutine; reads use separate query_only connections
 // (WithReadConns), which in WAL mode never wait for the writer. A third
 // connection checkpoints the WAL in the background, at most every 100ms
@@ -184,10 +185,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, openError(path, "open", err)
 	}
-	wdb.SetMaxOpenConns(1)
-	wdb.SetMaxIdleConns(1)
-	wdb.SetConnMaxLifetime(0)
-	wdb.SetConnMaxIdleTime(0)
+	oneConn(wdb)
 	conn, err := wdb.Connx(ctx)
 	if err != nil {
 		wdb.Close()
@@ -217,10 +215,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 		w.close()
 		return fail("open checkpoint connection", err)
 	}
-	cdb.SetMaxOpenConns(1)
-	cdb.SetMaxIdleConns(1)
-	cdb.SetConnMaxLifetime(0)
-	cdb.SetConnMaxIdleTime(0)
+	oneConn(cdb)
 	reads, err := newReadPool(dsn(path, o, false), o.readConns)
 	if err == nil {
 		err = reads.warm(ctx)
@@ -279,7 +274,6 @@ func dsn(path string, o options, writer bool) string {
 		}
 		q.Add("_pragma", "journal_mode(WAL)")
 		q.Add("_pragma", "synchronous("+sync+")")
-		q.Add("_pragma", "foreign_keys(1)")
 		// Statement journals (one per statement inside a group commit)
 		// and temporary sort trees stay in memory, not in temporary files.
 		q.Add("_pragma", "temp_store(MEMORY)")
@@ -293,6 +287,15 @@ func dsn(path string, o options, writer bool) string {
 		q.Add("_pragma", "query_only(1)")
 	}
 	return path + "?" + q.Encode()
+}
+
+// oneConn makes db a pool of one connection that stays open: SQLite state
+// (the writer's prepared statements, the checkpointer's) lives in it.
+func oneConn(db *sqlx.DB) {
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
 }
 
 func openError(path, what string, err error) error {

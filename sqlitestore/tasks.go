@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/tasksapi/tasks/taskstore"
 )
@@ -319,10 +318,11 @@ func (s *Store) RenewLeases(ctx context.Context, ids []string, until time.Time) 
 		return err
 	}
 	defer s.leave()
-	list, ok := jsonList(ids)
-	if !ok {
+	valid, ok := validList(ids)
+	if !ok || len(valid) == 0 {
 		return nil
 	}
+	list := jsonList(valid)
 	untilMs := ms(until)
 	err := s.write(ctx, false, func(w *writer) error {
 		_, err := w.renew.Exec(untilMs, list)
@@ -370,7 +370,7 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, lease time.D
 		return nil, err
 	}
 	nowMs, until := ms(now), ms(now.Add(lease))
-	var claimed []taskstore.Task
+	claimed := []taskstore.Task{} // never nil, even when nothing is due
 	err := s.write(ctx, true, func(w *writer) error {
 		claimed = claimed[:0]
 		rows, err := w.claimSelect.Query(nowMs, limit)
@@ -390,6 +390,7 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, lease time.D
 				rids = append(rids, ',')
 			}
 			rids = strconv.AppendInt(rids, rid, 10)
+			t.Callback.NextAttemptAt = taskstore.FromMillis(until) // as the UPDATE below sets it
 			claimed = append(claimed, t)
 		}
 		if err := rows.Close(); err != nil {
@@ -407,12 +408,7 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, lease time.D
 	if err != nil {
 		return nil, s.translate(op, err)
 	}
-	out := make([]taskstore.Task, len(claimed))
-	for i, t := range claimed {
-		t.Callback.NextAttemptAt = taskstore.FromMillis(until)
-		out[i] = t
-	}
-	return out, nil
+	return claimed, nil
 }
 
 // RecordAttempt records the outcome of a delivery attempt. A delivered
@@ -459,22 +455,17 @@ func notFound(op string, err error) error {
 	return fmt.Errorf("sqlitestore: %s: %w", op, taskstore.ErrNotFound)
 }
 
-// jsonList encodes the valid UTF-8 strings of list as a JSON array for
-// json_each. Stored ids and names are valid UTF-8 (taskstore.Normalize), so
-// the others could never match; ok is false when none is left.
-func jsonList(list []string) (string, bool) {
+// jsonList encodes list as a JSON array for json_each. Callers drop the
+// strings that are not valid UTF-8 first (validList): no stored task has
+// one.
+func jsonList(list []string) string {
 	b := make([]byte, 0, 2+len(list)*40)
 	b = append(b, '[')
-	n := 0
-	for _, v := range list {
-		if !utf8.ValidString(v) {
-			continue
-		}
-		if n > 0 {
+	for i, v := range list {
+		if i > 0 {
 			b = append(b, ',')
 		}
 		b = taskstore.AppendString(b, v)
-		n++
 	}
-	return string(append(b, ']')), n > 0
+	return string(append(b, ']'))
 }

@@ -124,3 +124,32 @@ func TestCancelledWhileQueued(t *testing.T) {
 		t.Fatalf("cancelled Create was stored: Get = %v", err)
 	}
 }
+
+// Once the writer has taken a call, the caller gets the call's true result
+// even if its context ends meanwhile: a write never happens behind the back
+// of a caller told it failed.
+func TestCancelledWhileRunning(t *testing.T) {
+	s := openInternal(t)
+	c, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	err := s.submit(c, true, false, func(w *writer) error {
+		cancel() // the caller gives up while its write runs
+		_, err := w.insert.Exec(insertArgs(mustNormalize(t, mkTask("taken")))...)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("write = %v, want its own result (nil)", err)
+	}
+	if _, err := s.Get(context.Background(), "taken"); err != nil {
+		t.Fatalf("the write that ran is not stored: Get = %v", err)
+	}
+}
+
+func mustNormalize(t *testing.T, x taskstore.Task) taskstore.Task {
+	t.Helper()
+	n, err := taskstore.Normalize(x, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
