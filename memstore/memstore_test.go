@@ -117,10 +117,9 @@ func TestDeleteAndPruneMaintainIndexes(t *testing.T) {
 		{taskstore.Filter{Types: []string{"a"}, CreatedMax: base.Add(899 * time.Millisecond)}, 100},
 		{taskstore.Filter{IDs: []string{"t0000", "t0601", "t0603"}}, 1},
 	} {
-		page, total, err := s.Find(ctx, taskstore.Filter{
-			IDs: tc.f.IDs, TraceIDs: tc.f.TraceIDs, UserID: tc.f.UserID, ApplicationID: tc.f.ApplicationID,
-			Types: tc.f.Types, CreatedMax: tc.f.CreatedMax, Limit: 1000,
-		})
+		f := tc.f
+		f.Limit = 1000
+		page, total, err := s.Find(ctx, f)
 		must(t, err)
 		if total != tc.want || len(page) != tc.want {
 			t.Errorf("Find(%+v): %d items, total %d, want %d", tc.f, len(page), total, tc.want)

@@ -17,8 +17,9 @@ func (t Task) MarshalJSON() ([]byte, error) { return t.AppendJSON(nil), nil }
 // extended buffer. Fields appear in this order: id, trace_id, type, request,
 // response, created_at, started_at, finished_at, duration, elapsed,
 // application_id, user_id, credential_id. Empty strings, an absent response
-// and zero times are left out; duration and elapsed (both FinishedAt minus
-// CreatedAt) appear only once the task has finished. Times are Unix seconds
+// and zero times other than created_at (always written) are left out;
+// duration and elapsed (both FinishedAt minus CreatedAt) appear only once
+// the task has finished. Times are Unix seconds
 // with millisecond precision. Strings are escaped exactly as encoding/json
 // escapes them; Request and Response are written as stored (they must be
 // valid JSON; a nil Request is written as null).

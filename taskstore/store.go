@@ -13,10 +13,12 @@ import (
 // with the context's error. Returned tasks are copies: changing them never
 // changes the stored task. Times given to a store are truncated to the
 // millisecond; a zero time argument of Start, Finish or RecordAttempt (at,
-// a delivered Attempt's At) means the current time. Errors other than the sentinels (ErrNotFound,
-// ErrConflict, ErrInvalid, ErrClosed) are system failures.
+// a delivered Attempt's At) means the current time. Errors other than the
+// sentinels (ErrNotFound, ErrConflict, ErrInvalid, ErrClosed) are system
+// failures.
 //
-// The conformance suite in taskstore/storetest pins every rule stated here.
+// The conformance suite in taskstore/storetest asserts these rules for
+// every backend.
 type Store interface {
 	// Create stores a new task. The task is validated and normalized with
 	// Normalize (ErrInvalid naming the field). A task with the same id

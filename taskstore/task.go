@@ -278,7 +278,8 @@ func ToMillis(t time.Time) int64 {
 
 // Normalize validates a task given to Store.Create and returns the copy a
 // store keeps: times truncated to milliseconds (CreatedAt set to now when
-// zero), JSON copied. The error wraps ErrInvalid and names the field.
+// zero), JSON copied, and no lease on a task that is already finished. The
+// error wraps ErrInvalid and names the field.
 func Normalize(t Task, now time.Time) (Task, error) {
 	if err := checkID("id", t.ID, true); err != nil {
 		return t, err

@@ -11,7 +11,9 @@
 //
 // Stores keep times with millisecond precision, in UTC. A time handed to a
 // store is truncated to the millisecond; a time read back is the truncated
-// value in UTC. The zero time.Time means "not set" everywhere.
+// value in UTC. In a Task the zero time.Time means "not set"; as an argument
+// of Start, Finish or RecordAttempt it means the current time, and
+// ClaimDeliveries refuses a zero now (see Store).
 //
 // # Errors
 //
@@ -32,8 +34,8 @@ var (
 	// ErrNotFound: no task has the given id.
 	ErrNotFound = errors.New("taskstore: task not found")
 	// ErrConflict: the operation contradicts the task's state (a duplicate
-	// id, finishing a finished task, recording an attempt for a callback that
-	// is not pending).
+	// id, starting a started or finished task, finishing a finished task,
+	// recording an attempt for a callback that is not pending).
 	ErrConflict = errors.New("taskstore: conflict")
 	// ErrInvalid: the input is malformed. The wrapping error's message names
 	// the field.

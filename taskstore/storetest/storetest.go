@@ -95,6 +95,10 @@ func Run(t *testing.T, newStore func(t *testing.T) taskstore.Store) {
 		{"Closed", testClosed},
 		{"Context/Cancelled", testCancelled},
 		{"Concurrent", testConcurrent},
+		{"Concurrent/FinishOnce", testFinishRace},
+		{"Concurrent/CreateOnce", testCreateRace},
+		{"Leases/TieBreak", testAbandonedTieBreak},
+		{"Outbox/ReturnsCopy", testClaimReturnsCopy},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}
@@ -889,6 +893,115 @@ func testOutboxAttempts(t *testing.T, s taskstore.Store) {
 	if len(claimed) != 0 {
 		t.Fatalf("delivered or given-up callbacks claimed: %v", ids(claimed))
 	}
+	// A given-up callback is settled: another attempt conflicts and changes
+	// nothing.
+	wantErr(t, "attempt after giving up", s.RecordAttempt(ctx, "g", taskstore.Attempt{At: now, Status: 200, Delivered: true}), taskstore.ErrConflict)
+	if got := mustGet(t, s, "g"); got.DeliveryState() != taskstore.GaveUp || got.Callback.Attempts != 1 || got.Callback.LastStatus != 410 {
+		t.Fatalf("attempt after giving up changed the task: %+v", got.Callback)
+	}
+}
+
+// Finish is exactly once even when many callers race (Abandoned relies on
+// it when several processes finish the same task as interrupted): one
+// wins, the others get ErrConflict, and the stored response is the
+// winner's.
+func testFinishRace(t *testing.T, s taskstore.Store) {
+	mustCreate(t, s, task("race", 0))
+	const n = 16
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			errs[i] = s.Finish(ctx, "race", json.RawMessage(fmt.Sprintf(`{"by":%d}`, i)), base.Add(time.Second))
+		})
+	}
+	wg.Wait()
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil && winner >= 0:
+			t.Fatalf("Finish succeeded for callers %d and %d", winner, i)
+		case err == nil:
+			winner = i
+		default:
+			wantErr(t, fmt.Sprintf("Finish by caller %d", i), err, taskstore.ErrConflict)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no Finish succeeded")
+	}
+	if got := mustGet(t, s, "race"); string(got.Response) != fmt.Sprintf(`{"by":%d}`, winner) {
+		t.Fatalf("stored response %s, want the winner's (%d)", got.Response, winner)
+	}
+}
+
+// Concurrent Creates of one id store exactly one task; the others get
+// ErrConflict.
+func testCreateRace(t *testing.T, s taskstore.Store) {
+	const n = 16
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			x := task("dup", 0)
+			x.Request = json.RawMessage(fmt.Sprintf(`{"by":%d}`, i))
+			errs[i] = s.Create(ctx, x)
+		})
+	}
+	wg.Wait()
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil && winner >= 0:
+			t.Fatalf("Create succeeded for callers %d and %d", winner, i)
+		case err == nil:
+			winner = i
+		default:
+			wantErr(t, fmt.Sprintf("Create by caller %d", i), err, taskstore.ErrConflict)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no Create succeeded")
+	}
+	if got := mustGet(t, s, "dup"); string(got.Request) != fmt.Sprintf(`{"by":%d}`, winner) {
+		t.Fatalf("stored request %s, want the winner's (%d)", got.Request, winner)
+	}
+}
+
+// Abandoned orders tasks with the same lease by ID.
+func testAbandonedTieBreak(t *testing.T, s taskstore.Store) {
+	for _, id := range []string{"t-c", "t-a", "t-b"} {
+		x := task(id, 0)
+		x.LeaseUntil = base.Add(time.Second)
+		mustCreate(t, s, x)
+	}
+	got, err := s.Abandoned(ctx, base.Add(time.Minute), 10)
+	must(t, err)
+	if want := []string{"t-a", "t-b", "t-c"}; !slices.Equal(ids(got), want) {
+		t.Fatalf("Abandoned = %v, want %v (same lease: by id)", ids(got), want)
+	}
+}
+
+// Tasks returned by Abandoned and ClaimDeliveries are copies too.
+func testClaimReturnsCopy(t *testing.T, s taskstore.Store) {
+	finished(t, s, map[string]int{"cp": 0})
+	leased := task("lease", 0)
+	leased.LeaseUntil = base.Add(time.Second)
+	mustCreate(t, s, leased)
+	claimed, err := s.ClaimDeliveries(ctx, base.Add(time.Second), time.Minute, 10)
+	must(t, err)
+	abandoned, err := s.Abandoned(ctx, base.Add(time.Minute), 10)
+	must(t, err)
+	if len(claimed) != 1 || len(abandoned) != 1 {
+		t.Fatalf("claimed %v, abandoned %v", ids(claimed), ids(abandoned))
+	}
+	claimed[0].Request[2], claimed[0].Response[2], claimed[0].Callback.URL = 'X', 'X', "changed"
+	abandoned[0].Request[2], abandoned[0].TraceID = 'X', "changed"
+	if got := mustGet(t, s, "cp"); string(got.Request) != `{"prompt":"cp"}` || string(got.Response) != `{"id":"cp"}` ||
+		got.Callback.URL != "https://example.com/cp" {
+		t.Fatalf("changing a claimed task changed the store: %+v", got)
+	}
+	equal(t, mustGet(t, s, "lease"), leased)
 }
 
 func testOutboxConflicts(t *testing.T, s taskstore.Store) {
