@@ -34,7 +34,7 @@ const (
 	DefaultQueue           = 1024
 	DefaultTaskTimeout     = 10 * time.Minute
 	DefaultMaxBodyBytes    = 32 << 20
-	DefaultAttemptTimeout  = 15 * time.Second
+	DefaultAttemptTimeout  = webhook.DefaultTimeout
 	DefaultDeliveryWorkers = 16
 	DefaultPollInterval    = time.Second
 	DefaultLease           = time.Minute

@@ -2,8 +2,8 @@
 //
 //	{"error":{"code":"…","message":"…"},"trace_id":"<uuid of this request>"}
 //
-// It is shared by the handler and callback packages so that every error a
-// client sees has one shape.
+// It is shared by the handler and callback packages and by tasksd's own
+// answers, so that every error a client sees has one shape.
 package apierr
 
 import (

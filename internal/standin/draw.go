@@ -122,7 +122,7 @@ func (b *bufferPool) Put(eb *png.EncoderBuffer) { b.p.Put(eb) }
 func (p picture) encode() []byte {
 	var buf bytes.Buffer
 	if err := encoder.Encode(&buf, p.draw()); err != nil {
-		// Encoding an in-memory NRGBA image into a bytes.Buffer cannot fail.
+		// Encoding an in-memory paletted image into a bytes.Buffer cannot fail.
 		panic("standin: encoding a PNG: " + err.Error())
 	}
 	return buf.Bytes()

@@ -35,8 +35,9 @@ type imageParams struct {
 	format string // formatURL or formatB64
 }
 
-// Parameters OpenAI defines for each endpoint. Those not read by
-// imageParamsOf are accepted and ignored; any other is refused.
+// Parameters OpenAI defines for each endpoint, sorted (they are looked up
+// with a binary search). Those not read by imageParamsOf are accepted and
+// ignored; any other is refused.
 var (
 	generationParams = []string{
 		"background", "model", "moderation", "n", "output_compression", "output_format",

@@ -743,3 +743,13 @@ func BenchmarkGenerationsCached(b *testing.B) {
 		}
 	}
 }
+
+// The parameter lists are searched with slices.BinarySearch: one inserted
+// out of order would make a valid parameter "unrecognized".
+func TestParamListsSorted(t *testing.T) {
+	for name, list := range map[string][]string{"generationParams": generationParams, "editParams": editParams} {
+		if !slices.IsSorted(list) {
+			t.Errorf("%s is not sorted: %v", name, list)
+		}
+	}
+}

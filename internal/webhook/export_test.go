@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"context"
+	"net/http"
 	"net/netip"
 )
 
@@ -35,3 +36,11 @@ func Control(s *Sender, network, address string) error {
 
 // RefusedReason exposes the guard's address check.
 var RefusedReason = refusedReason
+
+// UsesProxy reports whether s's own transport would send requests through a
+// proxy (from the environment or otherwise): a proxy would dial for it,
+// past the guard.
+func UsesProxy(s *Sender) bool {
+	t, ok := s.client.Transport.(*http.Transport)
+	return !ok || t.Proxy != nil
+}

@@ -533,3 +533,17 @@ func TestNilSender(t *testing.T) {
 	}
 	s.CloseIdleConnections() // no panic
 }
+
+// HTTP_PROXY and friends are ignored: the sender's transport has no proxy,
+// so every connection goes through the guarded dialer. (Go reads the proxy
+// variables once per process, so setting them here would prove nothing;
+// the transport itself is checked.)
+func TestSenderIgnoresEnvironmentProxies(t *testing.T) {
+	s, err := webhook.NewSender(webhook.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if webhook.UsesProxy(s) {
+		t.Fatal("the sender's transport uses a proxy")
+	}
+}

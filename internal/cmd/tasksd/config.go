@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tasksapi/tasks/callback"
 	"github.com/tasksapi/tasks/internal/webhook"
 	"github.com/tasksapi/tasks/taskstore"
 )
@@ -68,13 +70,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.CallbackSecret, "callback-secret", "", "whsec_… secret: callbacks are signed with Standard Webhooks (prefer TASKSD_CALLBACK_SECRET)")
 	fs.BoolVar(&c.AllowPrivateCallbacks, "allow-private-callbacks", false, "allow callbacks to loopback and private networks")
 	fs.Var(scheduleFlag{&c.CallbackSchedule}, "callback-schedule", "delays before each delivery attempt; its length is the number of attempts")
-	fs.DurationVar(&c.TaskTimeout, "task-timeout", 10*time.Minute, "longest a task may run")
+	fs.DurationVar(&c.TaskTimeout, "task-timeout", callback.DefaultTaskTimeout, "longest a task may run")
 	fs.IntVar(&c.Workers, "workers", 4*runtime.GOMAXPROCS(0), "tasks running at once")
-	fs.IntVar(&c.Queue, "queue", 1024, "tasks waiting for a worker; beyond it requests get 429")
+	fs.IntVar(&c.Queue, "queue", callback.DefaultQueue, "tasks waiting for a worker; beyond it requests get 429")
 	fs.DurationVar(&c.Retention, "retention", 720*time.Hour, "tasks older than this are pruned; 0 keeps them")
 	fs.DurationVar(&c.StandinDelay, "standin-delay", time.Second, "how long the stand-in generator takes")
-	fs.DurationVar(&c.CallbackTimeout, "callback-timeout", 15*time.Second, "longest one callback delivery attempt may take")
-	fs.DurationVar(&c.Lease, "lease", time.Minute, "how long a claim on a task or a delivery lasts; after a crash, claimed deliveries are retried once it expires (must exceed -callback-timeout)")
+	fs.DurationVar(&c.CallbackTimeout, "callback-timeout", callback.DefaultAttemptTimeout, "longest one callback delivery attempt may take")
+	fs.DurationVar(&c.Lease, "lease", callback.DefaultLease, "how long a claim on a task or a delivery lasts; after a crash, claimed deliveries are retried once it expires (must exceed -callback-timeout)")
 	fs.DurationVar(&c.Grace, "grace", 30*time.Second, "on SIGINT/SIGTERM, how long running tasks may take to finish")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -129,9 +131,13 @@ func loadTokens(path string) (map[string]taskstore.Principal, error) {
 		return nil, fmt.Errorf("reading tokens file: %w", err)
 	}
 	var m map[string]taskstore.Principal
-	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&m); err != nil {
+	err = dec.Decode(&m)
+	if _, end := dec.Token(); err == nil && end != io.EOF {
+		err = errors.New("data after the object") // a second object or garbage: refuse, do not ignore
+	}
+	if err != nil {
 		return nil, fmt.Errorf("tokens file %s is not a JSON object of token → {application_id, user_id, credential_id}", path)
 	}
 	if len(m) == 0 {

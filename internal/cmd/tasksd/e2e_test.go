@@ -406,6 +406,26 @@ func TestRedactHidesPasswords(t *testing.T) {
 	}
 }
 
+// A tokens file must be exactly one JSON object: anything after it is an
+// error, not silently ignored.
+func TestTokensFileTrailingData(t *testing.T) {
+	for _, content := range []string{
+		`{"tok-a": {"user_id": "a"}} {"tok-b": {"user_id": "b"}}`,
+		`{"tok-a": {"user_id": "a"}} garbage`,
+	} {
+		path := filepath.Join(t.TempDir(), "t.json")
+		os.WriteFile(path, []byte(content), 0o600)
+		if _, err := loadTokens(path); err == nil {
+			t.Errorf("loadTokens accepted %q", content)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "t.json")
+	os.WriteFile(path, []byte("{\"tok-a\": {\"user_id\": \"a\"}}\n"), 0o600)
+	if m, err := loadTokens(path); err != nil || m["tok-a"].UserID != "a" {
+		t.Errorf("loadTokens of one object and a newline = %v, %v", m, err)
+	}
+}
+
 func TestTokensFileErrorsDoNotLeak(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "t.json")
 	os.WriteFile(path, []byte(`{"sekrit-token": {"application_id": 5}}`), 0o600)
