@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/tasksapi/tasks/internal/jsonscan"
 	"github.com/tasksapi/tasks/taskstore"
 )
 
@@ -192,72 +193,14 @@ func acceptedAnswer(id, traceID string) []byte {
 func forEachMember(obj []byte, fn func(key, rawKey, val []byte)) {
 	i := 1 // past '{'
 	for i < len(obj) && obj[i] != '}' {
-		kEnd := skipString(obj, i)
+		kEnd := jsonscan.SkipString(obj, i)
 		rawKey := obj[i:kEnd]
 		vStart := kEnd + 1 // past ':'
-		vEnd := skipValue(obj, vStart)
-		fn(decodeKey(rawKey), rawKey, obj[vStart:vEnd])
+		vEnd := jsonscan.SkipValue(obj, vStart)
+		fn(jsonscan.Unquote(rawKey), rawKey, obj[vStart:vEnd])
 		i = vEnd
 		if i < len(obj) && obj[i] == ',' {
 			i++
 		}
-	}
-}
-
-// decodeKey returns the value of the quoted JSON string raw, without
-// copying when it has no escapes.
-func decodeKey(raw []byte) []byte {
-	if bytes.IndexByte(raw, '\\') < 0 {
-		return raw[1 : len(raw)-1]
-	}
-	var s string
-	_ = json.Unmarshal(raw, &s)
-	return []byte(s)
-}
-
-// skipString returns the index just past the JSON string starting at b[i].
-func skipString(b []byte, i int) int {
-	for j := i + 1; j < len(b); j++ {
-		switch b[j] {
-		case '\\':
-			j++
-		case '"':
-			return j + 1
-		}
-	}
-	return len(b)
-}
-
-// skipValue returns the index just past the compact JSON value starting at
-// b[i].
-func skipValue(b []byte, i int) int {
-	if i >= len(b) {
-		return len(b)
-	}
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		depth := 0
-		for j := i; j < len(b); j++ {
-			switch b[j] {
-			case '"':
-				j = skipString(b, j) - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return j + 1
-				}
-			}
-		}
-		return len(b)
-	default:
-		j := i
-		for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' {
-			j++
-		}
-		return j
 	}
 }

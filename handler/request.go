@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/tasksapi/tasks/internal/jsonscan"
 )
 
 // Limits of a request. MaxBodyBytes, DefaultLimit, MaxLimit and
@@ -305,7 +307,7 @@ func parseList(name string, v []byte) ([]string, error) {
 		return nil, nil
 	}
 	for {
-		end := skipValue(v, i)
+		end := jsonscan.SkipValue(v, i)
 		s, err := parseString(name, v[i:end])
 		if err != nil || len(list) == MaxListLength {
 			return nil, bad()
@@ -454,13 +456,8 @@ func scanObject(body []byte, raw *rawRequest) error {
 	nseen := 0
 	i = skipSpace(body, i+1)
 	for body[i] != '}' {
-		kend := skipString(body, i)
-		key := body[i+1 : kend-1]
-		if bytes.IndexByte(key, '\\') >= 0 {
-			var s string
-			_ = json.Unmarshal(body[i:kend], &s) // valid JSON string
-			key = []byte(s)
-		}
+		kend := jsonscan.SkipString(body, i)
+		key := jsonscan.Unquote(body[i:kend])
 		// duplicates
 		dup := false
 		if seenMap == nil {
@@ -492,7 +489,7 @@ func scanObject(body []byte, raw *rawRequest) error {
 		}
 		i = skipSpace(body, kend)
 		i = skipSpace(body, i+1) // ':'
-		vend := skipValue(body, i)
+		vend := jsonscan.SkipValue(body, i)
 		if f := raw.field(key); f != nil {
 			if v := body[i:vend]; !bytes.Equal(v, []byte("null")) {
 				*f = v
@@ -528,49 +525,4 @@ func skipSpace(b []byte, i int) int {
 		i++
 	}
 	return i
-}
-
-// skipString returns the index after the string starting at b[i] == '"'.
-func skipString(b []byte, i int) int {
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1
-		}
-	}
-	return len(b)
-}
-
-// skipValue returns the index after the value starting at b[i].
-func skipValue(b []byte, i int) int {
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		depth := 0
-		for ; i < len(b); i++ {
-			switch b[i] {
-			case '"':
-				i = skipString(b, i) - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-		}
-		return len(b)
-	default: // number, true, false, null
-		for ; i < len(b); i++ {
-			switch b[i] {
-			case ',', '}', ']', ' ', '\t', '\n', '\r':
-				return i
-			}
-		}
-		return len(b)
-	}
 }
