@@ -38,6 +38,9 @@ func TestResponseBytes(t *testing.T) {
 			`{"success":false,"task_id":"id-1","error":{"code":"api_error","message":"bad prompt"}}`, false},
 		{"ErrorEmptyAndNull", "", outcome{status: 503, body: []byte(`{"error":{"code":"","message":null}}`)},
 			`{"success":false,"task_id":"id-1","error":{"code":"api_error","message":"upstream returned status 503"}}`, false},
+		// JSON text must be UTF-8: such a body is not stored or sent on.
+		{"NotUTF8", "", outcome{status: 200, body: []byte("{\"data\":\"\xff\"}")},
+			`{"success":false,"task_id":"id-1","error":{"code":"api_error","message":"upstream response is not a JSON object"}}`, false},
 		{"TooLarge", "", outcome{status: 200, tooLarge: true},
 			`{"success":false,"task_id":"id-1","error":{"code":"api_error","message":"upstream response is too large"}}`, false},
 		{"RunError", "", outcome{err: errors.New("secret")},

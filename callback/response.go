@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/tasksapi/tasks/internal/jsonscan"
 	"github.com/tasksapi/tasks/taskstore"
@@ -114,6 +115,10 @@ func verdict(id, traceID string, o outcome) (resp []byte, ok bool, code string) 
 		return failure(id, traceID, code, msg), false, code
 	}
 	obj, isObject := compactObject(o.body)
+	// JSON text must be UTF-8 (RFC 8259), which json.Compact does not
+	// check: an answer with other bytes in a string is not JSON either, and
+	// is never stored or sent on.
+	isObject = isObject && utf8.Valid(obj)
 	if o.status < 200 || o.status > 299 {
 		code, msg := CodeAPIError, fmt.Sprintf(msgStatusFmt, o.status)
 		if isObject {

@@ -332,8 +332,8 @@ func (s *Store) Finish(ctx context.Context, id string, response json.RawMessage,
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if !json.Valid(response) {
-		return taskstore.Invalidf("response must be valid JSON")
+	if err := taskstore.CheckResponse(response); err != nil {
+		return err
 	}
 	ms := taskstore.MillisOrNow(at)
 	response = bytes.Clone(response)

@@ -296,12 +296,6 @@ func checkText(t taskstore.Task) error {
 			return taskstore.Invalidf("%s must be valid UTF-8 without NUL characters", f.name)
 		}
 	}
-	if !utf8.Valid(t.Request) {
-		return taskstore.Invalidf("request must be valid UTF-8")
-	}
-	if !utf8.Valid(t.Response) {
-		return taskstore.Invalidf("response must be valid UTF-8")
-	}
 	return nil
 }
 
@@ -425,11 +419,8 @@ func (s *Store) Finish(ctx context.Context, id string, response json.RawMessage,
 		return err
 	}
 	defer s.leave()
-	if !json.Valid(response) {
-		return taskstore.Invalidf("response must be valid JSON")
-	}
-	if !utf8.Valid(response) {
-		return taskstore.Invalidf("response must be valid UTF-8")
+	if err := taskstore.CheckResponse(response); err != nil {
+		return err
 	}
 	ms := taskstore.MillisOrNow(at)
 	n, err := s.update(ctx, "finish", finishTask, id, string(response), ms)

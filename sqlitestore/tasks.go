@@ -248,11 +248,8 @@ func (s *Store) Finish(ctx context.Context, id string, response json.RawMessage,
 		return err
 	}
 	defer s.leave()
-	switch {
-	case len(response) == 0:
-		return taskstore.Invalidf("response is required")
-	case !json.Valid(response):
-		return taskstore.Invalidf("response must be valid JSON")
+	if err := taskstore.CheckResponse(response); err != nil {
+		return err
 	}
 	resp, atMs := string(response), taskstore.MillisOrNow(at)
 	err := s.write(ctx, false, func(w *writer) error {

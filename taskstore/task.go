@@ -296,11 +296,11 @@ func Normalize(t Task, now time.Time) (Task, error) {
 	if len(t.Request) == 0 {
 		return t, Invalidf("request is required")
 	}
-	if !json.Valid(t.Request) {
-		return t, Invalidf("request must be valid JSON")
+	if !validJSON(t.Request) {
+		return t, Invalidf("request must be valid JSON in UTF-8")
 	}
-	if t.Response != nil && !json.Valid(t.Response) {
-		return t, Invalidf("response must be valid JSON")
+	if t.Response != nil && !validJSON(t.Response) {
+		return t, Invalidf("response must be valid JSON in UTF-8")
 	}
 	if t.Response != nil && t.FinishedAt.IsZero() {
 		return t, Invalidf("finished_at is required with a response")
@@ -383,6 +383,20 @@ func (a Attempt) Millis() (delivered, next int64) {
 	}
 	return 0, ToMillis(a.Next)
 }
+
+// CheckResponse checks the response given to Store.Finish: it must be
+// valid JSON text in UTF-8 (RFC 8259), as a stored response is written out
+// byte for byte in the Tasks API and the callback. Else it gives ErrInvalid.
+func CheckResponse(response json.RawMessage) error {
+	if !validJSON(response) {
+		return Invalidf("response must be valid JSON in UTF-8")
+	}
+	return nil
+}
+
+// validJSON reports whether b is valid JSON text: json.Valid does not
+// check that strings are UTF-8.
+func validJSON(b []byte) bool { return utf8.Valid(b) && json.Valid(b) }
 
 // CheckLimit gives ErrInvalid unless limit, the most rows a Prune,
 // Abandoned or ClaimDeliveries call may touch, is positive.

@@ -297,6 +297,8 @@ func testInvalid(t *testing.T, s taskstore.Store) {
 		{"EmptyType", func(x *taskstore.Task) { x.Type = "" }, "type"},
 		{"NoRequest", func(x *taskstore.Task) { x.Request = nil }, "request"},
 		{"RequestNotJSON", func(x *taskstore.Task) { x.Request = json.RawMessage(`{"a":`) }, "request"},
+		// JSON text is UTF-8; json.Valid alone accepts these bytes.
+		{"RequestNotUTF8", func(x *taskstore.Task) { x.Request = json.RawMessage("{\"a\":\"\xff\"}") }, "request"},
 		{"ResponseNotJSON", func(x *taskstore.Task) {
 			x.Response, x.FinishedAt = json.RawMessage(`nope`), base
 		}, "response"},
@@ -671,7 +673,7 @@ func testFinishOnce(t *testing.T, s taskstore.Store) {
 
 func testFinishInvalid(t *testing.T, s taskstore.Store) {
 	mustCreate(t, s, task("f", 0))
-	for _, resp := range []string{"", "{", "nope"} {
+	for _, resp := range []string{"", "{", "nope", "{\"a\":\"\xff\"}"} {
 		err := s.Finish(ctx, "f", json.RawMessage(resp), base)
 		wantErr(t, fmt.Sprintf("Finish(%q)", resp), err, taskstore.ErrInvalid)
 	}
