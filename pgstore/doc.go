@@ -26,8 +26,10 @@
 // ClaimDeliveries locks the due rows with FOR UPDATE SKIP LOCKED and moves
 // their due time to now+lease in the same statement, so concurrent claimers
 // take disjoint sets and a replica that dies mid-delivery simply lets its
-// claim expire. Run leases (RenewLeases, Abandoned) work the same way for
-// tasks: a task is reported abandoned only once its lease has run out.
+// claim expire. Run leases are simpler: Abandoned neither locks nor claims,
+// so every replica may see the same task once its lease has run out, and
+// Finish's exactly-once rule (the first Finish wins, the others get
+// ErrConflict) is what makes finishing it as interrupted safe.
 //
 // # Storage
 //
