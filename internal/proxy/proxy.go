@@ -197,12 +197,15 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, target, path str
 		return
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, p.max+1))
-	if err != nil {
-		p.failed(ctx, w, r, path, "reading the upstream answer failed", err)
-		return
+	var data []byte
+	if resp.ContentLength <= p.max { // an answer declared too large is not read at all
+		data, err = io.ReadAll(io.LimitReader(resp.Body, p.max+1))
+		if err != nil {
+			p.failed(ctx, w, r, path, "reading the upstream answer failed", err)
+			return
+		}
 	}
-	if int64(len(data)) > p.max {
+	if resp.ContentLength > p.max || int64(len(data)) > p.max {
 		p.log.WarnContext(ctx, "upstream answer too large", "method", r.Method, "path", path,
 			"host", p.base.Host, "status", resp.StatusCode, "limit", p.max)
 		writeError(w, http.StatusBadGateway, "api_error", "upstream_response_too_large", "upstream response too large")

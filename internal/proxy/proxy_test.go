@@ -361,6 +361,27 @@ func TestMaxResponseBytes(t *testing.T) {
 	}
 }
 
+// An answer without a Content-Length (chunked) is measured while it is
+// read; one that declares too large a length is refused without reading it.
+func TestMaxResponseBytesChunked(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"data":[`)
+		w.(http.Flusher).Flush() // no Content-Length from here on
+		io.WriteString(w, `1,2,3]}`)
+	})
+	for _, tc := range []struct {
+		max    int64
+		status int
+	}{{16, http.StatusOK}, {15, http.StatusBadGateway}} {
+		p := mustNew(t, Options{Upstream: up.URL, Key: testKey, MaxResponseBytes: tc.max})
+		resp, body := serve(t, p.Handler("/x"), nil, []byte(`{}`))
+		if resp.StatusCode != tc.status {
+			t.Errorf("max %d: status %d %s", tc.max, resp.StatusCode, body)
+		}
+	}
+}
+
 func TestRedirectNotFollowed(t *testing.T) {
 	elsewhere := newUpstream(t, jsonReply(http.StatusOK, `{}`))
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
