@@ -89,6 +89,7 @@ func Run(t *testing.T, newStore func(t *testing.T) taskstore.Store) {
 		{"Outbox/Conflicts", testOutboxConflicts},
 		{"Find/EmptyTraceID", testFindEmptyTraceID},
 		{"Find/DuplicateTypes", testFindDuplicateTypes},
+		{"Find/ManyTypes", testFindManyTypes},
 		{"Prune/AnyState", testPruneAnyState},
 		{"ZeroTimeMeansNow", testZeroTimeMeansNow},
 		{"BeforeWithFraction", testBeforeWithFraction},
@@ -1099,6 +1100,42 @@ func testFindDuplicateTypes(t *testing.T, s taskstore.Store) {
 		if total != wantTotal || wantTotal != 3 || !slices.Equal(got, want) {
 			t.Fatalf("offset %d: [x x y] gave %v total %d; [x y] gave %v total %d (want 3)",
 				offset, got, total, want, wantTotal)
+		}
+	}
+}
+
+// A list of many types (stores may plan long lists differently from short
+// ones) pages newest first and counts every match, alone and with a user.
+func testFindManyTypes(t *testing.T, s taskstore.Store) {
+	var all []taskstore.Task
+	for i := range 24 {
+		x := task(fmt.Sprintf("m%02d", i), i)
+		x.Type, x.UserID = fmt.Sprintf("type-%02d", i%12), []string{"u1", "u2"}[i%2]
+		all = append(all, x)
+	}
+	mustCreate(t, s, all...)
+	types := make([]string, 0, 11)
+	for i := range 11 { // every type but type-11
+		types = append(types, fmt.Sprintf("type-%02d", i))
+	}
+	for _, f := range []taskstore.Filter{
+		{Types: types, Limit: 5},
+		{Types: types, Limit: 5, Offset: 7},
+		{Types: types, UserID: "u2", Limit: 100},
+	} {
+		var want []string
+		for i := len(all) - 1; i >= 0; i-- { // newest first
+			x := all[i]
+			if x.Type != "type-11" && (f.UserID == "" || x.UserID == f.UserID) {
+				want = append(want, x.ID)
+			}
+		}
+		wantTotal := len(want)
+		want = want[min(f.Offset, len(want)):min(f.Offset+f.Limit, len(want))]
+		got, total := find(t, s, f)
+		if total != wantTotal || !slices.Equal(got, want) {
+			t.Fatalf("Find(%d types, user %q, offset %d) = %v total %d, want %v total %d",
+				len(f.Types), f.UserID, f.Offset, got, total, want, wantTotal)
 		}
 	}
 }
