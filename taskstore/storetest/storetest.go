@@ -919,20 +919,7 @@ func testFinishRace(t *testing.T, s taskstore.Store) {
 		})
 	}
 	wg.Wait()
-	winner := -1
-	for i, err := range errs {
-		switch {
-		case err == nil && winner >= 0:
-			t.Fatalf("Finish succeeded for callers %d and %d", winner, i)
-		case err == nil:
-			winner = i
-		default:
-			wantErr(t, fmt.Sprintf("Finish by caller %d", i), err, taskstore.ErrConflict)
-		}
-	}
-	if winner < 0 {
-		t.Fatal("no Finish succeeded")
-	}
+	winner := oneWinner(t, "Finish", errs)
 	if got := mustGet(t, s, "race"); string(got.Response) != fmt.Sprintf(`{"by":%d}`, winner) {
 		t.Fatalf("stored response %s, want the winner's (%d)", got.Response, winner)
 	}
@@ -952,23 +939,31 @@ func testCreateRace(t *testing.T, s taskstore.Store) {
 		})
 	}
 	wg.Wait()
+	winner := oneWinner(t, "Create", errs)
+	if got := mustGet(t, s, "dup"); string(got.Request) != fmt.Sprintf(`{"by":%d}`, winner) {
+		t.Fatalf("stored request %s, want the winner's (%d)", got.Request, winner)
+	}
+}
+
+// oneWinner checks that exactly one of racing calls succeeded and all the
+// others got ErrConflict, and returns the winner's index.
+func oneWinner(t *testing.T, what string, errs []error) int {
+	t.Helper()
 	winner := -1
 	for i, err := range errs {
 		switch {
 		case err == nil && winner >= 0:
-			t.Fatalf("Create succeeded for callers %d and %d", winner, i)
+			t.Fatalf("%s succeeded for callers %d and %d", what, winner, i)
 		case err == nil:
 			winner = i
 		default:
-			wantErr(t, fmt.Sprintf("Create by caller %d", i), err, taskstore.ErrConflict)
+			wantErr(t, fmt.Sprintf("%s by caller %d", what, i), err, taskstore.ErrConflict)
 		}
 	}
 	if winner < 0 {
-		t.Fatal("no Create succeeded")
+		t.Fatalf("no %s succeeded", what)
 	}
-	if got := mustGet(t, s, "dup"); string(got.Request) != fmt.Sprintf(`{"by":%d}`, winner) {
-		t.Fatalf("stored request %s, want the winner's (%d)", got.Request, winner)
-	}
+	return winner
 }
 
 // Abandoned orders tasks with the same lease by ID.
