@@ -51,9 +51,9 @@ func receiverDownThenUp(t *testing.T, o callback.Options) {
 	id := submitCallback(t, rec, rc.URL+"/hook")
 	task := waitDelivery(t, store, id)
 
-	if task.DeliveryState() != taskstore.Delivered || task.Callback.Attempts != 3 ||
+	if task.CallbackStatus() != taskstore.CallbackDelivered || task.Callback.Attempts != 3 ||
 		task.Callback.LastStatus != 200 || task.Callback.LastError != "" || task.Callback.DeliveredAt.IsZero() {
-		t.Errorf("callback %v %+v", task.DeliveryState(), task.Callback)
+		t.Errorf("callback %v %+v", task.CallbackStatus(), task.Callback)
 	}
 	ds := rc.deliveries()
 	if len(ds) != 3 {
@@ -79,8 +79,8 @@ func TestGoneStops(t *testing.T) {
 	rec := newRecorder(t, store, callback.Options{})
 	id := submitCallback(t, rec, rc.URL)
 	task := waitDelivery(t, store, id)
-	if task.DeliveryState() != taskstore.GaveUp || task.Callback.Attempts != 1 || task.Callback.LastStatus != 410 || task.Callback.LastError == "" {
-		t.Errorf("callback %v %+v", task.DeliveryState(), task.Callback)
+	if task.CallbackStatus() != taskstore.CallbackFailed || task.Callback.Attempts != 1 || task.Callback.LastStatus != 410 || task.Callback.LastError == "" {
+		t.Errorf("callback %v %+v", task.CallbackStatus(), task.Callback)
 	}
 	// Given up is final: no attempt can follow.
 	if n := rc.count(); n != 1 {
@@ -97,8 +97,8 @@ func TestAttemptsExhausted(t *testing.T) {
 	rec := newRecorder(t, store, callback.Options{Schedule: callback.Schedule{0, 10 * time.Millisecond}})
 	id := submitCallback(t, rec, rc.URL)
 	task := waitDelivery(t, store, id)
-	if task.DeliveryState() != taskstore.GaveUp || task.Callback.Attempts != 2 || task.Callback.LastStatus != 500 {
-		t.Errorf("callback %v %+v", task.DeliveryState(), task.Callback)
+	if task.CallbackStatus() != taskstore.CallbackFailed || task.Callback.Attempts != 2 || task.Callback.LastStatus != 500 {
+		t.Errorf("callback %v %+v", task.CallbackStatus(), task.Callback)
 	}
 	if n := rc.count(); n != 2 {
 		t.Errorf("receiver got %d attempts, want 2", n)
@@ -126,8 +126,8 @@ func TestRetryAfterHonoured(t *testing.T) {
 		task = getTask(t, store, id)
 		return task.Callback.Attempts == 1
 	})
-	if task.DeliveryState() != taskstore.Pending || task.Callback.LastStatus != 429 {
-		t.Errorf("callback %v %+v", task.DeliveryState(), task.Callback)
+	if task.CallbackStatus() != taskstore.CallbackPending || task.Callback.LastStatus != 429 {
+		t.Errorf("callback %v %+v", task.CallbackStatus(), task.Callback)
 	}
 	if next := task.Callback.NextAttemptAt; next.Before(t0.Add(time.Second)) {
 		t.Errorf("next attempt at %v, less than Retry-After (1s) after the attempt at %v", next, t0)
@@ -172,8 +172,8 @@ func TestRestartResumesDelivery(t *testing.T) {
 	newRecorder(t, storeB, callback.Options{Schedule: long})
 	for _, id := range ids {
 		task := waitDelivery(t, storeB, id)
-		if task.DeliveryState() != taskstore.Delivered {
-			t.Errorf("task %s: %v %+v", id, task.DeliveryState(), task.Callback)
+		if task.CallbackStatus() != taskstore.CallbackDelivered {
+			t.Errorf("task %s: %v %+v", id, task.CallbackStatus(), task.Callback)
 		}
 	}
 	byID := map[string]int{}
@@ -208,8 +208,8 @@ func TestSSRFGuard(t *testing.T) {
 	}
 	for i, id := range ids {
 		task := waitDelivery(t, store, id)
-		if task.DeliveryState() != taskstore.GaveUp || task.Callback.Attempts != 1 || task.Callback.LastError == "" {
-			t.Errorf("%s: %v %+v", urls[i], task.DeliveryState(), task.Callback)
+		if task.CallbackStatus() != taskstore.CallbackFailed || task.Callback.Attempts != 1 || task.Callback.LastError == "" {
+			t.Errorf("%s: %v %+v", urls[i], task.CallbackStatus(), task.Callback)
 		}
 	}
 	if n := rc.count(); n != 0 {
@@ -226,8 +226,8 @@ func TestRedirectNotFollowed(t *testing.T) {
 	rec := newRecorder(t, store, callback.Options{Schedule: callback.Schedule{0}})
 	id := submitCallback(t, rec, redirect.URL)
 	task := waitDelivery(t, store, id)
-	if task.DeliveryState() != taskstore.GaveUp || task.Callback.LastStatus != http.StatusFound {
-		t.Errorf("callback %v %+v", task.DeliveryState(), task.Callback)
+	if task.CallbackStatus() != taskstore.CallbackFailed || task.Callback.LastStatus != http.StatusFound {
+		t.Errorf("callback %v %+v", task.CallbackStatus(), task.Callback)
 	}
 	if target.count() != 0 {
 		t.Errorf("the redirect was followed")
@@ -249,8 +249,8 @@ func TestAttemptTimeout(t *testing.T) {
 	rec := newRecorder(t, store, callback.Options{AttemptTimeout: 100 * time.Millisecond})
 	id := submitCallback(t, rec, rc.URL)
 	task := waitDelivery(t, store, id)
-	if task.DeliveryState() != taskstore.Delivered || task.Callback.Attempts != 2 {
-		t.Errorf("callback %v %+v", task.DeliveryState(), task.Callback)
+	if task.CallbackStatus() != taskstore.CallbackDelivered || task.Callback.Attempts != 2 {
+		t.Errorf("callback %v %+v", task.CallbackStatus(), task.Callback)
 	}
 }
 
@@ -317,7 +317,7 @@ func TestAttemptsRecordedBehindTheSlots(t *testing.T) {
 	eventually(t, "every callback delivered", func() bool { return rc.count() >= n })
 	for i := range n {
 		id := fmt.Sprintf("t%02d", i)
-		if st := waitDelivery(t, inner, id).DeliveryState(); st != taskstore.Delivered {
+		if st := waitDelivery(t, inner, id).CallbackStatus(); st != taskstore.CallbackDelivered {
 			t.Errorf("%s: %v", id, st)
 		}
 	}

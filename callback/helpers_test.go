@@ -149,8 +149,8 @@ func waitDelivery(t testing.TB, s taskstore.Store, id string) taskstore.Task {
 	var task taskstore.Task
 	eventually(t, "callback of "+id+" settled", func() bool {
 		task = getTask(t, s, id)
-		st := task.DeliveryState()
-		return st == taskstore.Delivered || st == taskstore.GaveUp
+		st := task.CallbackStatus()
+		return st == taskstore.CallbackDelivered || st == taskstore.CallbackFailed
 	})
 	return task
 }
@@ -318,3 +318,19 @@ func compact(t testing.TB, s string) string {
 }
 
 func isNotFound(err error) bool { return errors.Is(err, taskstore.ErrNotFound) }
+
+// forEachStore runs fn as a subtest over a fresh memstore, sqlitestore and
+// (with TASKS_PG_URL) pgstore.
+func forEachStore(t *testing.T, fn func(t *testing.T, store taskstore.Store)) {
+	t.Helper()
+	for _, s := range []struct {
+		name string
+		open func(testing.TB) taskstore.Store
+	}{
+		{"memstore", newMemStore},
+		{"sqlitestore", newSQLiteStore},
+		{"pgstore", func(tb testing.TB) taskstore.Store { return openPG(tb) }},
+	} {
+		t.Run(s.name, func(t *testing.T) { fn(t, s.open(t)) })
+	}
+}

@@ -65,8 +65,8 @@ func TestQueueFull(t *testing.T) {
 
 	g.open()
 	for _, id := range []string{running, queued} {
-		if task := waitDelivery(t, store, id); task.DeliveryState() != taskstore.Delivered {
-			t.Errorf("task %s: %v", id, task.DeliveryState())
+		if task := waitDelivery(t, store, id); task.CallbackStatus() != taskstore.CallbackDelivered {
+			t.Errorf("task %s: %v", id, task.CallbackStatus())
 		}
 	}
 	// Room again.
@@ -98,7 +98,7 @@ func TestCloseInterruptsWhenContextEnds(t *testing.T) {
 		if string(task.Response) != want {
 			t.Errorf("response\n got %s\nwant %s", task.Response, want)
 		}
-		if st := task.DeliveryState(); st != taskstore.Pending && st != taskstore.Delivered {
+		if st := task.CallbackStatus(); st != taskstore.CallbackPending && st != taskstore.CallbackDelivered {
 			t.Errorf("callback state %v: it must stay due for the next start", st)
 		}
 	}
@@ -122,8 +122,8 @@ func TestCloseInterruptsWhenContextEnds(t *testing.T) {
 	// The next start delivers what is still due.
 	newRecorder(t, store, callback.Options{})
 	for _, id := range []string{running, queued} {
-		if task := waitDelivery(t, store, id); task.DeliveryState() != taskstore.Delivered {
-			t.Errorf("task %s after restart: %v", id, task.DeliveryState())
+		if task := waitDelivery(t, store, id); task.CallbackStatus() != taskstore.CallbackDelivered {
+			t.Errorf("task %s after restart: %v", id, task.CallbackStatus())
 		}
 	}
 }
@@ -194,8 +194,8 @@ func TestSoleOwnerRecovery(t *testing.T) {
 		t.Fatalf("response\n got %s\nwant %s", task.Response, want)
 	}
 	task = waitDelivery(t, store, left.ID)
-	if task.DeliveryState() != taskstore.Delivered || string(rc.deliveries()[0].body) != want {
-		t.Errorf("callback %v, body %s", task.DeliveryState(), rc.deliveries()[0].body)
+	if task.CallbackStatus() != taskstore.CallbackDelivered || string(rc.deliveries()[0].body) != want {
+		t.Errorf("callback %v, body %s", task.CallbackStatus(), rc.deliveries()[0].body)
 	}
 	if st := rec.Stats(); st.TasksFinished != 1 || st.TasksFailed != 1 {
 		t.Errorf("stats %+v", st)
@@ -299,8 +299,8 @@ func TestSubmit(t *testing.T) {
 		if s := <-seenc; s.principal != caller || s.taskID != task.ID || s.ctxErr != nil {
 			t.Errorf("run context: %+v", s)
 		}
-		if task.DeliveryState() != taskstore.Delivered {
-			t.Errorf("callback %v", task.DeliveryState())
+		if task.CallbackStatus() != taskstore.CallbackDelivered {
+			t.Errorf("callback %v", task.CallbackStatus())
 		}
 	})
 	t.Run("TaskError", func(t *testing.T) {

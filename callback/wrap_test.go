@@ -115,8 +115,8 @@ func testJSONHappyPath(t *testing.T, store taskstore.Store, traceID string) {
 	}
 
 	// The callback body is the stored response, signed.
-	if task.DeliveryState() != taskstore.Delivered || task.Callback.Attempts != 1 || task.Callback.LastStatus != 200 {
-		t.Errorf("callback state %v %+v", task.DeliveryState(), task.Callback)
+	if task.CallbackStatus() != taskstore.CallbackDelivered || task.Callback.Attempts != 1 || task.Callback.LastStatus != 200 {
+		t.Errorf("callback state %v %+v", task.CallbackStatus(), task.Callback)
 	}
 	ds := rc.deliveries()
 	if len(ds) != 1 {
@@ -145,8 +145,8 @@ func TestAsyncWithoutCallback(t *testing.T) {
 	h := rec.Wrap("images_generations", jsonHandler(&up, 200, `{"data":[]}`))
 	id := acceptedID(t, post(h, "application/json", `{"prompt":"p","async":true,"trace_id":"t-9"}`), "t-9")
 	task := waitFinished(t, store, id)
-	if task.DeliveryState() != taskstore.NoCallback {
-		t.Errorf("delivery state %v, want none", task.DeliveryState())
+	if task.CallbackStatus() != taskstore.CallbackNone {
+		t.Errorf("delivery state %v, want none", task.CallbackStatus())
 	}
 	if got, want := string(task.Response), `{"success":true,"task_id":"`+id+`","trace_id":"t-9","data":[]}`; got != want {
 		t.Errorf("response %s, want %s", got, want)
@@ -244,8 +244,8 @@ func TestMultipartEdit(t *testing.T) {
 	if string(task.Request) != wantReq {
 		t.Errorf("stored request\n got %s\nwant %s", task.Request, wantReq)
 	}
-	if task.DeliveryState() != taskstore.Delivered {
-		t.Errorf("delivery state %v (%+v)", task.DeliveryState(), task.Callback)
+	if task.CallbackStatus() != taskstore.CallbackDelivered {
+		t.Errorf("delivery state %v (%+v)", task.CallbackStatus(), task.Callback)
 	}
 	if want := `{"success":true,"task_id":"` + id + `","trace_id":"edit-1","created":1,"data":[{"b64_json":"AAAA"}]}`; string(task.Response) != want {
 		t.Errorf("response %s, want %s", task.Response, want)

@@ -58,7 +58,7 @@ func ExampleNew() {
 		fmt.Println(resp.StatusCode, string(body))
 	}
 	// Output:
-	// 200 {"id":"7489df4c-ef03-4de0-b598-e9a590793434","type":"images_generations","request":{"prompt":"A cat"},"created_at":1763142607.967,"application_id":"app-1"}
+	// 200 {"id":"7489df4c-ef03-4de0-b598-e9a590793434","type":"images_generations","status":"pending","request":{"prompt":"A cat"},"created_at":1763142607.967,"application_id":"app-1"}
 	// 200 {}
 }
 

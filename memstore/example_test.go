@@ -31,8 +31,11 @@ func ExampleNew() {
 		b, _ := json.Marshal(t)
 		fmt.Println(string(b))
 	}
+	_, pending, _ := s.Find(ctx, taskstore.Filter{UserID: "alice", Status: taskstore.StatusPending})
+	fmt.Println("of which", pending, "pending")
 	// Output:
 	// alice has 2 tasks
-	// {"id":"task-2","type":"images_generations","request":{"prompt":"A cat"},"response":{"success":true},"created_at":1763142609.967,"finished_at":1763142667.967,"duration":58,"elapsed":58,"user_id":"alice"}
-	// {"id":"task-0","type":"images_generations","request":{"prompt":"A cat"},"created_at":1763142607.967,"user_id":"alice"}
+	// {"id":"task-2","type":"images_generations","status":"succeeded","request":{"prompt":"A cat"},"response":{"success":true},"created_at":1763142609.967,"finished_at":1763142667.967,"duration":58,"elapsed":58,"user_id":"alice"}
+	// {"id":"task-0","type":"images_generations","status":"pending","request":{"prompt":"A cat"},"created_at":1763142607.967,"user_id":"alice"}
+	// of which 1 pending
 }

@@ -12,12 +12,14 @@ import (
 //
 // The page comes from the most selective set field: the ids, the trace ids,
 // the user within the application, the user, the application, the types
-// (whichever holds the fewest tasks), else the index of all tasks. The
-// created_at window narrows that index by binary search; the other set
-// fields are checked on each entry inside the window. When no other field is
-// set, the total costs O(log n) and the page O(log n + Limit), whatever the
-// offset. An empty string among f.TraceIDs matches the tasks without a trace
-// id.
+// (whichever holds the fewest tasks), else the index of all tasks. The task
+// and callback statuses select states; every index but the trace ones knows
+// the state of its entries, so it counts and walks only those in the states
+// selected, and the plan compares the sources by that count. The created_at
+// window narrows that index by binary search; the other set fields are
+// checked on each entry inside the window. When no other field is set, the
+// total costs O(log n) and the page O(log n + Limit), whatever the offset.
+// An empty string among f.TraceIDs matches the tasks without a trace id.
 func (s *Store) Find(ctx context.Context, f taskstore.Filter) ([]taskstore.Task, int, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, 0, err
@@ -31,10 +33,11 @@ func (s *Store) Find(ctx context.Context, f taskstore.Filter) ([]taskstore.Task,
 		return nil, 0, taskstore.ErrClosed
 	}
 	minMs, maxMs, empty := f.CreatedRange()
-	if empty {
+	set := statesOf(f.Status, f.CallbackStatus)
+	if empty || set == 0 { // (a running task's callback is never delivered)
 		return []taskstore.Task{}, 0, nil
 	}
-	q := s.plan(f, minMs, maxMs)
+	q := s.plan(f, set, minMs, maxMs)
 	var (
 		slots []uint32
 		total int
@@ -73,6 +76,12 @@ type query struct {
 
 	minMs, maxMs int64 // the created_at window, inclusive
 
+	// The states selected by the task and callback statuses. Tagged runs
+	// yield only the entries in these states; the others (the ids, the trace
+	// indexes) check them on each candidate when checkState is set.
+	set        stateSet
+	checkState bool
+
 	// Residual conditions: the set fields other than the source. A nil set
 	// or an empty string does not restrict.
 	ids, traces, types map[string]struct{}
@@ -81,12 +90,15 @@ type query struct {
 
 // trivial reports whether every candidate inside the window matches.
 func (q *query) trivial() bool {
-	return q.ids == nil && q.traces == nil && q.types == nil && q.app == "" && q.user == ""
+	return q.ids == nil && q.traces == nil && q.types == nil && q.app == "" && q.user == "" && !q.checkState
 }
 
 // match checks the residual conditions (not the window).
 func (q *query) match(r *rec) bool {
 	if q.app != "" && r.app != q.app || q.user != "" && r.user != q.user {
+		return false
+	}
+	if q.checkState && !q.set.has(r.state()) {
 		return false
 	}
 	return in(q.ids, r.id) && in(q.traces, r.traceID) && in(q.types, r.typ)
@@ -112,9 +124,10 @@ func toSet(vs []string) map[string]struct{} {
 }
 
 // plan picks the source with the fewest candidates and makes the other set
-// fields residual conditions.
-func (s *Store) plan(f taskstore.Filter, minMs, maxMs int64) *query {
-	q := &query{src: srcAll, runs: []*index{&s.all}, minMs: minMs, maxMs: maxMs}
+// fields residual conditions. The candidates of a tagged source are its
+// entries in the states of set.
+func (s *Store) plan(f taskstore.Filter, set stateSet, minMs, maxMs int64) *query {
+	q := &query{src: srcAll, runs: []*index{&s.all}, minMs: minMs, maxMs: maxMs, set: set}
 	best := -1 // candidates of the best source so far; -1: none set yet
 	pick := func(src source, n int, slots []uint32, runs []*index) {
 		if best < 0 || n < best {
@@ -140,22 +153,30 @@ func (s *Store) plan(f taskstore.Filter, minMs, maxMs int64) *query {
 		var runs []*index
 		n := 0
 		if ix := s.byPair[pair{f.ApplicationID, f.UserID}]; ix != nil {
-			runs, n = []*index{ix}, ix.n
+			runs, n = []*index{ix}, ix.count(set)
 		}
 		pick(srcPair, n, nil, runs)
 	}
 	if f.UserID != "" {
-		runs, n := keyedRuns(s.byUser, []string{f.UserID})
+		runs, n := keyedRuns(s.byUser, []string{f.UserID}, set)
 		pick(srcUser, n, nil, runs)
 	}
 	if f.ApplicationID != "" {
-		runs, n := keyedRuns(s.byApp, []string{f.ApplicationID})
+		runs, n := keyedRuns(s.byApp, []string{f.ApplicationID}, set)
 		pick(srcApp, n, nil, runs)
 	}
 	if len(f.Types) > 0 {
-		runs, n := keyedRuns(s.byType, f.Types)
+		runs, n := keyedRuns(s.byType, f.Types, set)
 		pick(srcTypes, n, nil, runs)
 	}
+	// The index of all tasks in the states selected beats the ids or trace
+	// ids when those name more tasks (the keyed sources never hold more).
+	if set != allStates && best >= 0 {
+		if n := s.all.count(set); n < best {
+			best, q.src, q.slots, q.runs = n, srcAll, nil, []*index{&s.all}
+		}
+	}
+	q.checkState = set != allStates && (q.src == srcIDs || q.src == srcTraces)
 	if q.src != srcIDs {
 		q.ids = toSet(f.IDs)
 	}
@@ -175,8 +196,8 @@ func (s *Store) plan(f taskstore.Filter, minMs, maxMs int64) *query {
 }
 
 // keyedRuns returns the indexes of the distinct keys present in m and their
-// number of tasks.
-func keyedRuns(m map[string]*index, keys []string) ([]*index, int) {
+// number of tasks in the states of set.
+func keyedRuns(m map[string]*index, keys []string, set stateSet) ([]*index, int) {
 	runs := make([]*index, 0, len(keys))
 	n := 0
 	for _, k := range keys {
@@ -185,7 +206,7 @@ func keyedRuns(m map[string]*index, keys []string) ([]*index, int) {
 			continue
 		}
 		runs = append(runs, ix)
-		n += ix.n
+		n += ix.count(set)
 	}
 	return runs, n
 }
@@ -205,7 +226,7 @@ func (s *Store) traceRuns(traces []string) ([]*index, int) {
 			runs = append(runs, ix)
 			n += ix.n
 		} else if slot, ok := s.trace1[tr]; ok {
-			runs = append(runs, &index{chunks: [][]uint32{{slot}}, n: 1})
+			runs = append(runs, &index{chunks: [][]uint32{{slot}}, last: []int64{s.recs.at(slot).created}, n: 1})
 			n++
 		}
 	}
@@ -232,7 +253,7 @@ func (s *Store) findIDs(q *query, offset, limit int) ([]uint32, int) {
 	match := q.slots[:0]
 	for _, slot := range q.slots {
 		r := s.recs.at(slot)
-		if r.created >= q.minMs && r.created <= q.maxMs && q.match(r) {
+		if r.created >= q.minMs && r.created <= q.maxMs && q.match(r) { // (the state too)
 			match = append(match, slot)
 		}
 	}
@@ -255,9 +276,9 @@ func (s *Store) findRuns(ctx context.Context, q *query, offset, limit int) ([]ui
 	m := merger{sl: &s.recs, cs: make([]cursor, 0, len(q.runs))}
 	total := 0
 	for _, ix := range q.runs {
-		lo, hi := ix.createdBounds(&s.recs, q.minMs, q.maxMs)
+		lo, hi := ix.createdBounds(&s.recs, q.minMs, q.maxMs, q.set)
 		if hi > lo {
-			m.cs = append(m.cs, ix.down(hi-1, hi-lo))
+			m.cs = append(m.cs, ix.down(q.set, hi-1, hi-lo))
 			total += hi - lo
 		}
 	}
@@ -270,7 +291,7 @@ func (s *Store) findRuns(ctx context.Context, q *query, offset, limit int) ([]ui
 		if len(m.cs) == 1 {
 			// Straight to the page: O(log n) whatever the offset.
 			c := m.cs[0]
-			c = c.ix.down(c.ix.rank(c.ci, c.j)-lo, hi-lo)
+			c = c.ix.down(c.set, c.rank-lo, hi-lo)
 			for ok := true; ok; ok = c.next() {
 				slots = append(slots, c.slot())
 			}

@@ -3,10 +3,14 @@ package memstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
+	"math/bits"
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +18,16 @@ import (
 )
 
 var base = time.Date(2025, 11, 14, 17, 50, 7, 967_000_000, time.UTC)
+
+func cmpKey(k1 int64, id1 string, k2 int64, id2 string) int {
+	switch {
+	case k1 < k2:
+		return -1
+	case k1 > k2:
+		return 1
+	}
+	return strings.Compare(id1, id2)
+}
 
 // checkIndex verifies the structure of one index: sorted, chunk sizes, count,
 // Fenwick tree, and that rank and locate agree.
@@ -28,6 +42,14 @@ func checkIndex(t *testing.T, name string, sl *slab, o order, ix *index) []uint3
 	}
 	if len(all) != ix.n {
 		t.Fatalf("%s: n = %d, entries = %d", name, ix.n, len(all))
+	}
+	if len(ix.last) != len(ix.chunks) {
+		t.Fatalf("%s: %d chunks, %d last times", name, len(ix.chunks), len(ix.last))
+	}
+	for ci, ch := range ix.chunks {
+		if k, _ := sl.sortKey(o, ch[len(ch)-1]); ix.last[ci] != k {
+			t.Fatalf("%s: chunk %d ends at %d, recorded %d", name, ci, k, ix.last[ci])
+		}
 	}
 	for i := 1; i < len(all); i++ {
 		k1, id1 := sl.sortKey(o, all[i-1])
@@ -51,7 +73,78 @@ func checkIndex(t *testing.T, name string, sl *slab, o order, ix *index) []uint3
 			pos++
 		}
 	}
+	checkTags(t, name, sl, ix)
 	return all
+}
+
+// checkSets are the state sets the tag checks count: each state, each task
+// status and each callback status.
+var checkSets = func() []stateSet {
+	var sets []stateSet
+	for s := range nStates {
+		sets = append(sets, 1<<s)
+	}
+	for _, st := range taskstore.Statuses {
+		sets = append(sets, statesOf(st, ""))
+	}
+	for _, cs := range taskstore.CallbackStatuses {
+		sets = append(sets, statesOf("", cs))
+	}
+	return sets
+}()
+
+// checkTags verifies the state tags of a tagged index against the tasks, the
+// per-chunk counts and their Fenwick tree, and that count, rankIn and
+// locateIn agree with a plain count; an untagged index carries none.
+func checkTags(t *testing.T, name string, sl *slab, ix *index) {
+	t.Helper()
+	if !ix.tagged {
+		if ix.tags != nil || ix.cnt != nil || ix.sfen != nil {
+			t.Fatalf("%s: untagged index with tags", name)
+		}
+		return
+	}
+	if len(ix.tags) != len(ix.chunks) || len(ix.cnt) != len(ix.chunks) {
+		t.Fatalf("%s: %d chunks, %d tag chunks, %d counts", name, len(ix.chunks), len(ix.tags), len(ix.cnt))
+	}
+	if (len(ix.chunks) > 1) != (ix.sfen != nil) {
+		t.Fatalf("%s: %d chunks with state Fenwick %v", name, len(ix.chunks), ix.sfen != nil)
+	}
+	for ci, ch := range ix.chunks {
+		if len(ix.tags[ci]) != len(ch) {
+			t.Fatalf("%s: chunk %d has %d entries and %d tags", name, ci, len(ch), len(ix.tags[ci]))
+		}
+		for j, slot := range ch {
+			if got, want := ix.tags[ci][j], sl.at(slot).state(); got != want {
+				t.Fatalf("%s: %q tagged %d, its state is %d", name, sl.at(slot).id, got, want)
+			}
+		}
+		if ix.cnt[ci] != tally(ix.tags[ci]) {
+			t.Fatalf("%s: chunk %d counts %v, tags %v", name, ci, ix.cnt[ci], tally(ix.tags[ci]))
+		}
+	}
+	for _, set := range checkSets {
+		k := 0 // rank among the entries in set
+		for ci, ch := range ix.chunks {
+			for j := range ch {
+				if j%37 == 0 || j == len(ch)-1 {
+					if got := ix.rankIn(set, ci, j); got != k {
+						t.Fatalf("%s: rankIn(%b, %d, %d) = %d, want %d", name, set, ci, j, got, k)
+					}
+				}
+				if !set.has(ix.tags[ci][j]) {
+					continue
+				}
+				if gci, gj := ix.locateIn(set, k); gci != ci || gj != j {
+					t.Fatalf("%s: locateIn(%b, %d) = (%d,%d), want (%d,%d)", name, set, k, gci, gj, ci, j)
+				}
+				k++
+			}
+		}
+		if got := ix.count(set); got != k {
+			t.Fatalf("%s: count(%b) = %d, want %d", name, set, got, k)
+		}
+	}
 }
 
 // checkStore verifies every index of s against its records.
@@ -82,9 +175,46 @@ func checkStore(t *testing.T, s *Store) {
 			t.Fatalf("%s has %d entries, want %d", name, len(got), n)
 		}
 	}
+	for slot := range live {
+		r := sl.at(slot)
+		if r.claimed && !r.pending() {
+			t.Fatalf("%q claimed, its callback is %s", r.id, stateNames[r.state()].callback)
+		}
+		if r.ok != (r.finished != 0 && taskstore.Succeeded(r.response)) {
+			t.Fatalf("%q: success bit %v, finished %d with %s", r.id, r.ok, r.finished, r.response)
+		}
+	}
+	// The indexes by created_at know the states of their tasks, but for the
+	// trace ones; the others do not.
+	tagged := func(name string, ix *index, want bool) {
+		t.Helper()
+		if ix.tagged != want {
+			t.Fatalf("%s: tagged %v, want %v", name, ix.tagged, want)
+		}
+	}
+	tagged("all", &s.all, true)
+	tagged("leases", &s.leases, false)
+	tagged("due", &s.due, false)
+	tagged("failed", &s.failed, false)
+	for _, ix := range s.byApp {
+		tagged("app", ix, true)
+	}
+	for _, ix := range s.byUser {
+		tagged("user", ix, true)
+	}
+	for _, ix := range s.byType {
+		tagged("type", ix, true)
+	}
+	for _, ix := range s.byPair {
+		tagged("pair", ix, true)
+	}
+	for _, ix := range s.byTrace {
+		tagged("trace", ix, false)
+	}
 	sameSet("all", checkIndex(t, "all", sl, byCreated, &s.all), func(*rec) bool { return true })
 	sameSet("leases", checkIndex(t, "leases", sl, byLease, &s.leases), func(r *rec) bool { return r.finished == 0 })
 	sameSet("due", checkIndex(t, "due", sl, byDue, &s.due), (*rec).pending)
+	sameSet("failed", checkIndex(t, "failed", sl, byFinished, &s.failed), (*rec).gaveUp)
 	for _, m := range []struct {
 		name string
 		m    map[string]*index
@@ -195,7 +325,7 @@ func TestIndexRandom(t *testing.T) {
 				want++
 			}
 		}
-		l, h := ix.createdBounds(sl, lo, hi)
+		l, h := ix.createdBounds(sl, lo, hi, allStates)
 		if h-l != want {
 			t.Fatalf("window [%d,%d]: %d entries, want %d", lo, hi, h-l, want)
 		}
@@ -204,8 +334,163 @@ func TestIndexRandom(t *testing.T) {
 	for slot := range in {
 		ix.remove(sl, byCreated, slot)
 	}
-	if ix.n != 0 || ix.chunks != nil || ix.fen != nil {
+	if ix.n != 0 || ix.chunks != nil || ix.last != nil || ix.fen != nil {
 		t.Fatalf("emptied index: n=%d chunks=%d fen=%v", ix.n, len(ix.chunks), ix.fen)
+	}
+}
+
+// setState sets the fields of r that make its state s.
+func setState(r *rec, s state) {
+	r.started, r.finished, r.url, r.next, r.delivered, r.ok, r.response = 0, 0, "", 0, 0, false, nil
+	switch stateNames[s].status {
+	case taskstore.StatusRunning:
+		r.started = 1
+	case taskstore.StatusSucceeded:
+		r.started, r.finished, r.ok, r.response = 1, 2, true, json.RawMessage(`{"success":true}`)
+	case taskstore.StatusFailed:
+		r.started, r.finished, r.response = 1, 2, json.RawMessage(`{"success":false}`)
+	}
+	switch stateNames[s].callback {
+	case taskstore.CallbackWaiting, taskstore.CallbackFailed:
+		r.url = "http://r/"
+	case taskstore.CallbackPending:
+		r.url, r.next = "http://r/", 3
+	case taskstore.CallbackDelivered:
+		r.url, r.delivered = "http://r/", 3
+	}
+}
+
+// Each state names the status and callback status that Task reports for
+// the record, and statesOf selects them.
+func TestStates(t *testing.T) {
+	for s := range nStates {
+		r := rec{id: "x", created: 1, request: json.RawMessage(`{}`)}
+		setState(&r, s)
+		if got := r.state(); got != s {
+			t.Fatalf("state %d: record reads as %d", s, got)
+		}
+		var buf []byte
+		x := r.task(&buf)
+		if x.Status() != stateNames[s].status || x.CallbackStatus() != stateNames[s].callback {
+			t.Fatalf("state %d is %+v, the task reads %s/%q", s, stateNames[s], x.Status(), x.CallbackStatus())
+		}
+		if got := statesOf(x.Status(), x.CallbackStatus()); x.CallbackStatus() != "" && got != 1<<s {
+			t.Fatalf("statesOf(%s, %q) = %b, want %b", x.Status(), x.CallbackStatus(), got, 1<<s)
+		}
+	}
+	for _, tc := range []struct {
+		st   taskstore.Status
+		cs   taskstore.CallbackStatus
+		want int
+	}{
+		{"", "", int(nStates)},
+		{taskstore.StatusPending, "", 2},
+		{taskstore.StatusSucceeded, "", 4},
+		{"", taskstore.CallbackWaiting, 2},
+		{"", taskstore.CallbackFailed, 2},
+		{taskstore.StatusFailed, taskstore.CallbackFailed, 1},
+		{taskstore.StatusRunning, taskstore.CallbackDelivered, 0},
+		{taskstore.StatusSucceeded, taskstore.CallbackWaiting, 0},
+	} {
+		if got := bits.OnesCount16(uint16(statesOf(tc.st, tc.cs))); got != tc.want {
+			t.Errorf("statesOf(%q, %q) holds %d states, want %d", tc.st, tc.cs, got, tc.want)
+		}
+	}
+}
+
+// A tagged index under random inserts, removes and state changes, some
+// states common and some rare (so that whole chunks lack them): the tags,
+// counts and Fenwick trees stay right, and windows in any set of states are
+// counted and walked exactly, from any offset.
+func TestTaggedIndexRandom(t *testing.T) {
+	sl := &slab{}
+	ix := index{tagged: true}
+	rng := rand.New(rand.NewPCG(7, 8))
+	randomState := func() state {
+		switch p := rng.IntN(1000); {
+		case p == 0:
+			return runningWaiting // one in a thousand
+		case p < 10:
+			return failedFailed // one in a hundred
+		case p < 500:
+			return succeededDelivered
+		}
+		return state(rng.IntN(int(nStates)))
+	}
+	var live []uint32
+	for step := 0; step < 30000; step++ {
+		switch op := rng.IntN(6); {
+		case op == 0 && len(live) > 0:
+			k := rng.IntN(len(live))
+			slot := live[k]
+			ix.remove(sl, byCreated, slot)
+			live[k] = live[len(live)-1]
+			live = live[:len(live)-1]
+			sl.release(slot)
+		case op == 1 && len(live) > 0:
+			slot := live[rng.IntN(len(live))]
+			setState(sl.at(slot), randomState())
+			ix.retag(sl, byCreated, slot)
+		default:
+			slot, err := sl.alloc()
+			if err != nil {
+				t.Fatal(err)
+			}
+			*sl.at(slot) = rec{id: fmt.Sprintf("%06d", rng.IntN(1_000_000)), created: int64(rng.IntN(5000))}
+			if step > 20000 { // in order later on: the append path
+				sl.at(slot).created = int64(5000 + step)
+			}
+			setState(sl.at(slot), randomState())
+			ix.insert(sl, byCreated, slot)
+			live = append(live, slot)
+		}
+	}
+	got := checkIndex(t, "ix", sl, byCreated, &ix)
+	if len(ix.chunks) < 16 || len(got) != len(live) {
+		t.Fatalf("%d chunks, %d entries for %d tasks", len(ix.chunks), len(got), len(live))
+	}
+	sets := append(checkSets, allStates, 1<<runningWaiting|1<<failedFailed)
+	for i := 0; i < 400; i++ {
+		set := sets[rng.IntN(len(sets))]
+		if i%4 == 0 {
+			set = stateSet(rng.IntN(int(allStates) + 1))
+		}
+		lo, hi := int64(rng.IntN(15000)), int64(rng.IntN(15000))
+		if i%3 == 0 {
+			lo, hi = math.MinInt64, math.MaxInt64
+		}
+		var want []uint32 // newest first
+		for k := len(got) - 1; k >= 0; k-- {
+			r := sl.at(got[k])
+			if r.created >= lo && r.created <= hi && set.has(r.state()) {
+				want = append(want, got[k])
+			}
+		}
+		l, h := ix.createdBounds(sl, lo, hi, set)
+		if h-l != len(want) {
+			t.Fatalf("set %b, window [%d,%d]: %d entries, want %d", set, lo, hi, h-l, len(want))
+		}
+		if h == l {
+			continue
+		}
+		off := 0
+		if i%2 == 0 {
+			off = rng.IntN(h - l)
+		}
+		var walked []uint32
+		c := ix.down(set, h-1-off, h-l-off)
+		for ok := true; ok; ok = c.next() {
+			walked = append(walked, c.slot())
+		}
+		if !slices.Equal(walked, want[off:]) {
+			t.Fatalf("set %b, window [%d,%d], offset %d: walked %d entries, want %d", set, lo, hi, off, len(walked), len(want)-off)
+		}
+	}
+	for _, slot := range live {
+		ix.remove(sl, byCreated, slot)
+	}
+	if ix.n != 0 || ix.chunks != nil || ix.last != nil || ix.tags != nil || ix.cnt != nil || ix.fen != nil || ix.sfen != nil {
+		t.Fatalf("emptied index: n=%d chunks=%d tags=%d cnt=%d", ix.n, len(ix.chunks), len(ix.tags), len(ix.cnt))
 	}
 }
 
@@ -226,9 +511,21 @@ func TestModel(t *testing.T) {
 	if testing.Short() {
 		n = 2000
 	}
+	responses := []json.RawMessage{json.RawMessage(`{"success":true}`), json.RawMessage(`{"success":false}`), json.RawMessage(`{"ok":true}`)}
+	var created []string // every id created, deleted ones included
+	refresh := func(ids ...string) {
+		for _, id := range ids {
+			if x, err := s.Get(ctx, id); err == nil {
+				model[id] = x
+			}
+		}
+	}
+	randomID := func() string { return created[rng.IntN(len(created))] }
+	var inFlight []string // claimed, most recent last
 	for i := 0; i < n; i++ {
 		// Mostly in time order with jitter and ties: out-of-order inserts.
 		ms := i/2 + rng.IntN(300) - 150
+		now := base.Add(time.Duration(i) * time.Millisecond)
 		x := taskstore.Task{
 			ID: fmt.Sprintf("id-%05d", rng.IntN(1_000_000)), Type: types[rng.IntN(3)],
 			TraceID: randomTrace(rng, traces, n), ApplicationID: apps[rng.IntN(3)], UserID: users[rng.IntN(5)],
@@ -238,35 +535,96 @@ func TestModel(t *testing.T) {
 		if rng.IntN(2) == 0 {
 			x.Callback.URL = "http://r/"
 		}
+		if rng.IntN(8) == 0 { // stored finished, its callback in any state
+			x.StartedAt, x.FinishedAt = x.CreatedAt, now
+			x.Response = responses[rng.IntN(len(responses))]
+			if x.Callback.URL != "" {
+				switch rng.IntN(3) {
+				case 0:
+					x.Callback.NextAttemptAt = now.Add(time.Duration(rng.IntN(500)) * time.Millisecond)
+				case 1:
+					x.Callback.Attempts, x.Callback.LastStatus, x.Callback.DeliveredAt = 1, 204, now
+				case 2:
+					x.Callback.Attempts, x.Callback.LastStatus = 5, 500
+				}
+			}
+		}
 		if err := s.Create(ctx, x); err != nil {
 			if _, dup := model[x.ID]; dup {
 				continue
 			}
 			t.Fatal(err)
 		}
-		model[x.ID] = mustGet(t, s, x.ID)
-		switch rng.IntN(10) {
+		created = append(created, x.ID)
+		refresh(x.ID)
+		var err error
+		switch rng.IntN(16) {
 		case 0:
-			if err := s.Delete(ctx, x.ID); err != nil {
-				t.Fatal(err)
-			}
+			err = s.Delete(ctx, x.ID)
 			delete(model, x.ID)
 		case 1, 2, 3:
-			if err := s.Finish(ctx, x.ID, json.RawMessage(`{"ok":true}`), base.Add(time.Duration(i)*time.Millisecond)); err != nil {
-				t.Fatal(err)
+			id := x.ID
+			if rng.IntN(2) == 0 {
+				id = randomID()
 			}
-			model[x.ID] = mustGet(t, s, x.ID)
+			err = s.Finish(ctx, id, responses[rng.IntN(len(responses))], now)
+			refresh(id)
 		case 4:
-			if err := s.RenewLeases(ctx, []string{x.ID}, base.Add(time.Duration(rng.IntN(1000))*time.Millisecond)); err != nil {
-				t.Fatal(err)
+			err = s.RenewLeases(ctx, []string{x.ID}, base.Add(time.Duration(rng.IntN(1000))*time.Millisecond))
+		case 5, 6:
+			id := randomID()
+			err = s.Start(ctx, id, now)
+			refresh(id)
+		case 7, 8:
+			var claimed []taskstore.Task
+			claimed, err = s.ClaimDeliveries(ctx, now, time.Duration(rng.IntN(3))*time.Second, 1+rng.IntN(4))
+			for _, c := range claimed {
+				refresh(c.ID)
+				inFlight = append(inFlight, c.ID)
 			}
+		case 9, 10:
+			id := randomID()
+			if k := len(inFlight); k > 0 && rng.IntN(4) > 0 {
+				id, inFlight = inFlight[k-1], inFlight[:k-1]
+			}
+			a := taskstore.Attempt{At: now, Status: 500, Error: "status 500"}
+			switch rng.IntN(3) {
+			case 0:
+				a = taskstore.Attempt{At: now, Status: 204, Delivered: true}
+			case 1:
+				a.Next = now.Add(time.Duration(rng.IntN(2000)) * time.Millisecond)
+			}
+			err = s.RecordAttempt(ctx, id, a)
+			refresh(id)
+		case 11:
+			list := []string{randomID(), randomID(), x.ID}
+			_, err = s.Redeliver(ctx, list, now)
+			refresh(list...)
+		case 12:
+			if rng.IntN(3) > 0 {
+				break
+			}
+			var got []string
+			got, err = s.RedeliverFailed(ctx, base.Add(time.Duration(rng.IntN(i+1))*time.Millisecond), now, 1+rng.IntN(3))
+			refresh(got...)
+		}
+		if err != nil && !errors.Is(err, taskstore.ErrConflict) && !errors.Is(err, taskstore.ErrNotFound) {
+			t.Fatal(err)
 		}
 		if i%1000 == 999 {
 			checkStore(t, s)
-			for j := 0; j < 40; j++ {
+			for j := 0; j < 60; j++ {
 				compareFind(t, s, model, randomFilter(rng, apps, users, types, traces, i/2))
 			}
 		}
+	}
+	// Every state occurs, so that the filters above were put to the test.
+	seen := map[state]int{}
+	for _, x := range model {
+		seen[s.recs.at(s.byID[x.ID]).state()]++
+	}
+	if len(seen) != int(nStates) {
+		t.Fatalf("states reached: %v", seen)
 	}
 	// Prune from the front and check again.
 	pruned, err := s.Prune(ctx, base.Add(time.Duration(n/8)*time.Millisecond), n)
@@ -289,18 +647,35 @@ func TestModel(t *testing.T) {
 		compareFind(t, s, model, randomFilter(rng, apps, users, types, traces, n/2))
 	}
 	// Claim every due delivery: earliest due first, as many as pending.
-	claimed, err := s.ClaimDeliveries(ctx, base.Add(time.Hour), time.Minute, n)
+	claimed, err := s.ClaimDeliveries(ctx, base.Add(100*time.Hour), time.Minute, n)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pending := 0
 	for _, x := range model {
-		if x.DeliveryState() == taskstore.Pending {
+		if x.CallbackStatus() == taskstore.CallbackPending {
 			pending++
 		}
 	}
 	if len(claimed) != pending {
 		t.Fatalf("claimed %d, want %d", len(claimed), pending)
+	}
+	checkStore(t, s)
+	// Make every failed callback due again, in batches.
+	failed := s.all.count(statesOf("", taskstore.CallbackFailed))
+	total := 0
+	for {
+		got, err := s.RedeliverFailed(ctx, time.Time{}, base.Add(101*time.Hour), 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += len(got)
+		if len(got) < 7 {
+			break
+		}
+	}
+	if total != failed || failed == 0 || s.failed.n != 0 {
+		t.Fatalf("RedeliverFailed made %d due of %d failed, %d left", total, failed, s.failed.n)
 	}
 	checkStore(t, s)
 }
@@ -332,8 +707,11 @@ func randomFilter(rng *rand.Rand, apps, users, types, traces []string, maxMs int
 		f.TraceIDs = []string{traces[rng.IntN(2)], "none"}
 	}
 	if rng.IntN(5) == 0 {
+		noEmpty := rng.IntN(2) == 0 // else the trace ids are no source
 		for k := 0; k < 30; k++ {
-			f.TraceIDs = append(f.TraceIDs, randomTrace(rng, traces, 2*maxMs))
+			if tr := randomTrace(rng, traces, 2*maxMs); tr != "" || !noEmpty {
+				f.TraceIDs = append(f.TraceIDs, tr)
+			}
 		}
 	}
 	if rng.IntN(6) == 0 {
@@ -346,6 +724,12 @@ func randomFilter(rng *rand.Rand, apps, users, types, traces []string, maxMs int
 	}
 	if rng.IntN(3) == 0 {
 		f.CreatedMax = base.Add(time.Duration(rng.IntN(maxMs+1)) * time.Millisecond)
+	}
+	if rng.IntN(3) == 0 {
+		f.Status = taskstore.Statuses[rng.IntN(len(taskstore.Statuses))]
+	}
+	if rng.IntN(3) == 0 {
+		f.CallbackStatus = taskstore.CallbackStatuses[rng.IntN(len(taskstore.CallbackStatuses))]
 	}
 	f.Offset = rng.IntN(3) * rng.IntN(200)
 	f.Limit = rng.IntN(40)
@@ -372,6 +756,8 @@ func compareFind(t *testing.T, s *Store, model map[string]taskstore.Task, f task
 			len(f.Types) > 0 && !slices.Contains(f.Types, x.Type) ||
 			f.ApplicationID != "" && x.ApplicationID != f.ApplicationID ||
 			f.UserID != "" && x.UserID != f.UserID ||
+			f.Status != "" && x.Status() != f.Status ||
+			f.CallbackStatus != "" && x.CallbackStatus() != f.CallbackStatus ||
 			ms < minMs || ms > maxMs {
 			continue
 		}
@@ -399,5 +785,131 @@ func compareFind(t *testing.T, s *Store, model map[string]taskstore.Task, f task
 	}
 	if gotTotal != total || !slices.Equal(ids(got), ids(want)) {
 		t.Fatalf("Find(%+v)\n got %d %v\nwant %d %v", f, gotTotal, ids(got), total, ids(want))
+	}
+}
+
+// TestPlan checks the plan Find makes for each status and callback status,
+// alone and with every other field: the keyed indexes answer a status from
+// their tags, with no residual condition (the total in O(log n), the page
+// in O(log n + limit)); the sources without tags (ids, trace ids) check the
+// state of each of their few candidates; no shape walks more candidates
+// than the smallest field selects, and callback_status failed alone walks
+// none but its page.
+func TestPlan(t *testing.T) {
+	ctx := context.Background()
+	s := New()
+	defer s.Close()
+	const n = 20_000
+	for i := range n {
+		x := taskstore.Task{
+			ID: fmt.Sprintf("id-%05d", i), Type: []string{"t1", "t2", "t3"}[i%3],
+			ApplicationID: []string{"a1", "a2"}[i%2], UserID: fmt.Sprintf("u%d", i%8),
+			Request: json.RawMessage(`{}`), CreatedAt: base.Add(time.Duration(i) * time.Millisecond),
+			Callback: taskstore.Callback{URL: "http://r/"},
+		}
+		if i%50 == 0 {
+			x.TraceID = fmt.Sprintf("tr%d", i%7)
+		}
+		if i < n-100 { // the newest 100 are pending or running
+			x.StartedAt, x.FinishedAt = x.CreatedAt, x.CreatedAt.Add(time.Second)
+			x.Response = json.RawMessage(`{"success":true}`)
+			x.Callback.Attempts = 1
+			if i%101 == 0 {
+				x.Callback.LastStatus = 410 // failed: 1%
+			} else {
+				x.Callback.DeliveredAt = x.FinishedAt
+			}
+		} else if i%2 == 0 {
+			x.StartedAt = x.CreatedAt
+		}
+		if err := s.Create(ctx, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	window := taskstore.Filter{CreatedMin: base.Add(5 * time.Second), CreatedMax: base.Add(15 * time.Second)}
+	shapes := []struct {
+		name string
+		f    taskstore.Filter
+		src  source
+	}{
+		{"alone", taskstore.Filter{}, srcAll},
+		{"window", window, srcAll},
+		{"user", taskstore.Filter{UserID: "u3"}, srcUser},
+		{"app", taskstore.Filter{ApplicationID: "a1"}, srcApp},
+		{"app+user", taskstore.Filter{ApplicationID: "a1", UserID: "u3"}, srcPair},
+		{"type", taskstore.Filter{Types: []string{"t2"}}, srcTypes},
+		{"types", taskstore.Filter{Types: []string{"t1", "t3"}}, srcTypes},
+		{"trace", taskstore.Filter{TraceIDs: []string{"tr1", "tr2"}}, srcTraces},
+		{"ids", taskstore.Filter{IDs: []string{"id-00101", "id-00007", "id-19990"}}, srcIDs},
+	}
+	var filters []taskstore.Filter
+	for _, st := range taskstore.Statuses {
+		filters = append(filters, taskstore.Filter{Status: st})
+	}
+	for _, cs := range taskstore.CallbackStatuses {
+		filters = append(filters, taskstore.Filter{CallbackStatus: cs})
+		filters = append(filters, taskstore.Filter{Status: taskstore.StatusSucceeded, CallbackStatus: cs})
+	}
+	for _, sh := range shapes {
+		for _, sf := range filters {
+			f := sh.f
+			f.Status, f.CallbackStatus, f.Limit = sf.Status, sf.CallbackStatus, 12
+			set := statesOf(f.Status, f.CallbackStatus)
+			minMs, maxMs, _ := f.CreatedRange()
+			q := s.plan(f, set, minMs, maxMs)
+			cands := len(q.slots)
+			for _, ix := range q.runs {
+				lo, hi := ix.createdBounds(&s.recs, minMs, maxMs, set)
+				cands += hi - lo
+			}
+			matching := 0
+			for slot := range s.recs.used {
+				r := s.recs.at(slot)
+				if r.created >= minMs && r.created <= maxMs && set.has(r.state()) &&
+					(f.UserID == "" || r.user == f.UserID) && (f.ApplicationID == "" || r.app == f.ApplicationID) &&
+					(f.Types == nil || slices.Contains(f.Types, r.typ)) &&
+					(f.TraceIDs == nil || slices.Contains(f.TraceIDs, r.traceID)) && (f.IDs == nil || slices.Contains(f.IDs, r.id)) {
+					matching++
+				}
+			}
+			name := fmt.Sprintf("%s, status %q, callback %q", sh.name, f.Status, f.CallbackStatus)
+			few := sh.src == srcIDs || sh.src == srcTraces // few tasks, no tags
+			switch {
+			case few && (q.src != sh.src && q.src != srcAll):
+				t.Errorf("%s: source %d, want %d or all", name, q.src, sh.src)
+			case few && cands > 3*n/50/7: // the tasks of two trace ids of seven
+				t.Errorf("%s: %d candidates from source %d", name, cands, q.src)
+			case few && q.checkState != (q.src == sh.src):
+				t.Errorf("%s: source %d, state checked %v", name, q.src, q.checkState)
+			case !few && q.src != sh.src:
+				t.Errorf("%s: source %d, want %d", name, q.src, sh.src)
+			case !few && !q.trivial():
+				t.Errorf("%s: residual conditions on a keyed source", name)
+			case !few && cands != matching:
+				t.Errorf("%s: %d candidates for %d matches", name, cands, matching)
+			}
+			_, total, err := s.Find(ctx, f)
+			if err != nil || total != matching {
+				t.Errorf("%s: total %d, %v; want %d", name, total, err, matching)
+			}
+		}
+	}
+	// A user and a type with a status: the smaller of the two, the other
+	// checked on each candidate.
+	f := taskstore.Filter{UserID: "u3", Types: []string{"t1", "t2"}, CallbackStatus: taskstore.CallbackFailed, Limit: 12}
+	set := statesOf("", f.CallbackStatus)
+	q := s.plan(f, set, math.MinInt64, math.MaxInt64)
+	if q.src != srcUser || q.types == nil || q.runs[0].count(set) > s.all.count(set)/4 {
+		t.Errorf("user+types+failed: source %d, residual types %v", q.src, q.types)
+	}
+	// Ids naming more tasks than hold the states: the index of all tasks in
+	// those states is the source.
+	f = taskstore.Filter{CallbackStatus: taskstore.CallbackWaiting}
+	for i := range 500 {
+		f.IDs = append(f.IDs, fmt.Sprintf("id-%05d", i))
+	}
+	set = statesOf("", f.CallbackStatus)
+	if q := s.plan(f, set, math.MinInt64, math.MaxInt64); q.src != srcAll || q.ids == nil || q.checkState {
+		t.Errorf("500 ids, callback waiting: source %d, residual ids %v, state checked %v", q.src, q.ids != nil, q.checkState)
 	}
 }

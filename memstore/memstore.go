@@ -20,18 +20,56 @@
 // and the run leases have indexes of their own, so ClaimDeliveries and
 // Abandoned cost O(limit · log n) whatever the number of tasks.
 //
+// # Task and callback status
+//
+// A task's status (pending, running, succeeded, failed) and its callback's
+// status (none, waiting, pending, delivered, failed) together take one of
+// twelve states. The state follows from the stored fields and one bit, the
+// success of the response (taskstore.Succeeded), computed once when Create or
+// Finish stores the response. Every ordered index by CreatedAt but the trace
+// ones is tagged: besides its entries it keeps one byte per entry holding
+// the task's state, a count of each state per chunk of entries and a Fenwick
+// tree over those counts. A Status or CallbackStatus filter selects a set of
+// states, and a tagged index counts its entries in those states, finds the
+// one at a rank among them and walks them without reading the tasks, so the
+// filters cost what the filters without them cost: a status alone, or a
+// status with the application, the user, both, or a type, gives its total
+// in O(log n) and its page in O(log n + Limit) (plus the scan of at most two
+// chunks of tags per task listed, for a rare state), whatever the offset.
+// Several types merge their indexes as they do without a status; with trace
+// ids or ids, the state is checked on each of their tasks. The plan compares
+// the sources by their entries in the states selected, so CallbackStatus
+// failed alone over a million tasks reads only its page.
+//
+// The tags cost about one byte per task per index, and a state change
+// (Start, Finish, RecordAttempt, Redeliver) rewrites the task's tag in each
+// of its tagged indexes (up to five: all, type, application, user, pair),
+// O(log n) each, moving no entry.
+//
+// # Redelivery
+//
+// The failed callbacks have an index of their own, ordered by FinishedAt, so
+// RedeliverFailed costs O(log n + limit · log n). ClaimDeliveries sets a bit
+// in the task's record marking the delivery as in flight; RecordAttempt and
+// Redeliver clear it. Redeliver leaves a delivery alone while its claim
+// lasts (the claim's end, its NextAttemptAt, is later than the time given)
+// and makes it due at that time once the claim has expired; a pending
+// callback that is not in flight keeps an earlier due time. All of it
+// happens under the write lock, hence atomically with respect to
+// ClaimDeliveries, RecordAttempt and other Redeliver calls.
+//
 // # Concurrency and limits
 //
 // A Store is safe for concurrent use; one sync.RWMutex lets reads run in
 // parallel and serialises writes. A store holds at most about four billion
 // tasks. Memory per task is the task's own bytes (request, response and
-// strings) plus about 350 bytes.
+// strings) plus about 400 bytes.
 //
 // # Times
 //
 // Like every store it keeps times in Unix milliseconds, in UTC. The zero
-// time passed as the time of Start, Finish or a delivered Attempt means the
-// current time, as a zero CreatedAt does on Create.
+// time passed as the time of Start, Finish, Redeliver, RedeliverFailed or a
+// delivered Attempt means the current time, as a zero CreatedAt does on Create.
 package memstore
 
 import (
@@ -64,6 +102,7 @@ type Store struct {
 	byType  map[string]*index // byCreated, per type
 	leases  index             // unfinished tasks, byLease
 	due     index             // pending callbacks, byDue
+	failed  index             // failed callbacks, byFinished
 }
 
 var _ taskstore.Store = (*Store)(nil)
@@ -77,6 +116,7 @@ type pair struct{ app, user string }
 func New() *Store {
 	return &Store{
 		byID:    make(map[string]uint32),
+		all:     index{tagged: true},
 		byTrace: make(map[string]*index),
 		trace1:  make(map[string]uint32),
 		byApp:   make(map[string]*index),
@@ -95,6 +135,7 @@ func (s *Store) Create(ctx context.Context, t taskstore.Task) error {
 	if err != nil {
 		return err
 	}
+	ok := t.Finished() && taskstore.Succeeded(t.Response)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -118,7 +159,8 @@ func (s *Store) Create(ctx context.Context, t taskstore.Task) error {
 		lease:     taskstore.ToMillis(t.LeaseUntil),
 		next:      taskstore.ToMillis(t.Callback.NextAttemptAt),
 		delivered: taskstore.ToMillis(t.Callback.DeliveredAt),
-		attempts:  t.Callback.Attempts, lastStatus: t.Callback.LastStatus,
+		attempts:  uint32(t.Callback.Attempts), lastStatus: int32(t.Callback.LastStatus),
+		ok: ok,
 	}
 	s.byID[t.ID] = slot
 	s.link(slot)
@@ -130,43 +172,67 @@ func (s *Store) Create(ctx context.Context, t taskstore.Task) error {
 func (s *Store) link(slot uint32) {
 	r := s.recs.at(slot)
 	s.all.insert(&s.recs, byCreated, slot)
-	r.typ = s.keyed(s.byType, r.typ, slot)
+	r.typ = s.keyed(s.byType, r.typ, slot, true)
 	if r.traceID != "" {
 		s.linkTrace(slot, r)
 	}
 	if r.app != "" {
-		r.app = s.keyed(s.byApp, r.app, slot)
+		r.app = s.keyed(s.byApp, r.app, slot, true)
 	}
 	if r.user != "" {
-		r.user = s.keyed(s.byUser, r.user, slot)
+		r.user = s.keyed(s.byUser, r.user, slot, true)
 	}
 	if r.app != "" && r.user != "" {
 		k := pair{r.app, r.user}
 		ix := s.byPair[k]
 		if ix == nil {
-			ix = &index{}
+			ix = &index{tagged: true}
 			s.byPair[k] = ix
 		}
 		ix.insert(&s.recs, byCreated, slot)
 	}
-	if r.finished == 0 {
+	switch {
+	case r.finished == 0:
 		s.leases.insert(&s.recs, byLease, slot)
-	} else if r.pending() {
+	case r.pending():
 		s.due.insert(&s.recs, byDue, slot)
+	case r.gaveUp():
+		s.failed.insert(&s.recs, byFinished, slot)
 	}
 }
 
-// keyed inserts slot into m[key], creating that index when needed, and
-// returns the interned key.
-func (s *Store) keyed(m map[string]*index, key string, slot uint32) string {
+// keyed inserts slot into m[key], creating that index (tagged or not) when
+// needed, and returns the interned key.
+func (s *Store) keyed(m map[string]*index, key string, slot uint32, tagged bool) string {
 	ix := m[key]
 	if ix == nil {
 		// Cloned so that a key never pins a larger buffer of the caller.
-		ix = &index{key: strings.Clone(key)}
+		ix = &index{key: strings.Clone(key), tagged: tagged}
 		m[ix.key] = ix
 	}
 	ix.insert(&s.recs, byCreated, slot)
 	return ix.key
+}
+
+// restate records the state of the task in slot in the tagged indexes (all,
+// type, application, user, pair) after a change from old; the other
+// indexes are the caller's business.
+func (s *Store) restate(slot uint32, old state) {
+	r := s.recs.at(slot)
+	if r.state() == old {
+		return
+	}
+	s.all.retag(&s.recs, byCreated, slot)
+	s.byType[r.typ].retag(&s.recs, byCreated, slot)
+	if r.app != "" {
+		s.byApp[r.app].retag(&s.recs, byCreated, slot)
+	}
+	if r.user != "" {
+		s.byUser[r.user].retag(&s.recs, byCreated, slot)
+	}
+	if r.app != "" && r.user != "" {
+		s.byPair[pair{r.app, r.user}].retag(&s.recs, byCreated, slot)
+	}
 }
 
 // unlink removes a record from every index; the inverse of link.
@@ -191,10 +257,13 @@ func (s *Store) unlink(slot uint32) {
 			delete(s.byPair, k)
 		}
 	}
-	if r.finished == 0 {
+	switch {
+	case r.finished == 0:
 		s.leases.remove(&s.recs, byLease, slot)
-	} else if r.pending() {
+	case r.pending():
 		s.due.remove(&s.recs, byDue, slot)
+	case r.gaveUp():
+		s.failed.remove(&s.recs, byFinished, slot)
 	}
 }
 
@@ -213,8 +282,8 @@ func (s *Store) linkTrace(slot uint32, r *rec) {
 		return
 	}
 	delete(s.trace1, r.traceID)
-	r.traceID = s.keyed(s.byTrace, r.traceID, slot)
-	s.recs.at(other).traceID = s.keyed(s.byTrace, r.traceID, other)
+	r.traceID = s.keyed(s.byTrace, r.traceID, slot, false)
+	s.recs.at(other).traceID = s.keyed(s.byTrace, r.traceID, other, false)
 }
 
 // unlinkTrace is the inverse of linkTrace: a trace id left with one task
@@ -314,14 +383,16 @@ func (s *Store) Start(ctx context.Context, id string, at time.Time) error {
 		return err
 	}
 	ms := taskstore.MillisOrNow(at)
-	return s.update(id, func(_ uint32, r *rec) error {
+	return s.update(id, func(slot uint32, r *rec) error {
 		switch {
 		case r.finished != 0:
 			return fmt.Errorf("%w: task %q has already finished", taskstore.ErrConflict, id)
 		case r.started != 0:
 			return fmt.Errorf("%w: task %q has already started", taskstore.ErrConflict, id)
 		}
+		old := r.state()
 		r.started = ms
+		s.restate(slot, old)
 		return nil
 	})
 }
@@ -337,18 +408,21 @@ func (s *Store) Finish(ctx context.Context, id string, response json.RawMessage,
 	}
 	ms := taskstore.MillisOrNow(at)
 	response = bytes.Clone(response)
+	ok := taskstore.Succeeded(response)
 	return s.update(id, func(slot uint32, r *rec) error {
 		if r.finished != 0 {
 			return fmt.Errorf("%w: task %q has already finished", taskstore.ErrConflict, id)
 		}
+		old := r.state()
 		s.leases.remove(&s.recs, byLease, slot)
-		r.response, r.finished, r.lease = response, ms, 0
+		r.response, r.finished, r.lease, r.ok = response, ms, 0, ok
 		if r.url != "" {
 			r.next = ms
 		}
 		if r.pending() {
 			s.due.insert(&s.recs, byDue, slot)
 		}
+		s.restate(slot, old)
 		return nil
 	})
 }
@@ -477,12 +551,11 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, lease time.D
 		return true
 	})
 	for _, slot := range slots {
-		s.due.remove(&s.recs, byDue, slot)
 		r := s.recs.at(slot)
-		r.next = until
-		if r.pending() { // always, unless until is the Unix epoch itself
-			s.due.insert(&s.recs, byDue, slot)
-		}
+		old := r.state()
+		s.due.remove(&s.recs, byDue, slot)
+		r.next, r.claimed = until, true
+		s.settle(slot, old)
 	}
 	return s.tasks(slots), nil
 }
@@ -500,17 +573,122 @@ func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attemp
 				FinishedAt: taskstore.FromMillis(r.finished),
 				Callback: taskstore.Callback{URL: r.url,
 					NextAttemptAt: taskstore.FromMillis(r.next), DeliveredAt: taskstore.FromMillis(r.delivered)},
-			}.DeliveryState())
+			}.CallbackStatus())
 		}
+		old := r.state()
 		s.due.remove(&s.recs, byDue, slot)
 		r.attempts++
-		r.lastStatus, r.lastErr = a.Status, a.Error
-		r.delivered, r.next = delivered, next
-		if r.pending() {
-			s.due.insert(&s.recs, byDue, slot)
-		}
+		r.lastStatus, r.lastErr = int32(a.Status), a.Error
+		r.delivered, r.next, r.claimed = delivered, next, false
+		s.settle(slot, old)
 		return nil
 	})
+}
+
+// settle puts the finished task in slot, just taken out of the callback
+// outbox or the failed callbacks with its state old, back into whichever of
+// them its callback now belongs to, and records its new state.
+func (s *Store) settle(slot uint32, old state) {
+	r := s.recs.at(slot)
+	switch {
+	case r.pending():
+		s.due.insert(&s.recs, byDue, slot)
+	case r.gaveUp():
+		s.failed.insert(&s.recs, byFinished, slot)
+	}
+	s.restate(slot, old)
+}
+
+// Redeliver makes the callbacks of the listed tasks due again; see
+// taskstore.Store. A zero at means now. A delivery is in flight while its
+// claim lasts (the claim's end is later than at); an expired claim is made
+// due at at.
+func (s *Store) Redeliver(ctx context.Context, ids []string, at time.Time) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ms := taskstore.MillisOrNow(at)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, taskstore.ErrClosed
+	}
+	out := make([]string, 0, len(ids))
+	var seen map[uint32]bool
+	for _, id := range ids {
+		slot, ok := s.byID[id]
+		if !ok {
+			continue
+		}
+		r := s.recs.at(slot)
+		if r.url == "" || r.finished == 0 || seen[slot] {
+			continue
+		}
+		if seen == nil {
+			seen = make(map[uint32]bool, len(ids))
+		}
+		seen[slot] = true
+		s.redeliver(slot, ms)
+		out = append(out, r.id)
+	}
+	return out, nil
+}
+
+// RedeliverFailed makes due again the failed callbacks of at most limit
+// tasks finished at or after since, the earliest finished first; see
+// taskstore.Store. It costs O(log n + limit · log n) from the index of
+// failed callbacks, whatever the number of tasks.
+func (s *Store) RedeliverFailed(ctx context.Context, since, at time.Time, limit int) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := taskstore.CheckLimit(limit); err != nil {
+		return nil, err
+	}
+	from, ms := taskstore.CeilMillis(since), taskstore.MillisOrNow(at)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, taskstore.ErrClosed
+	}
+	var slots []uint32
+	ci, j := s.failed.search(&s.recs, byFinished, func(k int64, _ uint32) bool { return k >= from })
+	s.failed.from(ci, j, func(slot uint32) bool {
+		slots = append(slots, slot)
+		return len(slots) < limit
+	})
+	out := make([]string, len(slots))
+	for i, slot := range slots {
+		s.redeliver(slot, ms)
+		out[i] = s.recs.at(slot).id
+	}
+	return out, nil
+}
+
+// redeliver makes the callback of the finished task in slot, which has a
+// callback URL, due at ms, unless a claim that lasts beyond ms has it in
+// flight. A pending callback due before ms keeps its place.
+func (s *Store) redeliver(slot uint32, ms int64) {
+	r := s.recs.at(slot)
+	old, next := r.state(), ms
+	switch {
+	case r.pending():
+		if r.claimed && r.next > ms {
+			return // in flight: its RecordAttempt decides what follows
+		}
+		if !r.claimed { // (an expired claim's end is no due time to keep)
+			next = min(r.next, ms)
+		}
+		r.claimed = false
+		if next == r.next {
+			return
+		}
+		s.due.remove(&s.recs, byDue, slot)
+	case r.gaveUp():
+		s.failed.remove(&s.recs, byFinished, slot)
+	}
+	r.delivered, r.next, r.claimed = 0, next, false
+	s.settle(slot, old)
 }
 
 // Close releases the tasks. It is idempotent; every other method returns
@@ -524,6 +702,6 @@ func (s *Store) Close() error {
 	s.closed = true
 	s.recs = slab{}
 	s.byID, s.byTrace, s.trace1, s.byApp, s.byUser, s.byType, s.byPair = nil, nil, nil, nil, nil, nil, nil
-	s.all, s.leases, s.due = index{}, index{}, index{}
+	s.all, s.leases, s.due, s.failed = index{}, index{}, index{}, index{}
 	return nil
 }

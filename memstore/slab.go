@@ -11,19 +11,33 @@ import (
 // rec is a stored task: times in Unix milliseconds (0 = not set), JSON owned
 // by the store and never handed out (readers get copies).
 type rec struct {
-	id, traceID, typ     string
-	app, user, cred      string
-	url, lastErr         string
-	request, response    json.RawMessage
-	created, started     int64
-	finished, lease      int64
-	next, delivered      int64
-	attempts, lastStatus int
+	id, traceID, typ  string
+	app, user, cred   string
+	url, lastErr      string
+	request, response json.RawMessage
+	created, started  int64
+	finished, lease   int64
+	next, delivered   int64
+	attempts          uint32 // Normalize allows up to MaxInt32; RecordAttempt adds one
+	lastStatus        int32  // an HTTP status, 0 to 999
+	// ok: the task finished with a success (taskstore.Succeeded of its
+	// response), computed once when the response is stored.
+	ok bool
+	// claimed: a ClaimDeliveries claim on the pending callback that no
+	// RecordAttempt has ended. The delivery is in flight while the claim
+	// lasts (next, the claim's end, is later than now).
+	claimed bool
 }
 
 // pending reports whether the callback is due or scheduled (the outbox).
 func (r *rec) pending() bool {
 	return r.url != "" && r.finished != 0 && r.delivered == 0 && r.next != 0
+}
+
+// gaveUp reports whether the callback failed: no further attempt is
+// scheduled (taskstore.CallbackFailed).
+func (r *rec) gaveUp() bool {
+	return r.url != "" && r.finished != 0 && r.delivered == 0 && r.next == 0
 }
 
 // task returns the task as a value; its JSON is carved out of *buf, which the
@@ -38,10 +52,10 @@ func (r *rec) task(buf *[]byte) taskstore.Task {
 		FinishedAt:    taskstore.FromMillis(r.finished),
 		ApplicationID: r.app, UserID: r.user, CredentialID: r.cred,
 		Callback: taskstore.Callback{
-			URL: r.url, Attempts: r.attempts,
+			URL: r.url, Attempts: int(r.attempts),
 			NextAttemptAt: taskstore.FromMillis(r.next),
 			DeliveredAt:   taskstore.FromMillis(r.delivered),
-			LastStatus:    r.lastStatus, LastError: r.lastErr,
+			LastStatus:    int(r.lastStatus), LastError: r.lastErr,
 		},
 		LeaseUntil: taskstore.FromMillis(r.lease),
 	}

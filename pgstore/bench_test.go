@@ -221,3 +221,49 @@ func BenchmarkCreate(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkFindStatus measures retrieve_batch's status filters at benchRows
+// tasks (loadSynthetic: 1% of the tasks have a failed callback, 10% failed),
+// limit 12 with the total, against a Get by id in the same run: the Tasks
+// API's target is callback_status failed at most 3x a retrieve by id.
+func BenchmarkFindStatus(b *testing.B) {
+	url := benchDataset(b)
+	s, _ := benchStores(b, url)
+	ids := benchIDs(b, s)
+	ctx := context.Background()
+	b.Run("rows="+strconv.Itoa(benchRows())+"/get", func(b *testing.B) {
+		reportCPU(b)
+		i := 0
+		for b.Loop() {
+			if _, err := s.Get(ctx, ids[i%len(ids)]); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		f    taskstore.Filter
+	}{
+		{"callback=failed", taskstore.Filter{CallbackStatus: taskstore.CallbackFailed}},
+		{"status=failed", taskstore.Filter{Status: taskstore.StatusFailed}},
+		{"status=succeeded", taskstore.Filter{Status: taskstore.StatusSucceeded}},
+		{"user+callback=failed", taskstore.Filter{UserID: "user-102", CallbackStatus: taskstore.CallbackFailed}},
+		{"none", taskstore.Filter{}},
+	} {
+		f := tc.f
+		f.Limit = 12
+		page, total, err := s.Find(ctx, f)
+		if err != nil || len(page) == 0 || total < len(page) {
+			b.Fatalf("Find(%s) = %d tasks of %d, %v", tc.name, len(page), total, err)
+		}
+		b.Run("rows="+strconv.Itoa(benchRows())+"/"+tc.name, func(b *testing.B) {
+			reportCPU(b)
+			for b.Loop() {
+				if page, _, err := s.Find(ctx, f); err != nil || len(page) == 0 {
+					b.Fatal(len(page), err)
+				}
+			}
+		})
+	}
+}

@@ -29,22 +29,25 @@ const (
 	maxCreateBatch = 256
 )
 
-const insertTask = `INSERT INTO tasks (` + taskColumns + `)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+// Inserts write taskColumns and success (NULL unless the task is
+// finished).
+const insertTask = `INSERT INTO tasks (` + taskColumns + `, success)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
 ON CONFLICT (id) DO NOTHING`
 
 // insertTasks stores a batch from one array per column. A task whose id
 // exists already (or comes twice in the batch) is skipped; RETURNING names
 // the ones stored.
-const insertTasks = `INSERT INTO tasks (` + taskColumns + `)
+const insertTasks = `INSERT INTO tasks (` + taskColumns + `, success)
 SELECT id, trace_id, type, created_ms, started_ms, finished_ms, application_id, user_id, credential_id,
 	callback_url, attempts, next_attempt_ms, delivered_ms, last_status, last_error, lease_ms,
-	request::json, response::json
+	request::json, response::json, success
 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[],
 	$8::text[], $9::text[], $10::text[], $11::integer[], $12::bigint[], $13::bigint[], $14::integer[],
-	$15::text[], $16::bigint[], $17::text[], $18::text[])
+	$15::text[], $16::bigint[], $17::text[], $18::text[], $19::boolean[])
 	AS u(id, trace_id, type, created_ms, started_ms, finished_ms, application_id, user_id, credential_id,
-	callback_url, attempts, next_attempt_ms, delivered_ms, last_status, last_error, lease_ms, request, response)
+	callback_url, attempts, next_attempt_ms, delivered_ms, last_status, last_error, lease_ms, request, response,
+	success)
 ON CONFLICT (id) DO NOTHING
 RETURNING id`
 
@@ -193,16 +196,16 @@ func (p *pendingCreate) complete(err error) {
 
 // insertOne stores one task with a plain INSERT.
 func (s *Store) insertOne(ctx context.Context, t taskstore.Task) error {
-	var response any // NULL unless finished
+	var response, success any // NULL unless finished
 	if t.Response != nil {
-		response = string(t.Response)
+		response, success = string(t.Response), taskstore.Succeeded(t.Response)
 	}
 	args := []any{
 		t.ID, t.TraceID, t.Type, taskstore.ToMillis(t.CreatedAt), taskstore.ToMillis(t.StartedAt),
 		taskstore.ToMillis(t.FinishedAt), t.ApplicationID, t.UserID, t.CredentialID, t.Callback.URL,
 		t.Callback.Attempts, taskstore.ToMillis(t.Callback.NextAttemptAt), taskstore.ToMillis(t.Callback.DeliveredAt),
 		t.Callback.LastStatus, t.Callback.LastError, taskstore.ToMillis(t.LeaseUntil),
-		string(t.Request), response,
+		string(t.Request), response, success,
 	}
 	var n int64
 	err := s.do(ctx, "create", safeIfUnsent, func() (err error) {
@@ -228,6 +231,7 @@ func (s *Store) insertMany(batch []*pendingCreate) (map[string]bool, error) {
 			make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n),
 			make([]string, n), make([]string, n)
 		responses                                          = make([]*string, n)
+		successes                                          = make([]*bool, n)
 		created, started, finished, next, delivered, lease = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
 		attempts, statuses                                 = make([]int32, n), make([]int32, n)
 	)
@@ -240,8 +244,8 @@ func (s *Store) insertMany(batch []*pendingCreate) (map[string]bool, error) {
 		statuses[i], lastErrs[i], lease[i] = int32(t.Callback.LastStatus), t.Callback.LastError, taskstore.ToMillis(t.LeaseUntil)
 		requests[i] = string(t.Request)
 		if t.Response != nil {
-			r := string(t.Response)
-			responses[i] = &r
+			r, ok := string(t.Response), taskstore.Succeeded(t.Response)
+			responses[i], successes[i] = &r, &ok
 		}
 	}
 	inserted := make(map[string]bool, n)
@@ -250,7 +254,7 @@ func (s *Store) insertMany(batch []*pendingCreate) (map[string]bool, error) {
 		clear(inserted)
 		return s.conn(ctx, func(c *pgx.Conn) error {
 			rows, err := c.Query(ctx, insertTasks, ids, traces, types, created, started, finished, apps, users,
-				creds, urls, attempts, next, delivered, statuses, lastErrs, lease, requests, responses)
+				creds, urls, attempts, next, delivered, statuses, lastErrs, lease, requests, responses, successes)
 			if err != nil {
 				return err
 			}

@@ -26,7 +26,18 @@
 // ClaimDeliveries locks the due rows with FOR UPDATE SKIP LOCKED and moves
 // their due time to now+lease in the same statement, so concurrent claimers
 // take disjoint sets and a replica that dies mid-delivery simply lets its
-// claim expire. Run leases are simpler: Abandoned neither locks nor claims,
+// claim expire. The claim is recorded too (claim_ms, below): until
+// RecordAttempt ends it or it expires, the delivery is in flight, and
+// Redeliver leaves it to the attempt under way. Redeliver locks its rows
+// with a plain FOR UPDATE, in id order: it waits for a row another replica
+// is claiming or recording instead of skipping it, and decides on the row
+// as that replica left it (PostgreSQL re-reads a row it waited for under
+// READ COMMITTED), so a delivery claimed meanwhile is seen as in flight and
+// never handed out twice; a claimer, for its part, skips a row being
+// redelivered and finds it due at its next poll. RedeliverFailed takes its
+// batch with FOR UPDATE SKIP LOCKED, so two of them (or one racing a
+// Redeliver) take disjoint rows and a batch is never cut short by rows
+// another has just made due. Run leases are simpler: Abandoned neither locks nor claims,
 // so every replica may see the same task once its lease has run out, and
 // Finish's exactly-once rule (the first Finish wins, the others get
 // ErrConflict) is what makes finishing it as interrupted safe.
@@ -48,16 +59,83 @@
 // such ids find nothing. RecordAttempt stores an attempt's error message with
 // invalid UTF-8 replaced and NUL characters removed.
 //
+// # Statuses
+//
+// A task's status and its callback's status (taskstore.Task.Status and
+// CallbackStatus) are read from its columns: started_ms and finished_ms,
+// the callback columns, and success, which is NULL while the task is
+// unfinished and then says whether the response records a success. Create
+// and Finish write it with the response, computed in Go by
+// taskstore.Succeeded. The SQL function tasks_succeeded reads the same bit
+// from the stored JSON (PostgreSQL's json operators also let the last of
+// repeated keys win); it is used only for rows written without the column:
+// by the migration below, and by a trigger for finished rows that an older
+// program writes during a rolling upgrade. claim_ms holds the expiry of the
+// ClaimDeliveries claim on a callback (0 when none); the delivery is in
+// flight while it equals next_attempt_ms and that time has not come, so a
+// write of next_attempt_ms that ignores claim_ms ends the claim.
+//
+// The statuses that are rare and searched for have partial indexes whose
+// predicates are exactly the conditions Find writes for them: failed tasks
+// (tasks_failed) and failed callbacks (tasks_callback_failed, newest first;
+// tasks_callback_failed_finished, by finish time, for RedeliverFailed).
+// Unfinished tasks (status pending or running, callback waiting) are the
+// rows of tasks_lease and pending callbacks those of tasks_outbox, both
+// small sets; succeeded tasks and delivered callbacks are most rows, found
+// by walking the other indexes newest first. None of these indexes holds
+// started_ms or claim_ms, so Start and ClaimDeliveries write no new index
+// entries, and Finish and RecordAttempt only when a task or a callback
+// fails.
+//
+// # Filters and totals
+//
 // Every filter shape of Find runs on an index: one per filter column, each
 // ending in (created_ms, id) so that pages come out in order and LIMIT stops
-// early. The total of a filter made only of application, user and types is
-// summed from a small task_counts table that triggers keep up to date, in
-// stripes so that concurrent creates for one key do not queue on one row;
-// other totals count the matching index range. A page and its total come
-// from one statement, hence from one snapshot. Statements are prepared and
-// cached per connection by pgx, except those of a Find with a created_at
-// window, which PostgreSQL plans for their values each time: a window may
-// hold one task or all of them, and no single cached plan suits both.
+// early, plus the status indexes above. The total of a filter made only of
+// application, user, types and the two statuses is summed from counters
+// that statement-level triggers keep up to date from the transition tables
+// of each INSERT, UPDATE and DELETE: task_counts, keyed by application, user
+// and type (the only one before there were statuses, and unchanged, so a
+// total without a status filter sums as few rows as before),
+// task_status_counts, keyed by the same and the task and callback statuses,
+// and task_totals, keyed by the two statuses alone, for the filters that
+// name no application, user or type (its rows with both statuses '*' count
+// every task). retrieve_batch with only callback_status failed thus sums a
+// few rows, however many tasks there are. An UPDATE counts its old rows -1
+// and its new rows +1 and writes only the keys that changed; every UPDATE
+// pays for that statement in its trigger (about 0.1 ms of server time on a
+// small machine), even one that changes no status, such as a claim. Counter
+// rows come in stripes, one per server process modulo 16, so that
+// concurrent writes for one key do not queue on one row. Status changes
+// often land on other stripes than the task's insert, so stripes drift
+// apart while their sum stays exact; Prune ends by folding up to 10,000
+// stripe rows of each table into one row per key (tasks_fold_counts, which
+// skips rows a writer holds and never waits for one) and drops the keys
+// whose count is zero. Other totals count the matching index range. A page
+// and its total come from one statement, hence from one snapshot.
+// Statements are prepared and cached per connection by pgx, except those of
+// a Find with a created_at window, which PostgreSQL plans for their values
+// each time: a window may hold one task or all of them, and no single cached
+// plan suits both.
+//
+// # Schema versions
+//
+// Version 1 made the tasks table and its indexes, version 2 the counts.
+// Version 3 adds the statuses: the success and claim_ms columns, the three
+// status indexes, task_status_counts and task_totals, and triggers that
+// keep all three counters. On an existing database it adds success with the
+// value true (a catalog change, no rewrite), then updates only the
+// unfinished rows (to NULL) and those whose stored response is not a
+// success (to false), builds the partial indexes and the new counters from
+// the rows, and ends with ANALYZE, all in the migration's one transaction
+// (about 7 s for a million tasks here, most of it reading every response).
+// Claims made by the previous release carry no claim_ms: Redeliver treats
+// them as retries scheduled at their expiry. A replica of the previous
+// release still running against the migrated schema keeps working during a
+// rolling upgrade: its totals read task_counts as before, the triggers count
+// its writes, its finished rows get their success bit from the
+// tasks_succeeded trigger, its claims are not seen as in flight, and its
+// RecordAttempt ends a claim by moving next_attempt_ms.
 //
 // Concurrent Creates share statements (group commit): a Create that finds
 // fewer than four INSERTs in flight runs its own at once; those arriving
@@ -73,6 +151,6 @@
 // name the operation and PostgreSQL's message and SQLSTATE, never the SQL.
 // Serialization failures and deadlocks are retried (a few attempts with
 // jittered backoff); lost connections are retried for operations that are
-// safe to repeat (reads, lease renewals, claims) and for any
+// safe to repeat (reads, lease renewals, claims, Redeliver) and for any
 // operation when the statement provably never reached the server.
 package pgstore

@@ -408,12 +408,13 @@ func (s *Store) Start(ctx context.Context, id string, at time.Time) error {
 	return fmt.Errorf("%w: task %q changed concurrently", taskstore.ErrConflict, id)
 }
 
-const finishTask = `UPDATE tasks SET response = $2, finished_ms = $3, lease_ms = 0,
+const finishTask = `UPDATE tasks SET response = $2, finished_ms = $3, success = $4, lease_ms = 0,
 next_attempt_ms = CASE WHEN callback_url <> '' THEN $3 ELSE next_attempt_ms END
 WHERE id = $1 AND finished_ms = 0`
 
-// Finish records the task's response once, clears its lease and makes its
-// callback due, in one statement; see taskstore.Store. A zero at means now.
+// Finish records the task's response and whether it is a success
+// (taskstore.Succeeded) once, clears its lease and makes its callback due,
+// in one statement; see taskstore.Store. A zero at means now.
 func (s *Store) Finish(ctx context.Context, id string, response json.RawMessage, at time.Time) error {
 	if err := s.enter(ctx); err != nil {
 		return err
@@ -423,7 +424,7 @@ func (s *Store) Finish(ctx context.Context, id string, response json.RawMessage,
 		return err
 	}
 	ms := taskstore.MillisOrNow(at)
-	n, err := s.update(ctx, "finish", finishTask, id, string(response), ms)
+	n, err := s.update(ctx, "finish", finishTask, id, string(response), ms, taskstore.Succeeded(response))
 	if err != nil || n == 1 {
 		return err
 	}
@@ -495,9 +496,14 @@ const pruneTasks = `WITH victims AS MATERIALIZED (
 )
 DELETE FROM tasks WHERE id = ANY(ARRAY(SELECT id FROM victims))`
 
+// foldRows is the most count stripes a Prune folds.
+const foldRows = 10_000
+
 // Prune deletes at most limit tasks created before the given time, oldest
 // first; see taskstore.Store. Tasks locked by a concurrent write at that
-// moment are left for the next call.
+// moment are left for the next call. It then folds up to foldRows count
+// stripes (tasks_fold_counts); a failure there changes no count and is
+// only logged, since the tasks were deleted.
 func (s *Store) Prune(ctx context.Context, before time.Time, limit int) (int, error) {
 	if err := s.enter(ctx); err != nil {
 		return 0, err
@@ -514,7 +520,22 @@ func (s *Store) Prune(ctx context.Context, before time.Time, limit int) (int, er
 		n, err = s.exec(ctx, pruneTasks, taskstore.CeilMillis(before), limit)
 		return err
 	})
-	return int(n), err
+	if err != nil {
+		return int(n), err
+	}
+	if err := s.foldCounts(ctx); err != nil {
+		s.log.LogAttrs(ctx, slog.LevelWarn, "pgstore: folding the task counts", slog.String("error", err.Error()))
+	}
+	return int(n), nil
+}
+
+// foldCounts folds up to foldRows count stripes into one row per key
+// (tasks_fold_counts).
+func (s *Store) foldCounts(ctx context.Context) error {
+	return s.do(ctx, "fold counts", idempotent, func() error {
+		_, err := s.exec(ctx, `SELECT tasks_fold_counts($1)`, foldRows)
+		return err
+	})
 }
 
 // renewLeases locks the rows in id order, so that two renewals over
@@ -567,10 +588,11 @@ func (s *Store) Abandoned(ctx context.Context, before time.Time, limit int) ([]t
 }
 
 // claimDeliveries locks up to $3 due deliveries, skipping rows another
-// claimer holds, and moves their due time to the end of the claim, in one
-// statement. It returns the old due time for ordering. (The rows are found
-// again by "id = ANY(ARRAY(…))", which the planner always runs as primary
-// key lookups, never as a join over the table.)
+// claimer holds, and moves their due time to the end of the claim, which it
+// also writes to claim_ms (the delivery is in flight), in one statement. It
+// returns the old due time for ordering. (The rows are found again by
+// "id = ANY(ARRAY(…))", which the planner always runs as primary key
+// lookups, never as a join over the table.)
 var claimDeliveries = `WITH due AS MATERIALIZED (
 	SELECT id, next_attempt_ms FROM tasks
 	WHERE callback_url <> '' AND finished_ms <> 0 AND delivered_ms = 0 AND next_attempt_ms <> 0
@@ -578,7 +600,7 @@ var claimDeliveries = `WITH due AS MATERIALIZED (
 	ORDER BY next_attempt_ms, id LIMIT $3
 	FOR UPDATE SKIP LOCKED
 ), claimed AS (
-	UPDATE tasks SET next_attempt_ms = $2 WHERE id = ANY(ARRAY(SELECT id FROM due))
+	UPDATE tasks SET next_attempt_ms = $2, claim_ms = $2 WHERE id = ANY(ARRAY(SELECT id FROM due))
 	RETURNING ` + taskColumns + `
 )
 SELECT due.next_attempt_ms AS due_ms, ` + claimColumns + ` FROM claimed c JOIN due ON due.id = c.id`
@@ -633,13 +655,13 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, lease time.D
 }
 
 const recordAttempt = `UPDATE tasks SET attempts = attempts + 1, last_status = $2, last_error = $3,
-delivered_ms = $4, next_attempt_ms = $5
+delivered_ms = $4, next_attempt_ms = $5, claim_ms = 0
 WHERE id = $1 AND callback_url <> '' AND finished_ms <> 0 AND delivered_ms = 0 AND next_attempt_ms <> 0`
 
-// RecordAttempt records the outcome of a delivery attempt; see
-// taskstore.Store. A delivered attempt with a zero At is delivered now. The
-// error text is stored with invalid UTF-8 replaced and NUL characters
-// removed.
+// RecordAttempt records the outcome of a delivery attempt and ends the claim
+// on it; see taskstore.Store. A delivered attempt with a zero At is
+// delivered now. The error text is stored with invalid UTF-8 replaced and
+// NUL characters removed.
 func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attempt) error {
 	if err := s.enter(ctx); err != nil {
 		return err
@@ -659,7 +681,7 @@ func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attemp
 		FinishedAt: taskstore.FromMillis(st.FinishedMs),
 		Callback: taskstore.Callback{URL: st.CallbackURL,
 			NextAttemptAt: taskstore.FromMillis(st.NextAttemptMs), DeliveredAt: taskstore.FromMillis(st.DeliveredMs)},
-	}.DeliveryState()
+	}.CallbackStatus()
 	return fmt.Errorf("%w: the callback of task %q is %s, not pending", taskstore.ErrConflict, id, why)
 }
 

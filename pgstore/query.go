@@ -18,7 +18,8 @@ type findQuery struct {
 	// its arguments are args, then limit and offset.
 	page string
 	args []any
-	// fromCounts is true when the total is summed from task_counts.
+	// fromCounts is true when the total is summed from the counters
+	// (task_counts, task_status_counts or task_totals).
 	fromCounts bool
 	// planEachTime is true when the statements must be planned for their
 	// values rather than run from a cached, generic plan: a window's
@@ -93,7 +94,8 @@ func buildFind(f taskstore.Filter) (q findQuery, ok bool) {
 			where = append(where, "trace_id <> ''")
 		}
 	}
-	// The counts table answers a filter of application, user and types only.
+	// The counters answer a filter of application, user, types and
+	// statuses only.
 	q.fromCounts = len(f.IDs) == 0 && len(f.TraceIDs) == 0 && f.CreatedMin.IsZero() && f.CreatedMax.IsZero()
 	if f.ApplicationID != "" {
 		if !eq("application_id", f.ApplicationID) {
@@ -108,6 +110,39 @@ func buildFind(f taskstore.Filter) (q findQuery, ok bool) {
 	if len(f.Types) > 0 && !in("type", f.Types) {
 		return q, false
 	}
+	if !possible(f.Status, f.CallbackStatus) {
+		return q, false
+	}
+	// The counters are keyed by what where holds so far (application,
+	// user, type) and, in task_status_counts and task_totals, by the two
+	// statuses; task_totals' rows with both statuses '*' count every task.
+	// The status conditions are literals, never parameters, so that a
+	// cached generic plan can still prove that a partial index's predicate
+	// holds.
+	keyed := len(where) > 0
+	countWhere := slices.Clone(where)
+	counters := "task_counts"
+	switch {
+	case f.Status != "" || f.CallbackStatus != "":
+		counters = "task_status_counts"
+		if f.Status != "" {
+			countWhere = append(countWhere, "status = '"+string(f.Status)+"'")
+		}
+		if f.CallbackStatus != "" {
+			countWhere = append(countWhere, "callback_status = '"+string(f.CallbackStatus)+"'")
+		}
+	case !keyed:
+		countWhere = append(countWhere, "status = '*' AND callback_status = '*'")
+	}
+	if !keyed {
+		counters = "task_totals"
+	}
+	if f.Status != "" {
+		where = append(where, statusCond[f.Status])
+	}
+	if f.CallbackStatus != "" {
+		where = append(where, callbackCond[f.CallbackStatus])
+	}
 	if !f.CreatedMin.IsZero() {
 		where = append(where, "created_ms >= "+arg(minMs))
 		q.planEachTime = true
@@ -121,9 +156,9 @@ func buildFind(f taskstore.Filter) (q findQuery, ok bool) {
 		cond = " WHERE " + strings.Join(where, " AND ")
 	}
 	if q.fromCounts {
-		// Without ids, trace ids or a window, where names only columns
-		// task_counts has.
-		q.count = "SELECT coalesce(sum(n), 0)::bigint FROM task_counts" + cond
+		// Without ids, trace ids or a window, countWhere names only
+		// columns the counters have.
+		q.count = "SELECT coalesce(sum(n), 0)::bigint FROM " + counters + " WHERE " + strings.Join(countWhere, " AND ")
 	} else {
 		q.count = "SELECT count(*) FROM tasks" + cond
 	}
@@ -131,4 +166,34 @@ func buildFind(f taskstore.Filter) (q findQuery, ok bool) {
 	q.page = "SELECT (" + q.count + ") AS total, " + taskColumns + " FROM tasks" + cond +
 		" ORDER BY created_ms DESC, id DESC LIMIT $" + strconv.Itoa(n+1) + " OFFSET $" + strconv.Itoa(n+2)
 	return q, true
+}
+
+// statusCond is the condition on a tasks row for each task status, and
+// callbackCond for each callback status (taskstore.Task.Status and
+// CallbackStatus read from the columns). The partial indexes tasks_failed,
+// tasks_callback_failed and tasks_lease have these conditions (or a part of
+// them) as predicates, so the planner can use them for these filters.
+var (
+	statusCond = map[taskstore.Status]string{
+		taskstore.StatusPending:   "finished_ms = 0 AND started_ms = 0",
+		taskstore.StatusRunning:   "finished_ms = 0 AND started_ms <> 0",
+		taskstore.StatusSucceeded: "finished_ms <> 0 AND success",
+		taskstore.StatusFailed:    "finished_ms <> 0 AND NOT success",
+	}
+	callbackCond = map[taskstore.CallbackStatus]string{
+		taskstore.CallbackWaiting:   "callback_url <> '' AND finished_ms = 0",
+		taskstore.CallbackPending:   "callback_url <> '' AND finished_ms <> 0 AND delivered_ms = 0 AND next_attempt_ms <> 0",
+		taskstore.CallbackDelivered: "callback_url <> '' AND finished_ms <> 0 AND delivered_ms <> 0",
+		taskstore.CallbackFailed:    "callback_url <> '' AND finished_ms <> 0 AND delivered_ms = 0 AND next_attempt_ms = 0",
+	}
+)
+
+// possible reports whether a task can have both statuses (empty means
+// any): the callback of an unfinished task is waiting, and only its.
+func possible(st taskstore.Status, cb taskstore.CallbackStatus) bool {
+	if st == "" || cb == "" {
+		return true
+	}
+	unfinished := st == taskstore.StatusPending || st == taskstore.StatusRunning
+	return unfinished == (cb == taskstore.CallbackWaiting)
 }

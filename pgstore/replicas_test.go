@@ -219,8 +219,8 @@ func settled(t *testing.T, s taskstore.Store, rc *receiver, ids []string) (bool,
 		if !x.Finished() {
 			return false, "task " + id + " unfinished"
 		}
-		if x.DeliveryState() != taskstore.Delivered {
-			return false, fmt.Sprintf("task %s callback %v", id, x.DeliveryState())
+		if x.CallbackStatus() != taskstore.CallbackDelivered {
+			return false, fmt.Sprintf("task %s callback %v", id, x.CallbackStatus())
 		}
 		if got[id] == 0 {
 			return false, "receiver never got " + id

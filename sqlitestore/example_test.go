@@ -43,7 +43,7 @@ func ExampleOpen() {
 		log.Fatal(err)
 	}
 
-	page, total, err := s.Find(ctx, taskstore.Filter{UserID: "user-1", Limit: 12})
+	page, total, err := s.Find(ctx, taskstore.Filter{UserID: "user-1", Status: taskstore.StatusSucceeded, Limit: 12})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -52,5 +52,5 @@ func ExampleOpen() {
 	fmt.Println(string(record))
 	// Output:
 	// count: 1
-	// {"id":"7489df4c-ef03-4de0-b598-e9a590793434","trace_id":"my-trace-001","type":"images_generations","request":{"model":"gpt-image-1","prompt":"A cat"},"response":{"success":true,"data":[{"url":"https://example.com/cat.png"}]},"created_at":1763142607.967,"finished_at":1763142637.404,"duration":29.437,"elapsed":29.437,"user_id":"user-1"}
+	// {"id":"7489df4c-ef03-4de0-b598-e9a590793434","trace_id":"my-trace-001","type":"images_generations","status":"succeeded","request":{"model":"gpt-image-1","prompt":"A cat"},"response":{"success":true,"data":[{"url":"https://example.com/cat.png"}]},"created_at":1763142607.967,"finished_at":1763142637.404,"duration":29.437,"elapsed":29.437,"user_id":"user-1"}
 }

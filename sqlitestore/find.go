@@ -48,6 +48,26 @@ type findQuery struct {
 	pageSQL, countSQL, firstSQL    string
 	pageArgs, countArgs, firstArgs []any
 	limit                          int
+	// choice is set when the page can be read along two routes (a status
+	// filter with a user, an application or types): q itself walks the
+	// key's index, choice.alt the status indexes. Find picks one from the
+	// counters (see readConn.chooseRoute).
+	choice *routeChoice
+}
+
+// routeChoice holds what Find needs to choose between the routes of a
+// filter made of a key (user, application, types) and statuses.
+type routeChoice struct {
+	alt findQuery
+	// statsSQL returns, from task_counts, the key's tasks and the tasks
+	// matching the key and the statuses; globalSQL, from task_totals, the
+	// tasks in the filter's final and in its transient states, whatever
+	// their key.
+	statsSQL, globalSQL string
+	statsArgs           []any
+	// countIsMatch: the filter's total is statsSQL's second column (no
+	// window), so no count query runs.
+	countIsMatch bool
 }
 
 // withFirst sets q.firstSQL and q.firstArgs from the count and page
@@ -65,7 +85,8 @@ const maxUnion = 8
 const orderDesc = ` ORDER BY created_ms DESC, id DESC`
 
 // buildFind translates f into SQL. ok is false when no task can match (an
-// empty window, or lists holding only strings no stored task can have).
+// empty window, lists holding only strings no stored task can have, or a
+// status and a callback status that exclude each other).
 //
 // The driving index is chosen here, by the shape of the filter, and forced
 // with INDEXED BY, so that plans do not depend on table statistics. In order
@@ -77,14 +98,24 @@ const orderDesc = ` ORDER BY created_ms DESC, id DESC`
 //
 // The total of a filter made only of application, user and types is the sum
 // of the counters in task_counts (kept by triggers), O(number of (application,
-// user, type) triples matched) instead of a pass over every matching task.
+// user, type) triples matched) instead of a pass over every matching task;
+// with none of them (the empty filter) it is the one row of task_totals.
 // Other totals are a COUNT(*) over the driving index's range.
+//
+// A status or callback status filter is one set of values of the state
+// column (state.go). With ids or trace ids it is checked on their rows.
+// Alone (or with only the window) it drives the page through the status
+// indexes (stateRoute). With a key (user, application, types) there are two
+// routes: the key's index, checking each task's state, which is cheap when
+// the statuses are common among the key's tasks; or the status indexes,
+// checking each task's key, which is cheap when they are rare overall. Find
+// chooses between them from the counters (readConn.findChoosing). Totals
+// without ids, trace ids or window are sums of the per-state counters.
 func buildFind(f taskstore.Filter) (q findQuery, ok bool) {
 	minMs, maxMs, empty := f.CreatedRange()
 	if empty {
 		return q, false
 	}
-	window := !f.CreatedMin.IsZero() || !f.CreatedMax.IsZero()
 	ids, okIDs := validList(f.IDs)
 	traces, okTraces := validList(f.TraceIDs)
 	types, okTypes := validList(f.Types)
@@ -92,29 +123,112 @@ func buildFind(f taskstore.Filter) (q findQuery, ok bool) {
 		!utf8.ValidString(f.ApplicationID) || !utf8.ValidString(f.UserID) {
 		return q, false
 	}
-	types = dedupe(types)
+	fs := findShape{
+		f: f, ids: ids, traces: traces, types: dedupe(types),
+		window: !f.CreatedMin.IsZero() || !f.CreatedMax.IsZero(), minMs: minMs, maxMs: maxMs,
+	}
+	if f.Status != "" || f.CallbackStatus != "" {
+		fs.states = filterStates(f.Status, f.CallbackStatus)
+		if len(fs.states) == 0 {
+			return q, false
+		}
+	}
+	keyed := f.UserID != "" || f.ApplicationID != "" || len(fs.types) > 0
+	switch {
+	case fs.states == nil || len(ids) > 0 || len(fs.traces) > 0:
+		return fs.keyRoute(), true
+	case !keyed:
+		return fs.stateRoute(), true
+	}
+	q = fs.keyRoute()
+	c := &routeChoice{alt: fs.stateRoute(), countIsMatch: !fs.window}
+	var cw where
+	fs.keyTerms(&cw, "type")
+	c.statsSQL = `SELECT COALESCE(SUM(n), 0), COALESCE(SUM(` + counterSum(fs.states) + `), 0) FROM task_counts` + cw.sql()
+	c.statsArgs = cw.args
+	done, lease, outbox := splitStates(fs.states)
+	c.globalSQL = `SELECT ` + sumOrZero(done) + `, ` + sumOrZero(append(lease, outbox...)) + ` FROM task_totals`
+	q.choice = c
+	return q, true
+}
 
+// sumOrZero is the SQL sum of the counters of states, 0 for none.
+func sumOrZero(states []int) string {
+	if len(states) == 0 {
+		return "0"
+	}
+	return counterSum(states)
+}
+
+// findShape is a validated filter: its lists cleaned of strings no task
+// can have, types deduplicated, the window in milliseconds, and the states
+// of its status filters (nil when it has none).
+type findShape struct {
+	f                  taskstore.Filter
+	ids, traces, types []string
+	window             bool
+	minMs, maxMs       int64
+	states             []int
+}
+
+// traceDriven reports whether the trace ids drive the page: tasks_trace is
+// partial, it holds only tasks with a trace id, so a list asking for the
+// empty trace id cannot use it.
+func (fs *findShape) traceDriven() bool {
+	return len(fs.traces) > 0 && !slices.Contains(fs.traces, "")
+}
+
+// keyTerms adds the application and user equalities and the types list
+// (naming the column typeCol) to w.
+func (fs *findShape) keyTerms(w *where, typeCol string) {
+	if fs.f.ApplicationID != "" {
+		w.eq("application_id", fs.f.ApplicationID)
+	}
+	if fs.f.UserID != "" {
+		w.eq("user_id", fs.f.UserID)
+	}
+	w.list(typeCol, fs.types)
+}
+
+// counterCount is the total from the counters: the tasks of the matching
+// (application, user, type) rows of task_counts, or of their matching
+// states; without a key, the one row of task_totals.
+func (fs *findShape) counterCount() (string, []any) {
+	sum := "n"
+	if fs.states != nil {
+		sum = counterSum(fs.states)
+	}
+	var c where
+	fs.keyTerms(&c, "type")
+	if len(c.terms) == 0 {
+		return `SELECT ` + sum + ` FROM task_totals`, nil
+	}
+	return `SELECT COALESCE(SUM(` + sum + `), 0) FROM task_counts` + c.sql(), c.args
+}
+
+// keyRoute is the filter read along its ids, trace ids, user, application,
+// types or creation time, with the statuses (if any) checked on each row.
+func (fs *findShape) keyRoute() (q findQuery) {
+	f := fs.f
 	var driver string
 	switch {
-	case len(ids) > 0:
+	case len(fs.ids) > 0:
 		driver = "tasks_id"
-	case len(traces) > 0 && !slices.Contains(traces, ""):
-		// tasks_trace is partial (trace_id <> ''): it holds only tasks
-		// with a trace id, so a list asking for "" cannot use it.
+	case fs.traceDriven():
 		driver = "tasks_trace"
 	case f.UserID != "":
 		driver = "tasks_user"
 	case f.ApplicationID != "":
 		driver = "tasks_app"
-	case len(types) > 0:
+	case len(fs.types) > 0:
 		driver = "tasks_type"
 	default:
 		driver = "tasks_created"
 	}
 
 	var w where
-	w.list("id", ids)
-	w.list("trace_id", traces)
+	w.list("id", fs.ids)
+	w.list("trace_id", fs.traces)
 	if driver == "tasks_trace" {
 		w.term("trace_id <> ''") // the partial index's condition, verbatim
 	}
@@ -124,58 +238,130 @@ func buildFind(f taskstore.Filter) (q findQuery, ok bool) {
 	if f.UserID != "" {
 		w.eq("user_id", f.UserID)
 	}
-	if window {
-		w.term("created_ms BETWEEN ? AND ?", minMs, maxMs)
+	if fs.window {
+		w.term("created_ms BETWEEN ? AND ?", fs.minMs, fs.maxMs)
+	}
+	if fs.states != nil {
+		w.term(stateTerm(fs.states))
 	}
 
 	// Count.
-	if len(ids) == 0 && len(traces) == 0 && !window {
-		var c where
-		if f.ApplicationID != "" {
-			c.eq("application_id", f.ApplicationID)
-		}
-		if f.UserID != "" {
-			c.eq("user_id", f.UserID)
-		}
-		c.list("type", types)
-		q.countSQL = `SELECT COALESCE(SUM(n), 0) FROM task_counts` + c.sql()
-		q.countArgs = c.args
+	if len(fs.ids) == 0 && len(fs.traces) == 0 && !fs.window {
+		q.countSQL, q.countArgs = fs.counterCount()
 	} else {
 		c := w.clone()
-		c.list("type", types)
+		c.list("type", fs.types)
 		q.countSQL = `SELECT count(*) FROM tasks INDEXED BY ` + driver + c.sql()
 		q.countArgs = c.args
 	}
 
 	// Page.
 	q.limit = f.Limit
-	if driver == "tasks_type" && len(types) > 1 && len(types) <= maxUnion {
+	if driver == "tasks_type" && len(fs.types) > 1 && len(fs.types) <= maxUnion {
 		// IN over several types would read every match and sort them.
-		// Instead each type's newest Offset+Limit tasks come out of
-		// tasks_type in order (index only), are merged, and only the
-		// page's rows are read from the table.
-		var b strings.Builder
-		b.WriteString(`SELECT ` + packedColumn + ` FROM tasks NOT INDEXED WHERE rid IN (SELECT rid FROM (`)
-		for i, typ := range types {
-			if i > 0 {
-				b.WriteString(` UNION ALL `)
-			}
+		// Instead the types' ranges of tasks_type, each in page order,
+		// are merged (index only, unless statuses are checked), and only
+		// the page's rows are read from the table.
+		legs := make([]leg, len(fs.types))
+		for i, typ := range fs.types {
 			m := w.clone()
 			m.eq("type", typ)
-			b.WriteString(`SELECT * FROM (SELECT rid, created_ms, id FROM tasks INDEXED BY tasks_type`)
-			b.WriteString(m.sql() + orderDesc + ` LIMIT ?)`)
-			q.pageArgs = append(q.pageArgs, m.args...)
-			q.pageArgs = append(q.pageArgs, int64(satAdd(f.Offset, f.Limit)))
+			legs[i] = leg{index: "tasks_type", where: m}
 		}
-		b.WriteString(`)` + orderDesc + ` LIMIT ? OFFSET ?)` + orderDesc)
-		q.pageSQL = b.String()
-		q.pageArgs = append(q.pageArgs, int64(f.Limit), int64(f.Offset))
-		return q.withFirst(), true
+		return fs.merge(q, legs)
 	}
-	w.list("type", types)
+	w.list("type", fs.types)
 	q.pageSQL = `SELECT ` + packedColumn + ` FROM tasks INDEXED BY ` + driver + w.sql() + orderDesc + ` LIMIT ? OFFSET ?`
 	q.pageArgs = append(w.args, int64(f.Limit), int64(f.Offset))
-	return q.withFirst(), true
+	return q.withFirst()
+}
+
+// leg is one index range of a merged page: the tasks of one index matching
+// where.
+type leg struct {
+	index string
+	where where
+}
+
+// merge sets q's page to the legs' tasks merged newest first: SQLite
+// merges the legs (MERGE (UNION ALL)), each read in page order from its
+// index (a leg on an index not in page order, tasks_lease or tasks_outbox,
+// is sorted), so the merge stops after Offset+Limit index entries, and
+// only the page's rows are then read whole, by rowid, in the order the
+// merge gave (which the outer ORDER BY keeps without sorting again).
+func (fs *findShape) merge(q findQuery, legs []leg) findQuery {
+	var b strings.Builder
+	b.WriteString(`SELECT ` + packedColumn + ` FROM (SELECT rid AS r, created_ms AS c, id AS i FROM (`)
+	for i, l := range legs {
+		if i > 0 {
+			b.WriteString(` UNION ALL `)
+		}
+		b.WriteString(`SELECT rid, created_ms, id FROM tasks INDEXED BY ` + l.index + l.where.sql())
+		q.pageArgs = append(q.pageArgs, l.where.args...)
+	}
+	b.WriteString(orderDesc + ` LIMIT ? OFFSET ?)) CROSS JOIN tasks ON tasks.rid = r ORDER BY c DESC, i DESC`)
+	q.pageSQL = b.String()
+	q.pageArgs = append(q.pageArgs, int64(fs.f.Limit), int64(fs.f.Offset))
+	return q.withFirst()
+}
+
+// stateRoute is a status filter (with no ids or trace ids) read along the
+// status indexes: each final state's range of tasks_done, in page order,
+// and the unfinished and callback-pending tasks from tasks_lease and
+// tasks_outbox, whose entries are exactly the tasks in those transient
+// states. The application, user, types and window are checked on each row
+// (the window on tasks_done's index).
+func (fs *findShape) stateRoute() (q findQuery) {
+	var common where
+	fs.keyTerms(&common, "type")
+	if fs.window {
+		common.term("created_ms BETWEEN ? AND ?", fs.minMs, fs.maxMs)
+	}
+	done, lease, outbox := splitStates(fs.states)
+	var legs []leg
+	for _, st := range done {
+		var w where
+		w.term(doneStates) // the partial index's condition, verbatim
+		w.term(stateTerm([]int{st}))
+		w.add(common)
+		legs = append(legs, leg{index: "tasks_done", where: w})
+	}
+	if len(lease) > 0 {
+		var w where
+		w.term(unfinishedCond)
+		w.term(stateTerm(lease))
+		w.add(common)
+		legs = append(legs, leg{index: "tasks_lease", where: w})
+	}
+	if len(outbox) > 0 {
+		var w where
+		w.term(pending)
+		w.term(stateTerm(outbox))
+		w.add(common)
+		legs = append(legs, leg{index: "tasks_outbox", where: w})
+	}
+
+	// Count.
+	if !fs.window {
+		q.countSQL, q.countArgs = fs.counterCount()
+	} else {
+		parts := make([]string, len(legs))
+		for i, l := range legs {
+			parts[i] = `(SELECT count(*) FROM tasks INDEXED BY ` + l.index + l.where.sql() + `)`
+			q.countArgs = append(q.countArgs, l.where.args...)
+		}
+		q.countSQL = `SELECT ` + strings.Join(parts, ` + `)
+	}
+
+	// Page.
+	q.limit = fs.f.Limit
+	if len(legs) == 1 && legs[0].index == "tasks_done" {
+		w := legs[0].where
+		q.pageSQL = `SELECT ` + packedColumn + ` FROM tasks INDEXED BY tasks_done` + w.sql() + orderDesc + ` LIMIT ? OFFSET ?`
+		q.pageArgs = append(slices.Clone(w.args), int64(fs.f.Limit), int64(fs.f.Offset))
+		return q.withFirst()
+	}
+	return fs.merge(q, legs)
 }
 
 // satAdd is a+b for non-negative a and b, saturating instead of
@@ -212,6 +398,12 @@ func (w *where) list(col string, vs []string) {
 	default:
 		w.term(col+" IN (SELECT value FROM json_each(?))", jsonList(vs))
 	}
+}
+
+// add appends o's terms and arguments to w.
+func (w *where) add(o where) {
+	w.terms = append(w.terms, o.terms...)
+	w.args = append(w.args, o.args...)
 }
 
 func (w *where) clone() where {

@@ -108,8 +108,8 @@ func TestReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(got.Response) != `{"ok":true}` || got.DeliveryState() != taskstore.Pending {
-		t.Fatalf("after reopen: response %s, delivery %v", got.Response, got.DeliveryState())
+	if string(got.Response) != `{"ok":true}` || got.CallbackStatus() != taskstore.CallbackPending {
+		t.Fatalf("after reopen: response %s, delivery %v", got.Response, got.CallbackStatus())
 	}
 	page, total, err := s.Find(ctx, taskstore.Filter{UserID: "u", Limit: 10})
 	if err != nil || total != 2 || len(page) != 2 || page[0].ID != "b" {

@@ -2,6 +2,7 @@ package sqlitestore
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -185,7 +186,8 @@ func (s *Store) Create(ctx context.Context, t taskstore.Task) error {
 
 // insertArgs are the arguments of insertSQL for the normalized task n.
 // Request and response are bound as strings (TEXT); a nil response is
-// NULL.
+// NULL. The failed and gave_up flags come from the task as Task.Status and
+// Task.CallbackStatus read it.
 func insertArgs(n taskstore.Task) []any {
 	var resp any // NULL until finished
 	if n.Response != nil {
@@ -194,7 +196,16 @@ func insertArgs(n taskstore.Task) []any {
 	return []any{n.ID, n.TraceID, n.Type, ms(n.CreatedAt), ms(n.StartedAt), ms(n.FinishedAt),
 		n.ApplicationID, n.UserID, n.CredentialID, n.Callback.URL, n.Callback.Attempts,
 		ms(n.Callback.NextAttemptAt), ms(n.Callback.DeliveredAt), n.Callback.LastStatus,
-		n.Callback.LastError, ms(n.LeaseUntil), string(n.Request), resp}
+		n.Callback.LastError, ms(n.LeaseUntil), string(n.Request), resp,
+		flag(n.Status() == taskstore.StatusFailed), flag(n.CallbackStatus() == taskstore.CallbackFailed)}
+}
+
+// flag is a 0/1 column's value.
+func flag(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Get returns the task with the given id, or ErrNotFound.
@@ -241,7 +252,9 @@ func (s *Store) Start(ctx context.Context, id string, at time.Time) error {
 }
 
 // Finish records the task's response and finish time (now when zero) exactly
-// once, clears its lease and makes its callback due, in one UPDATE.
+// once, clears its lease and makes its callback due, in one UPDATE. Whether
+// the response is a success (taskstore.Succeeded) is decided here, in Go,
+// and stored as the task's failed flag.
 func (s *Store) Finish(ctx context.Context, id string, response json.RawMessage, at time.Time) error {
 	const op = "finish"
 	if err := s.enter(ctx, op); err != nil {
@@ -252,8 +265,9 @@ func (s *Store) Finish(ctx context.Context, id string, response json.RawMessage,
 		return err
 	}
 	resp, atMs := string(response), taskstore.MillisOrNow(at)
+	failed := flag(!taskstore.Succeeded(response))
 	err := s.write(ctx, false, func(w *writer) error {
-		res, err := w.finish.Exec(resp, atMs, atMs, id)
+		res, err := w.finish.Exec(resp, atMs, failed, atMs, id)
 		if err != nil {
 			return err
 		}
@@ -408,8 +422,8 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, lease time.D
 	return claimed, nil
 }
 
-// RecordAttempt records the outcome of a delivery attempt. A delivered
-// attempt with a zero At is delivered now.
+// RecordAttempt records the outcome of a delivery attempt and ends the
+// delivery's claim. A delivered attempt with a zero At is delivered now.
 func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attempt) error {
 	const op = "record attempt"
 	if err := s.enter(ctx, op); err != nil {
@@ -418,7 +432,18 @@ func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attemp
 	defer s.leave()
 	delivered, next := a.Millis()
 	err := s.write(ctx, false, func(w *writer) error {
-		res, err := w.record.Exec(a.Status, a.Error, delivered, next, id)
+		var (
+			res sql.Result
+			err error
+		)
+		switch {
+		case delivered != 0:
+			res, err = w.recordDelivered.Exec(a.Status, a.Error, delivered, id)
+		case next != 0:
+			res, err = w.recordRetry.Exec(a.Status, a.Error, next, id)
+		default: // given up
+			res, err = w.recordGiveUp.Exec(a.Status, a.Error, id)
+		}
 		if err != nil {
 			return err
 		}

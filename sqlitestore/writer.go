@@ -66,7 +66,10 @@ type writer struct {
 	ckpt *checkpointer
 
 	insert, start, finish, exists, del, prune, renew *sqlx.Stmt
-	record, claimSelect, claimUpdate                 *sqlx.Stmt
+	recordDelivered, recordRetry, recordGiveUp       *sqlx.Stmt
+	claimSelect, claimUpdate                         *sqlx.Stmt
+	redeliverSelect, redeliverUpdate                 *sqlx.Stmt
+	failedSelect, failedUpdate                       *sqlx.Stmt
 }
 
 func newWriter(ctx context.Context, conn *sqlx.Conn) (*writer, error) {
@@ -85,11 +88,15 @@ func newWriter(ctx context.Context, conn *sqlx.Conn) (*writer, error) {
 		{&w.del, `DELETE FROM tasks WHERE id = ?`},
 		{&w.prune, pruneSQL},
 		{&w.renew, renewSQL},
-		{&w.record, `UPDATE tasks SET attempts = attempts + 1, last_status = ?, last_error = ?,
-			delivered_ms = ?, next_attempt_ms = ?
-			WHERE id = ? AND ` + pending},
+		{&w.recordDelivered, recordDeliveredSQL},
+		{&w.recordRetry, recordRetrySQL},
+		{&w.recordGiveUp, recordGiveUpSQL},
 		{&w.claimSelect, claimSelectSQL},
 		{&w.claimUpdate, claimUpdateSQL},
+		{&w.redeliverSelect, redeliverSelectSQL},
+		{&w.redeliverUpdate, redeliverUpdateSQL},
+		{&w.failedSelect, failedSelectSQL},
+		{&w.failedUpdate, failedUpdateSQL},
 	} {
 		st, err := conn.PreparexContext(ctx, p.sql)
 		if err != nil {
@@ -105,9 +112,11 @@ func newWriter(ctx context.Context, conn *sqlx.Conn) (*writer, error) {
 const (
 	insertSQL = `INSERT INTO tasks (id, trace_id, type, created_ms, started_ms, finished_ms,
 		application_id, user_id, credential_id, callback_url, attempts, next_attempt_ms,
-		delivered_ms, last_status, last_error, lease_ms, request, response)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-	finishSQL = `UPDATE tasks SET response = ?, finished_ms = ?, lease_ms = 0,
+		delivered_ms, last_status, last_error, lease_ms, request, response, failed, gave_up)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	// Finish's arguments: response, finish time, failed (0 or 1, from
+	// taskstore.Succeeded), finish time again, id.
+	finishSQL = `UPDATE tasks SET response = ?, finished_ms = ?, lease_ms = 0, failed = ?,
 		next_attempt_ms = CASE WHEN callback_url <> '' THEN ? ELSE next_attempt_ms END
 		WHERE id = ? AND finished_ms = 0`
 	pruneSQL = `DELETE FROM tasks WHERE rid IN (SELECT rid FROM tasks INDEXED BY tasks_created
@@ -116,7 +125,46 @@ const (
 		WHERE id IN (SELECT value FROM json_each(?)) AND finished_ms = 0`
 	claimSelectSQL = `SELECT rid, ` + taskColumns + ` FROM tasks INDEXED BY tasks_outbox
 		WHERE ` + pending + ` AND next_attempt_ms <= ? ORDER BY next_attempt_ms, id LIMIT ?`
-	claimUpdateSQL = `UPDATE tasks SET next_attempt_ms = ? WHERE rid IN (SELECT value FROM json_each(?))`
+	// A claim moves the due time to the claim's expiry and marks the
+	// delivery in flight; neither column enters the state, so a claim
+	// writes no index but tasks_outbox and fires no counter trigger.
+	claimUpdateSQL = `UPDATE tasks SET next_attempt_ms = ?, claimed = 1 WHERE rid IN (SELECT value FROM json_each(?))`
+
+	// RecordAttempt's three outcomes, each setting only the columns it
+	// changes: a retry changes no column of the state, so it writes
+	// neither tasks_done nor the counters. Each ends the claim. Arguments:
+	// status, error, then the delivery time or the next attempt (not for
+	// giving up), then the id.
+	recordDeliveredSQL = `UPDATE tasks SET attempts = attempts + 1, last_status = ?, last_error = ?,
+		delivered_ms = ?, next_attempt_ms = 0, claimed = 0
+		WHERE id = ? AND ` + pending
+	recordRetrySQL = `UPDATE tasks SET attempts = attempts + 1, last_status = ?, last_error = ?,
+		next_attempt_ms = ?, claimed = 0
+		WHERE id = ? AND ` + pending
+	recordGiveUpSQL = `UPDATE tasks SET attempts = attempts + 1, last_status = ?, last_error = ?,
+		next_attempt_ms = 0, gave_up = 1, claimed = 0
+		WHERE id = ? AND ` + pending
+
+	// Redeliver: the listed tasks that qualify (finished, with a callback
+	// URL), then the change of those that are neither in flight (claimed,
+	// the claim not expired at the given time) nor pending and due by then
+	// already. Arguments of the UPDATE: the time, the list, the time
+	// again, the time again.
+	redeliverSelectSQL = `SELECT id FROM tasks INDEXED BY tasks_id
+		WHERE id IN (SELECT value FROM json_each(?)) AND finished_ms <> 0 AND callback_url <> ''`
+	redeliverUpdateSQL = `UPDATE tasks INDEXED BY tasks_id
+		SET next_attempt_ms = ?, delivered_ms = 0, gave_up = 0, claimed = 0
+		WHERE id IN (SELECT value FROM json_each(?)) AND finished_ms <> 0 AND callback_url <> ''
+		AND NOT (claimed = 1 AND next_attempt_ms > ?)
+		AND NOT (claimed = 0 AND delivered_ms = 0 AND gave_up = 0 AND next_attempt_ms BETWEEN 1 AND ?)`
+
+	// RedeliverFailed: failed callbacks (states 24 and 34) of tasks
+	// finished at or after a time, from tasks_done, and their change by
+	// rowid.
+	failedSelectSQL = `SELECT rid, id FROM tasks INDEXED BY tasks_done
+		WHERE ` + doneStates + ` AND state IN (24, 34) AND finished_ms >= ? LIMIT ?`
+	failedUpdateSQL = `UPDATE tasks SET next_attempt_ms = ?, delivered_ms = 0, gave_up = 0, claimed = 0
+		WHERE rid IN (SELECT value FROM json_each(?))`
 )
 
 // pending is the condition of a task whose callback is due or scheduled; it
@@ -263,7 +311,8 @@ func (w *writer) close() error {
 		<-w.exited
 	}
 	for _, st := range []*sqlx.Stmt{w.begin, w.commit, w.rollback, w.insert, w.start, w.finish,
-		w.exists, w.del, w.prune, w.renew, w.record, w.claimSelect, w.claimUpdate} {
+		w.exists, w.del, w.prune, w.renew, w.recordDelivered, w.recordRetry, w.recordGiveUp,
+		w.claimSelect, w.claimUpdate, w.redeliverSelect, w.redeliverUpdate, w.failedSelect, w.failedUpdate} {
 		if st != nil {
 			st.Close()
 		}

@@ -19,12 +19,12 @@ func ExampleTask_MarshalJSON() {
 		CreatedAt:  time.UnixMilli(1763142607967),
 		FinishedAt: time.UnixMilli(1763142637404),
 		UserID:     "user-1",
-		Callback:   taskstore.Callback{URL: "https://example.com/cb", Attempts: 1},
+		Callback:   taskstore.Callback{URL: "https://example.com/cb", Attempts: 1, LastStatus: 204, DeliveredAt: time.UnixMilli(1763142637512)},
 	}
 	b, _ := json.Marshal(t)
 	fmt.Println(string(b))
 	// Output:
-	// {"id":"7489df4c-ef03-4de0-b598-e9a590793434","type":"images_generations","request":{"prompt":"A cat","callback_url":"https://example.com/cb"},"response":{"success":true,"task_id":"7489df4c-ef03-4de0-b598-e9a590793434","data":[]},"created_at":1763142607.967,"finished_at":1763142637.404,"duration":29.437,"elapsed":29.437,"user_id":"user-1"}
+	// {"id":"7489df4c-ef03-4de0-b598-e9a590793434","type":"images_generations","status":"succeeded","request":{"prompt":"A cat","callback_url":"https://example.com/cb"},"response":{"success":true,"task_id":"7489df4c-ef03-4de0-b598-e9a590793434","data":[]},"created_at":1763142607.967,"finished_at":1763142637.404,"duration":29.437,"elapsed":29.437,"user_id":"user-1","callback":{"status":"delivered","attempts":1,"last_status":204,"delivered_at":1763142637.512}}
 }
 
 // A principal narrows any filter to what it may see.

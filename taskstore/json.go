@@ -14,12 +14,17 @@ import (
 func (t Task) MarshalJSON() ([]byte, error) { return t.AppendJSON(nil), nil }
 
 // AppendJSON appends the wire record of the task to dst and returns the
-// extended buffer. Fields appear in this order: id, trace_id, type, request,
-// response, created_at, started_at, finished_at, duration, elapsed,
-// application_id, user_id, credential_id. Empty strings, an absent response
-// and zero times other than created_at (always written) are left out;
-// duration and elapsed (both FinishedAt minus CreatedAt) appear only once
-// the task has finished. Times are Unix seconds
+// extended buffer. Fields appear in this order: id, trace_id, type, status,
+// request, response, created_at, started_at, finished_at, duration,
+// elapsed, application_id, user_id, credential_id, callback. Empty strings,
+// an absent response and zero times other than created_at (always written)
+// are left out; duration and elapsed (both FinishedAt minus CreatedAt)
+// appear only once the task has finished. status is Task.Status, always
+// written. callback appears only for a task with a callback URL (which it
+// never repeats: the URL is in the request) and holds, in this order:
+// status (Task.CallbackStatus), attempts, last_status (once an attempt was
+// made), last_error (when not empty), next_attempt_at (while pending) and
+// delivered_at (once delivered). Times are Unix seconds
 // with millisecond precision. Strings are escaped exactly as encoding/json
 // escapes them; Request and Response are written as stored (they must be
 // valid JSON; a nil Request is written as null).
@@ -35,7 +40,9 @@ func (t Task) AppendJSON(dst []byte) []byte {
 	}
 	dst = append(dst, `,"type":`...)
 	dst = AppendString(dst, t.Type)
-	dst = append(dst, `,"request":`...)
+	dst = append(dst, `,"status":"`...)
+	dst = append(dst, t.Status()...)
+	dst = append(dst, `","request":`...)
 	if len(t.Request) == 0 {
 		dst = append(dst, "null"...)
 	} else {
@@ -72,6 +79,34 @@ func (t Task) AppendJSON(dst []byte) []byte {
 	if t.CredentialID != "" {
 		dst = append(dst, `,"credential_id":`...)
 		dst = AppendString(dst, t.CredentialID)
+	}
+	if st := t.CallbackStatus(); st != CallbackNone {
+		dst = appendCallback(dst, st, &t.Callback)
+	}
+	return append(dst, '}')
+}
+
+// appendCallback appends the record's callback member.
+func appendCallback(dst []byte, st CallbackStatus, c *Callback) []byte {
+	dst = append(dst, `,"callback":{"status":"`...)
+	dst = append(dst, st...)
+	dst = append(dst, `","attempts":`...)
+	dst = strconv.AppendInt(dst, int64(c.Attempts), 10)
+	if c.Attempts > 0 {
+		dst = append(dst, `,"last_status":`...)
+		dst = strconv.AppendInt(dst, int64(c.LastStatus), 10)
+	}
+	if c.LastError != "" {
+		dst = append(dst, `,"last_error":`...)
+		dst = AppendString(dst, c.LastError)
+	}
+	switch st {
+	case CallbackPending:
+		dst = append(dst, `,"next_attempt_at":`...)
+		dst = AppendMillis(dst, ToMillis(c.NextAttemptAt))
+	case CallbackDelivered:
+		dst = append(dst, `,"delivered_at":`...)
+		dst = AppendMillis(dst, ToMillis(c.DeliveredAt))
 	}
 	return append(dst, '}')
 }
@@ -112,12 +147,26 @@ type wireTask struct {
 	ApplicationID string          `json:"application_id"`
 	UserID        string          `json:"user_id"`
 	CredentialID  string          `json:"credential_id"`
+	Callback      *wireCallback   `json:"callback"`
+}
+
+// wireCallback is the decoding form of the record's callback member.
+type wireCallback struct {
+	Attempts      int      `json:"attempts"`
+	LastStatus    int      `json:"last_status"`
+	LastError     string   `json:"last_error"`
+	NextAttemptAt *float64 `json:"next_attempt_at"`
+	DeliveredAt   *float64 `json:"delivered_at"`
 }
 
 // UnmarshalJSON decodes a wire record (as written by MarshalJSON) into t,
-// for clients of the Tasks API. duration and elapsed are derived and
-// ignored; the delivery state and lease are left zero. A JSON null request
-// or response decodes as nil.
+// for clients of the Tasks API. status, duration and elapsed are derived
+// and ignored. The record does not carry the callback URL: a record with a
+// callback member decodes with Callback.URL set to the placeholder
+// HiddenCallbackURL (so that Task.CallbackStatus reads as on the server)
+// and the member's attempts, last_status, last_error, next_attempt_at and
+// delivered_at; the lease is left zero. A JSON null request or response
+// decodes as nil.
 func (t *Task) UnmarshalJSON(b []byte) error {
 	var w wireTask
 	if err := json.Unmarshal(b, &w); err != nil {
@@ -130,8 +179,19 @@ func (t *Task) UnmarshalJSON(b []byte) error {
 		FinishedAt:    secondsToTime(w.FinishedAt),
 		ApplicationID: w.ApplicationID, UserID: w.UserID, CredentialID: w.CredentialID,
 	}
+	if c := w.Callback; c != nil {
+		t.Callback = Callback{
+			URL: HiddenCallbackURL, Attempts: c.Attempts, LastStatus: c.LastStatus, LastError: c.LastError,
+			NextAttemptAt: secondsToTime(c.NextAttemptAt), DeliveredAt: secondsToTime(c.DeliveredAt),
+		}
+	}
 	return nil
 }
+
+// HiddenCallbackURL is the Callback.URL of a task decoded from a wire
+// record that has a callback member (see Task.UnmarshalJSON): the record
+// never repeats the URL, which is in the request.
+const HiddenCallbackURL = "hidden:"
 
 func nullToNil(b json.RawMessage) json.RawMessage {
 	if len(b) == 0 || bytes.Equal(b, []byte("null")) {

@@ -29,7 +29,8 @@ type Store interface {
 	// Get returns the task with the given id, or ErrNotFound.
 	Get(ctx context.Context, id string) (Task, error)
 
-	// Find returns the page of tasks matching f, newest first (CreatedAt
+	// Find returns the page of tasks matching f (every field of Filter,
+	// the task and callback statuses included), newest first (CreatedAt
 	// descending, then ID descending), skipping f.Offset and returning at
 	// most f.Limit, together with the total number of tasks matching f
 	// regardless of Offset and Limit. An invalid filter (negative Limit or
@@ -76,6 +77,8 @@ type Store interface {
 	// (from this or another process) returns them before the claim expires.
 	// A claimer that dies simply lets the claim expire; the delivery then
 	// becomes due again. The returned tasks carry the new NextAttemptAt.
+	// Until RecordAttempt ends it or it expires, a claim marks the delivery
+	// as in flight, which Redeliver respects.
 	// A zero now, a negative lease or a limit below 1 gives ErrInvalid
 	// (CheckClaim).
 	ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]Task, error)
@@ -83,11 +86,38 @@ type Store interface {
 	// RecordAttempt records the outcome of a delivery attempt: Attempts
 	// grows by one, LastStatus and LastError take the attempt's values, and
 	// the callback becomes delivered (DeliveredAt = a.At), rescheduled
-	// (NextAttemptAt = a.Next) or given up (a.Next zero). An unknown id
+	// (NextAttemptAt = a.Next) or given up (a.Next zero); a claim on it
+	// ends. An unknown id
 	// gives ErrNotFound; a task whose callback is not pending (no URL,
 	// unfinished, delivered or given up) gives ErrConflict and changes
 	// nothing.
 	RecordAttempt(ctx context.Context, id string, a Attempt) error
+
+	// Redeliver makes the callbacks of the listed tasks due again at the
+	// given time (now when zero) and returns the ids it made due, in the
+	// order given, each once. Only finished tasks with a callback URL
+	// qualify; unknown ids, unfinished tasks and tasks without a callback
+	// are left out of the answer, and an empty list is a no-op.
+	//
+	// A delivered or failed callback becomes pending (DeliveredAt cleared,
+	// NextAttemptAt = at), and so does a pending one waiting for a retry.
+	// Attempts, LastStatus and LastError are kept: the next attempt counts
+	// on. A delivery claimed by ClaimDeliveries whose claim has not expired
+	// is under way: it is left to that attempt (whose RecordAttempt decides
+	// what follows) and its id is in the answer, so that a redelivery never
+	// sends a second copy while one is in flight.
+	//
+	// Redeliver is atomic with respect to ClaimDeliveries, RecordAttempt
+	// and other Redeliver calls on the same tasks, in this process and in
+	// others sharing the store.
+	Redeliver(ctx context.Context, ids []string, at time.Time) ([]string, error)
+
+	// RedeliverFailed makes due again, as Redeliver does, the failed
+	// callbacks (CallbackFailed) of at most limit (> 0, else ErrInvalid)
+	// tasks that finished at or after since, and returns their ids. Call it
+	// again while it returns limit ids: each call takes callbacks that are
+	// still failed, so a loop ends.
+	RedeliverFailed(ctx context.Context, since, at time.Time, limit int) ([]string, error)
 
 	// Close releases the store's resources and waits for its background
 	// work. It is idempotent; other methods return ErrClosed afterwards.

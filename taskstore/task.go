@@ -87,55 +87,6 @@ type Callback struct {
 	LastError string
 }
 
-// DeliveryState summarises a task's callback.
-type DeliveryState int
-
-const (
-	// NoCallback: the task has no callback URL.
-	NoCallback DeliveryState = iota
-	// Waiting: the task has a callback URL but has not finished.
-	Waiting
-	// Pending: the task has finished and its callback is due or scheduled.
-	Pending
-	// Delivered: the receiver accepted the callback.
-	Delivered
-	// GaveUp: no further attempt will be made (attempts exhausted or the
-	// receiver answered 410 Gone).
-	GaveUp
-)
-
-func (s DeliveryState) String() string {
-	switch s {
-	case NoCallback:
-		return "none"
-	case Waiting:
-		return "waiting"
-	case Pending:
-		return "pending"
-	case Delivered:
-		return "delivered"
-	case GaveUp:
-		return "gave_up"
-	}
-	return "unknown"
-}
-
-// DeliveryState reports the state of the task's callback.
-func (t Task) DeliveryState() DeliveryState {
-	switch {
-	case t.Callback.URL == "":
-		return NoCallback
-	case t.FinishedAt.IsZero():
-		return Waiting
-	case !t.Callback.DeliveredAt.IsZero():
-		return Delivered
-	case !t.Callback.NextAttemptAt.IsZero():
-		return Pending
-	default:
-		return GaveUp
-	}
-}
-
 // Finished reports whether the task's response has been recorded.
 func (t Task) Finished() bool { return !t.FinishedAt.IsZero() }
 
@@ -219,6 +170,12 @@ type Filter struct {
 	// fraction matches the millisecond values inside it.
 	CreatedMin time.Time
 	CreatedMax time.Time
+	// Status: the task's status (Task.Status) is this one (when
+	// non-empty).
+	Status Status
+	// CallbackStatus: the task has a callback whose status
+	// (Task.CallbackStatus) is this one (when non-empty).
+	CallbackStatus CallbackStatus
 	// Offset skips that many matching tasks; Limit is the most returned.
 	// Limit 0 returns no tasks, only the total count. Both must be >= 0.
 	Offset int
@@ -232,6 +189,10 @@ func (f Filter) Validate() error {
 		return Invalidf("limit must not be negative")
 	case f.Offset < 0:
 		return Invalidf("offset must not be negative")
+	case f.Status != "" && !f.Status.Valid():
+		return Invalidf("status must be one of pending, running, succeeded, failed")
+	case f.CallbackStatus != "" && !f.CallbackStatus.Valid():
+		return Invalidf("callback_status must be one of waiting, pending, delivered, failed")
 	}
 	return nil
 }

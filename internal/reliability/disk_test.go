@@ -304,11 +304,11 @@ func testFullDisk(t *testing.T) {
 	switch {
 	case err != nil:
 		t.Errorf("Get after Finish on a full disk: %v", err)
-	case ferr != nil && (got.Finished() || got.Response != nil || got.DeliveryState() != taskstore.Waiting):
+	case ferr != nil && (got.Finished() || got.Response != nil || got.CallbackStatus() != taskstore.CallbackWaiting):
 		t.Errorf("Finish failed (%v) but the task shows finished=%v, response %d bytes, delivery %s",
-			ferr, got.Finished(), len(got.Response), got.DeliveryState())
-	case ferr == nil && (!got.Finished() || !bytes.Equal(got.Response, big) || got.DeliveryState() != taskstore.Pending):
-		t.Errorf("Finish succeeded but the task shows finished=%v, delivery %s", got.Finished(), got.DeliveryState())
+			ferr, got.Finished(), len(got.Response), got.CallbackStatus())
+	case ferr == nil && (!got.Finished() || !bytes.Equal(got.Response, big) || got.CallbackStatus() != taskstore.CallbackPending):
+		t.Errorf("Finish succeeded but the task shows finished=%v, delivery %s", got.Finished(), got.CallbackStatus())
 	}
 	if ferr != nil {
 		checkCleanError(t, "Finish on a full disk", ferr, path, dir)

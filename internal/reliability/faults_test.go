@@ -231,7 +231,7 @@ func testStoreFaults(t *testing.T, inner taskstore.Store) {
 			t.Fatal(err)
 		}
 		for _, task := range stored {
-			if task.DeliveryState() != taskstore.Delivered {
+			if task.CallbackStatus() != taskstore.CallbackDelivered {
 				return false
 			}
 		}
@@ -260,8 +260,8 @@ func testStoreFaults(t *testing.T, inner taskstore.Store) {
 		switch {
 		case o != "success" && o != "failure:interrupted":
 			t.Errorf("task %s: finished with %s: %s", task.ID, o, task.Response)
-		case task.DeliveryState() != taskstore.Delivered:
-			t.Errorf("task %s: callback %s after %d attempts (last error %q)", task.ID, task.DeliveryState(), task.Callback.Attempts, task.Callback.LastError)
+		case task.CallbackStatus() != taskstore.CallbackDelivered:
+			t.Errorf("task %s: callback %s after %d attempts (last error %q)", task.ID, task.CallbackStatus(), task.Callback.Attempts, task.Callback.LastError)
 		case hits[task.ID] == 0:
 			t.Errorf("task %s: recorded as delivered, but the receiver never saw it", task.ID)
 		}

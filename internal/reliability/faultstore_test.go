@@ -30,6 +30,8 @@ const (
 	OpAbandoned       Op = "Abandoned"
 	OpClaimDeliveries Op = "ClaimDeliveries"
 	OpRecordAttempt   Op = "RecordAttempt"
+	OpRedeliver       Op = "Redeliver"
+	OpRedeliverFailed Op = "RedeliverFailed"
 )
 
 // Fault says what happens to one call.
@@ -207,6 +209,22 @@ func (s *FaultStore) ClaimDeliveries(ctx context.Context, now time.Time, lease t
 
 func (s *FaultStore) RecordAttempt(ctx context.Context, id string, a taskstore.Attempt) error {
 	return s.call(OpRecordAttempt, func() error { return s.inner.RecordAttempt(ctx, id, a) })
+}
+
+func (s *FaultStore) Redeliver(ctx context.Context, ids []string, at time.Time) (out []string, err error) {
+	err = s.call(OpRedeliver, func() error { out, err = s.inner.Redeliver(ctx, ids, at); return err })
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *FaultStore) RedeliverFailed(ctx context.Context, since, at time.Time, limit int) (out []string, err error) {
+	err = s.call(OpRedeliverFailed, func() error { out, err = s.inner.RedeliverFailed(ctx, since, at, limit); return err })
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // Close closes the wrapped store; it never fails by schedule.

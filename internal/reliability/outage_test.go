@@ -120,8 +120,8 @@ func TestReceiverOutage(t *testing.T) {
 		total += cb.Attempts
 		maxAttempts = max(maxAttempts, cb.Attempts)
 		switch {
-		case task.DeliveryState() != taskstore.Delivered || cb.LastStatus != http.StatusNoContent:
-			t.Errorf("503 receiver, task %s: state %s, last status %d", id, task.DeliveryState(), cb.LastStatus)
+		case task.CallbackStatus() != taskstore.CallbackDelivered || cb.LastStatus != http.StatusNoContent:
+			t.Errorf("503 receiver, task %s: state %s, last status %d", id, task.CallbackStatus(), cb.LastStatus)
 		case cb.Attempts != hits503[id]:
 			t.Errorf("503 receiver, task %s: %d attempts recorded, the receiver saw %d", id, cb.Attempts, hits503[id])
 		}
@@ -130,9 +130,9 @@ func TestReceiverOutage(t *testing.T) {
 		task := get(id)
 		cb := task.Callback
 		total += cb.Attempts
-		if task.DeliveryState() != taskstore.Delivered || hitsClosed[id] != 1 || cb.LastError != "" {
+		if task.CallbackStatus() != taskstore.CallbackDelivered || hitsClosed[id] != 1 || cb.LastError != "" {
 			t.Errorf("closed receiver, task %s: state %s, %d attempts recorded, receiver saw %d, last error %q",
-				id, task.DeliveryState(), cb.Attempts, hitsClosed[id], cb.LastError)
+				id, task.CallbackStatus(), cb.Attempts, hitsClosed[id], cb.LastError)
 		}
 	}
 	// The outage must have spanned several retry periods for the test to
@@ -143,9 +143,9 @@ func TestReceiverOutage(t *testing.T) {
 	for _, id := range idsGone {
 		task := get(id)
 		cb := task.Callback
-		if task.DeliveryState() != taskstore.GaveUp || cb.Attempts != 1 || cb.LastStatus != http.StatusGone || hitsGone[id] != 1 {
+		if task.CallbackStatus() != taskstore.CallbackFailed || cb.Attempts != 1 || cb.LastStatus != http.StatusGone || hitsGone[id] != 1 {
 			t.Errorf("410 receiver, task %s: state %s, %d attempts recorded, last status %d, receiver saw %d; want gave_up after exactly 1",
-				id, task.DeliveryState(), cb.Attempts, cb.LastStatus, hitsGone[id])
+				id, task.CallbackStatus(), cb.Attempts, cb.LastStatus, hitsGone[id])
 		}
 	}
 	t.Logf("outage: %v down (retry every %v, %d attempts allowed); %d callbacks delivered (%d via 503, %d via refused connections) "+

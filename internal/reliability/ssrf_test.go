@@ -184,7 +184,7 @@ func runSSRF(t *testing.T, allowPrivate bool) (hits, delivered int, urls []strin
 			if err != nil {
 				t.Fatal(err)
 			}
-			if s := task.DeliveryState(); s != taskstore.Delivered && s != taskstore.GaveUp {
+			if s := task.CallbackStatus(); s != taskstore.CallbackDelivered && s != taskstore.CallbackFailed {
 				return false
 			}
 		}
@@ -211,18 +211,18 @@ func runSSRF(t *testing.T, allowPrivate bool) (hits, delivered int, urls []strin
 			t.Fatal(err)
 		}
 		cb := task.Callback
-		if task.DeliveryState() == taskstore.Delivered {
+		if task.CallbackStatus() == taskstore.CallbackDelivered {
 			delivered++
 		}
 		switch {
-		case !allowPrivate && (task.DeliveryState() != taskstore.GaveUp || cb.Attempts != 1 || cb.LastStatus != 0):
+		case !allowPrivate && (task.CallbackStatus() != taskstore.CallbackFailed || cb.Attempts != 1 || cb.LastStatus != 0):
 			t.Errorf("guard on, %s: delivery %s after %d attempts, last status %d, error %q; want given up after 1 refused attempt",
-				u, task.DeliveryState(), cb.Attempts, cb.LastStatus, cb.LastError)
+				u, task.CallbackStatus(), cb.Attempts, cb.LastStatus, cb.LastError)
 		case !allowPrivate:
 			t.Logf("%-45s given up: %s", u, cb.LastError)
-		case reachable[u] && task.DeliveryState() != taskstore.Delivered:
+		case reachable[u] && task.CallbackStatus() != taskstore.CallbackDelivered:
 			t.Errorf("guard off, %s: not delivered (%s, %q): the control cannot show the receiver is reachable this way",
-				u, task.DeliveryState(), cb.LastError)
+				u, task.CallbackStatus(), cb.LastError)
 		}
 	}
 	return int(count.n.Load()), delivered, urls
@@ -269,9 +269,9 @@ func testRedirectNotFollowed(t *testing.T) {
 	if n := target.n.Load(); n != 0 {
 		t.Errorf("the redirect target got %d requests", n)
 	}
-	if task.DeliveryState() != taskstore.GaveUp || task.Callback.Attempts != 3 || task.Callback.LastStatus != http.StatusTemporaryRedirect {
+	if task.CallbackStatus() != taskstore.CallbackFailed || task.Callback.Attempts != 3 || task.Callback.LastStatus != http.StatusTemporaryRedirect {
 		t.Errorf("redirected delivery: %s after %d attempts, last status %d (%q)",
-			task.DeliveryState(), task.Callback.Attempts, task.Callback.LastStatus, task.Callback.LastError)
+			task.CallbackStatus(), task.Callback.Attempts, task.Callback.LastStatus, task.Callback.LastError)
 	}
 }
 

@@ -13,8 +13,10 @@
 // Run gives every subtest a fresh, empty store from newStore, and checks the
 // rules stated in the doc comments of taskstore.Store: validation, byte-exact
 // round trips, filters alone and combined, counts, ordering and paging,
-// exactly-once finishing, deletion, pruning, leases, the callback outbox, and a
-// concurrent run under load. The suite closes each store itself at the end of
+// exactly-once finishing, deletion, pruning, leases, the callback outbox, the
+// task and callback statuses (filters and counts through every state change),
+// redelivery and its races with claims and attempts, and a concurrent run
+// under load. The suite closes each store itself at the end of
 // the subtest (Close must be idempotent, so a Cleanup that closes it again is
 // fine).
 package storetest
@@ -100,6 +102,17 @@ func Run(t *testing.T, newStore func(t *testing.T) taskstore.Store) {
 		{"Concurrent/CreateOnce", testCreateRace},
 		{"Leases/TieBreak", testAbandonedTieBreak},
 		{"Outbox/ReturnsCopy", testClaimReturnsCopy},
+		{"Status/Find", testFindStatus},
+		{"Status/Transitions", testStatusTransitions},
+		{"Redeliver", testRedeliver},
+		{"Redeliver/InFlight", testRedeliverInFlight},
+		{"Redeliver/Failed", testRedeliverFailed},
+		{"Concurrent/RedeliverVsClaim", testRedeliverClaimRace},
+		{"Concurrent/RedeliverVsRecord", testRedeliverRecordRace},
+		{"Concurrent/RedeliverTwice", testRedeliverTwice},
+		{"Status/SuccessBit", testStatusSuccessBit},         // status_extra.go
+		{"Redeliver/FailedSince", testRedeliverFailedSince}, // status_extra.go
+		{"Status/EscapedResponses", testStatusEscapedResponses},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}
@@ -252,8 +265,8 @@ func testMinimal(t *testing.T, s taskstore.Store) {
 	mustCreate(t, s, min)
 	got := mustGet(t, s, "m")
 	equal(t, got, min)
-	if got.Finished() || got.DeliveryState() != taskstore.NoCallback {
-		t.Fatalf("minimal task: finished=%v state=%v", got.Finished(), got.DeliveryState())
+	if got.Finished() || got.CallbackStatus() != taskstore.CallbackNone {
+		t.Fatalf("minimal task: finished=%v state=%v", got.Finished(), got.CallbackStatus())
 	}
 }
 
@@ -423,6 +436,8 @@ func expect(all []taskstore.Task, f taskstore.Filter) ([]string, int) {
 			f.ApplicationID != "" && f.ApplicationID != x.ApplicationID,
 			f.UserID != "" && f.UserID != x.UserID,
 			len(f.Types) > 0 && !slices.Contains(f.Types, x.Type),
+			f.Status != "" && x.Status() != f.Status,
+			f.CallbackStatus != "" && x.CallbackStatus() != f.CallbackStatus,
 			ms < minMs || ms > maxMs:
 			continue
 		}
@@ -656,8 +671,8 @@ func testFinishOnce(t *testing.T, s taskstore.Store) {
 	want.Callback.NextAttemptAt = taskstore.Millis(at)
 	got := mustGet(t, s, "f")
 	equal(t, got, want)
-	if got.DeliveryState() != taskstore.Pending {
-		t.Fatalf("state after finish = %v, want pending", got.DeliveryState())
+	if got.CallbackStatus() != taskstore.CallbackPending {
+		t.Fatalf("state after finish = %v, want pending", got.CallbackStatus())
 	}
 
 	wantErr(t, "Finish twice", s.Finish(ctx, "f", json.RawMessage(`{"other":1}`), at.Add(time.Second)), taskstore.ErrConflict)
@@ -667,8 +682,8 @@ func testFinishOnce(t *testing.T, s taskstore.Store) {
 	// Without a callback URL nothing becomes due.
 	mustCreate(t, s, task("nocb", 0))
 	must(t, s.Finish(ctx, "nocb", json.RawMessage(`{}`), at))
-	if got := mustGet(t, s, "nocb"); !got.Callback.NextAttemptAt.IsZero() || got.DeliveryState() != taskstore.NoCallback {
-		t.Fatalf("no-callback task: next=%v state=%v", got.Callback.NextAttemptAt, got.DeliveryState())
+	if got := mustGet(t, s, "nocb"); !got.Callback.NextAttemptAt.IsZero() || got.CallbackStatus() != taskstore.CallbackNone {
+		t.Fatalf("no-callback task: next=%v state=%v", got.Callback.NextAttemptAt, got.CallbackStatus())
 	}
 }
 
@@ -863,8 +878,8 @@ func testOutboxAttempts(t *testing.T, s taskstore.Store) {
 	must(t, s.RecordAttempt(ctx, "r", taskstore.Attempt{At: now, Status: 503, Error: "status 503", Next: next}))
 	got := mustGet(t, s, "r")
 	if got.Callback.Attempts != 1 || got.Callback.LastStatus != 503 || got.Callback.LastError != "status 503" ||
-		!got.Callback.NextAttemptAt.Equal(next) || got.DeliveryState() != taskstore.Pending {
-		t.Fatalf("after failed attempt: %+v state %v", got.Callback, got.DeliveryState())
+		!got.Callback.NextAttemptAt.Equal(next) || got.CallbackStatus() != taskstore.CallbackPending {
+		t.Fatalf("after failed attempt: %+v state %v", got.Callback, got.CallbackStatus())
 	}
 	claimed, err := s.ClaimDeliveries(ctx, next.Add(-time.Millisecond), time.Minute, 10)
 	must(t, err)
@@ -880,16 +895,16 @@ func testOutboxAttempts(t *testing.T, s taskstore.Store) {
 	must(t, s.RecordAttempt(ctx, "r", taskstore.Attempt{At: at, Status: 200, Delivered: true}))
 	got = mustGet(t, s, "r")
 	if got.Callback.Attempts != 2 || got.Callback.LastStatus != 200 || got.Callback.LastError != "" ||
-		!got.Callback.DeliveredAt.Equal(at) || !got.Callback.NextAttemptAt.IsZero() || got.DeliveryState() != taskstore.Delivered {
-		t.Fatalf("after delivery: %+v state %v", got.Callback, got.DeliveryState())
+		!got.Callback.DeliveredAt.Equal(at) || !got.Callback.NextAttemptAt.IsZero() || got.CallbackStatus() != taskstore.CallbackDelivered {
+		t.Fatalf("after delivery: %+v state %v", got.Callback, got.CallbackStatus())
 	}
 
 	// d: delivered at once. g: gives up (410).
 	must(t, s.RecordAttempt(ctx, "d", taskstore.Attempt{At: now, Status: 204, Delivered: true}))
 	must(t, s.RecordAttempt(ctx, "g", taskstore.Attempt{At: now, Status: 410, Error: "gone"}))
 	got = mustGet(t, s, "g")
-	if got.DeliveryState() != taskstore.GaveUp || got.Callback.Attempts != 1 || got.Callback.LastStatus != 410 {
-		t.Fatalf("gave up: %+v state %v", got.Callback, got.DeliveryState())
+	if got.CallbackStatus() != taskstore.CallbackFailed || got.Callback.Attempts != 1 || got.Callback.LastStatus != 410 {
+		t.Fatalf("gave up: %+v state %v", got.Callback, got.CallbackStatus())
 	}
 	claimed, err = s.ClaimDeliveries(ctx, now.Add(100*time.Hour), time.Minute, 10)
 	must(t, err)
@@ -899,7 +914,7 @@ func testOutboxAttempts(t *testing.T, s taskstore.Store) {
 	// A given-up callback is settled: another attempt conflicts and changes
 	// nothing.
 	wantErr(t, "attempt after giving up", s.RecordAttempt(ctx, "g", taskstore.Attempt{At: now, Status: 200, Delivered: true}), taskstore.ErrConflict)
-	if got := mustGet(t, s, "g"); got.DeliveryState() != taskstore.GaveUp || got.Callback.Attempts != 1 || got.Callback.LastStatus != 410 {
+	if got := mustGet(t, s, "g"); got.CallbackStatus() != taskstore.CallbackFailed || got.Callback.Attempts != 1 || got.Callback.LastStatus != 410 {
 		t.Fatalf("attempt after giving up changed the task: %+v", got.Callback)
 	}
 }
@@ -1006,7 +1021,7 @@ func testOutboxConflicts(t *testing.T, s taskstore.Store) {
 	finished(t, s, map[string]int{"d": 0})
 	must(t, s.RecordAttempt(ctx, "d", taskstore.Attempt{At: base, Status: 200, Delivered: true}))
 	wantErr(t, "attempt after delivery", s.RecordAttempt(ctx, "d", taskstore.Attempt{At: base, Status: 500, Next: base}), taskstore.ErrConflict)
-	if got := mustGet(t, s, "d"); got.Callback.Attempts != 1 || got.DeliveryState() != taskstore.Delivered {
+	if got := mustGet(t, s, "d"); got.Callback.Attempts != 1 || got.CallbackStatus() != taskstore.CallbackDelivered {
 		t.Fatalf("conflicting attempt changed the task: %+v", got.Callback)
 	}
 	wantErr(t, "attempt on missing", s.RecordAttempt(ctx, "missing", taskstore.Attempt{At: base}), taskstore.ErrNotFound)
@@ -1039,6 +1054,11 @@ func everyMethod(s taskstore.Store) map[string]func(context.Context) error {
 		},
 		"RecordAttempt": func(c context.Context) error {
 			return s.RecordAttempt(c, "x", taskstore.Attempt{At: base, Delivered: true})
+		},
+		"Redeliver": func(c context.Context) error { _, err := s.Redeliver(c, []string{"x"}, base); return err },
+		"RedeliverFailed": func(c context.Context) error {
+			_, err := s.RedeliverFailed(c, base, base, 1)
+			return err
 		},
 	}
 }
