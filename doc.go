@@ -11,10 +11,14 @@
 // The Tasks API: one POST endpoint (conventionally /<service>/tasks) where a
 // client looks a task up ({"action":"retrieve","id":…} or by "trace_id"),
 // lists many ({"action":"retrieve_batch", …} with ids, trace_ids,
-// application_id, user_id, type and a created_at window, paged, with the
-// total count), or deletes one. Every lookup is scoped to the caller's
-// application and user; a task of another tenant is indistinguishable from a
-// missing one.
+// application_id, user_id, type, a created_at window, the task's status and
+// its callback's status, paged, with the total count), makes callbacks due
+// again ({"action":"redeliver", …}), or deletes one. Every record says where
+// the task is ("status": pending, running, succeeded or failed) and, for a
+// callback-mode task, where its callback is ("callback": waiting, pending,
+// delivered or failed, with the attempts made). Every lookup is scoped to
+// the caller's application and user; a task of another tenant is
+// indistinguishable from a missing one.
 //
 // # Packages
 //

@@ -50,6 +50,13 @@
 // attempt of a task's callback carries the same webhook-id (the task id) and,
 // with a Secret, a Standard Webhooks signature.
 //
+// Recorder.Redeliver makes the callbacks of finished tasks due again
+// whatever their status (the Tasks API's redeliver action calls it when
+// given the recorder with handler.WithRedeliverer), and Recorder.Recover
+// does it for every failed callback of the tasks finished since a time; both
+// start the deliveries at once. A redelivered callback keeps its webhook-id
+// and body, and its attempts count on.
+//
 // # Failure and shutdown
 //
 // Queued and running tasks hold a lease in the store, renewed while this

@@ -130,6 +130,10 @@ type Hooks struct {
 	TaskFinished func(TaskEvent)
 	// DeliveryAttempted is called after every recorded delivery attempt.
 	DeliveryAttempted func(DeliveryEvent)
+	// Redelivered is called after Redeliver or Recover made callbacks due
+	// again, with their task ids (once per store call: Recover calls it
+	// once per batch).
+	Redelivered func(ids []string)
 }
 
 // TaskEvent describes a task for Hooks.
@@ -179,6 +183,9 @@ type Stats struct {
 	DeliveriesAttempted uint64
 	Delivered           uint64
 	GivenUp             uint64
+	// Redelivered counts the callbacks that Redeliver and Recover made
+	// due again.
+	Redelivered uint64
 	// Queued and Running are the tasks currently waiting for a worker and
 	// running.
 	Queued  int
@@ -188,6 +195,7 @@ type Stats struct {
 type counters struct {
 	tasksCreated, tasksFinished, tasksFailed atomic.Uint64
 	deliveriesAttempted, delivered, givenUp  atomic.Uint64
+	redelivered                              atomic.Uint64
 }
 
 // withDefaults validates o and fills in its zero fields.

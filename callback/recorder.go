@@ -254,6 +254,7 @@ func (r *Recorder) Stats() Stats {
 		DeliveriesAttempted: r.c.deliveriesAttempted.Load(),
 		Delivered:           r.c.delivered.Load(),
 		GivenUp:             r.c.givenUp.Load(),
+		Redelivered:         r.c.redelivered.Load(),
 		Queued:              queued,
 		Running:             running,
 	}

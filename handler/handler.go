@@ -9,7 +9,7 @@
 // pattern would make the mux answer them in plain text.)
 //
 // A request is a POST with a JSON object body whose action is retrieve (the
-// default), retrieve_batch or delete. Every request is authenticated by an
+// default), retrieve_batch, delete or redeliver. Every request is authenticated by an
 // Authenticator the embedding server supplies; the principal it yields
 // restricts every lookup (a principal's non-empty application_id and user_id
 // are ANDed into each filter), and a task the caller may not see is answered
@@ -42,7 +42,21 @@
 // 12). created_at_min and created_at_max are numbers of Unix seconds
 // (integer, fraction or exponent form), read exactly in decimal rather than
 // through float64, between 0 and MaxSeconds; both bounds are inclusive. ids
-// and trace_ids hold at most MaxListLength strings.
+// and trace_ids hold at most MaxListLength strings. status is one of
+// "pending", "running", "succeeded", "failed" (taskstore.Status) and
+// callback_status one of "waiting", "pending", "delivered", "failed"
+// (taskstore.CallbackStatus; it matches only tasks with a callback); any
+// other value, a number or a list answers 400 naming the field.
+//
+// redeliver takes id, ids (at most MaxListLength), or both, and makes the
+// callback of each named task due again now, whatever its callback status:
+// only tasks the caller may see, that have finished and have a callback
+// URL; the others are left out exactly like missing ones. The next attempt
+// carries the same webhook-id and body, and the attempts count on (see
+// taskstore.Store.Redeliver, which also says what happens to an attempt in
+// flight). The answer lists the ids made due: {"redelivered":[…],"count":N}.
+// WithRedeliverer hands the work to the callback.Recorder, which starts the
+// deliveries at once.
 //
 // # Answers
 //
@@ -52,6 +66,9 @@
 // when no task visible to the caller matches; retrieve_batch answers
 // {"items":[…],"count":N}, newest first, with count the number of matches
 // regardless of offset and limit; delete answers {"id":"…","deleted":bool}.
+// A record always carries "status", and a task with a callback a
+// "callback" member with its status and attempts (taskstore.Task.AppendJSON
+// gives the exact shape).
 // A store's taskstore.ErrInvalid answers 400 with its reason; any other
 // store failure 500 api_error with a generic message, the error itself
 // going to the logger with the answer's trace_id, except the request's own
@@ -67,6 +84,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/tasksapi/tasks/internal/apierr"
 	"github.com/tasksapi/tasks/taskstore"
@@ -75,10 +93,28 @@ import (
 // Handler serves the Tasks API over a taskstore.Store. Create it with New;
 // it is safe for concurrent use.
 type Handler struct {
-	store taskstore.Store
-	auth  Authenticator
-	types []string // nil: every type
-	log   *slog.Logger
+	store       taskstore.Store
+	auth        Authenticator
+	types       []string // nil: every type
+	log         *slog.Logger
+	redeliverer Redeliverer
+}
+
+// Redeliverer makes the callbacks of finished tasks due again and reports
+// which it made due (see taskstore.Store.Redeliver). *callback.Recorder
+// is one: it also starts the deliveries at once.
+type Redeliverer interface {
+	Redeliver(ctx context.Context, ids ...string) ([]string, error)
+}
+
+// WithRedeliverer sets what the redeliver action calls, once it has kept
+// only the ids of finished tasks with a callback that the caller may see.
+// Pass the callback.Recorder that delivers the store's callbacks, so that
+// redelivered callbacks go out at once. Without it the handler calls the
+// store's Redeliver, and the recorder picks the deliveries up at its next
+// poll of the store.
+func WithRedeliverer(r Redeliverer) Option {
+	return func(h *Handler) { h.redeliverer = r }
 }
 
 // Option configures a Handler.
@@ -204,6 +240,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		out, err = h.retrieveBatch(r.Context(), p, &req, out)
 	case actDelete:
 		out, err = h.delete(r.Context(), p, &req, out)
+	case actRedeliver:
+		out, err = h.redeliver(r.Context(), p, &req, out)
 	}
 	*bp = out[:0]
 	if err != nil {
@@ -278,15 +316,17 @@ func (h *Handler) retrieve(ctx context.Context, p taskstore.Principal, req *requ
 func (h *Handler) retrieveBatch(ctx context.Context, p taskstore.Principal, req *request, out []byte) ([]byte, error) {
 	const empty = `{"items":[],"count":0}`
 	f := taskstore.Filter{
-		IDs:           req.ids,
-		TraceIDs:      req.traceIDs,
-		ApplicationID: req.applicationID,
-		UserID:        req.userID,
-		Types:         h.types,
-		CreatedMin:    req.createdMin,
-		CreatedMax:    req.createdMax,
-		Offset:        req.offset,
-		Limit:         req.limit,
+		IDs:            req.ids,
+		TraceIDs:       req.traceIDs,
+		ApplicationID:  req.applicationID,
+		UserID:         req.userID,
+		Types:          h.types,
+		CreatedMin:     req.createdMin,
+		CreatedMax:     req.createdMax,
+		Status:         req.status,
+		CallbackStatus: req.callbackStatus,
+		Offset:         req.offset,
+		Limit:          req.limit,
 	}
 	if req.typ != "" {
 		if !h.sees(req.typ) {
@@ -340,5 +380,54 @@ func (h *Handler) delete(ctx context.Context, p taskstore.Principal, req *reques
 	out = taskstore.AppendString(out, req.id)
 	out = append(out, `,"deleted":`...)
 	out = strconv.AppendBool(out, deleted)
+	return append(out, '}'), nil
+}
+
+// redeliver makes the callbacks of the named tasks due again: only those of
+// finished tasks with a callback that the caller may see (the others are
+// left out of the answer, exactly like missing ones).
+func (h *Handler) redeliver(ctx context.Context, p taskstore.Principal, req *request, out []byte) ([]byte, error) {
+	want := make([]string, 0, len(req.ids)+1)
+	if req.id != "" {
+		want = append(want, req.id)
+	}
+	for _, id := range req.ids {
+		if !slices.Contains(want, id) {
+			want = append(want, id)
+		}
+	}
+	// The filter names no application or user, so Scope cannot refuse it.
+	f, _ := p.Scope(taskstore.Filter{IDs: want, Types: h.types, Limit: len(want)})
+	page, _, err := h.store.Find(ctx, f)
+	if err != nil {
+		return out, err
+	}
+	ids := make([]string, 0, len(page))
+	for _, id := range want { // in the order asked
+		i := slices.IndexFunc(page, func(t taskstore.Task) bool { return t.ID == id })
+		if i >= 0 && page[i].Finished() && page[i].Callback.URL != "" {
+			ids = append(ids, id)
+		}
+	}
+	var done []string
+	switch {
+	case len(ids) == 0:
+	case h.redeliverer != nil:
+		done, err = h.redeliverer.Redeliver(ctx, ids...)
+	default:
+		done, err = h.store.Redeliver(ctx, ids, time.Time{})
+	}
+	if err != nil {
+		return out, err
+	}
+	out = append(out, `{"redelivered":[`...)
+	for i, id := range done {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = taskstore.AppendString(out, id)
+	}
+	out = append(out, `],"count":`...)
+	out = strconv.AppendInt(out, int64(len(done)), 10)
 	return append(out, '}'), nil
 }

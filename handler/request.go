@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tasksapi/tasks/internal/jsonscan"
+	"github.com/tasksapi/tasks/taskstore"
 )
 
 // Limits of a request. MaxBodyBytes, DefaultLimit, MaxLimit and
@@ -40,6 +41,7 @@ const (
 	actRetrieve action = iota
 	actRetrieveBatch
 	actDelete
+	actRedeliver
 )
 
 // request is a parsed Tasks API request body.
@@ -53,6 +55,8 @@ type request struct {
 	applicationID, userID  string
 	typ                    string
 	createdMin, createdMax time.Time // zero is unbounded
+	status                 taskstore.Status
+	callbackStatus         taskstore.CallbackStatus
 	offset, limit          int
 }
 
@@ -60,7 +64,7 @@ type request struct {
 // is absent, and a JSON null is made nil too.
 type rawRequest struct {
 	action, id, traceID, ids, traceIDs, applicationID, userID, typ,
-	createdMin, createdMax, offset, limit []byte
+	createdMin, createdMax, status, callbackStatus, offset, limit []byte
 }
 
 func (raw *rawRequest) field(key []byte) *[]byte {
@@ -85,6 +89,10 @@ func (raw *rawRequest) field(key []byte) *[]byte {
 		return &raw.createdMin
 	case "created_at_max":
 		return &raw.createdMax
+	case "status":
+		return &raw.status
+	case "callback_status":
+		return &raw.callbackStatus
 	case "offset":
 		return &raw.offset
 	case "limit":
@@ -164,6 +172,8 @@ func parseRequest(body []byte, req *request) error {
 		req.action = actRetrieveBatch
 	case bytes.Equal(raw.action, []byte(`"delete"`)):
 		req.action = actDelete
+	case bytes.Equal(raw.action, []byte(`"redeliver"`)):
+		req.action = actRedeliver
 	default:
 		s, err := parseString("action", raw.action)
 		if err != nil {
@@ -176,6 +186,8 @@ func parseRequest(body []byte, req *request) error {
 			req.action = actRetrieveBatch
 		case "delete":
 			req.action = actDelete
+		case "redeliver":
+			req.action = actRedeliver
 		default:
 			return badf("unknown action %s", quoteShort(s))
 		}
@@ -199,6 +211,16 @@ func parseRequest(body []byte, req *request) error {
 		}
 		if req.id == "" {
 			return badRequest("id is required")
+		}
+	case actRedeliver:
+		if req.id, err = parseString("id", raw.id); err != nil {
+			return err
+		}
+		if req.ids, err = parseList("ids", raw.ids); err != nil {
+			return err
+		}
+		if req.id == "" && len(req.ids) == 0 {
+			return badRequest("id or ids is required")
 		}
 	case actRetrieveBatch:
 		return parseBatch(&raw, req)
@@ -239,6 +261,14 @@ func parseBatch(raw *rawRequest, req *request) error {
 			return err
 		}
 		req.createdMax = time.Unix(sec, nsec).UTC()
+	}
+	st, err := parseString("status", raw.status)
+	if req.status = taskstore.Status(st); err != nil || (st != "" && !req.status.Valid()) {
+		return badRequest(`status must be one of "pending", "running", "succeeded", "failed"`)
+	}
+	cs, err := parseString("callback_status", raw.callbackStatus)
+	if req.callbackStatus = taskstore.CallbackStatus(cs); err != nil || (cs != "" && !req.callbackStatus.Valid()) {
+		return badRequest(`callback_status must be one of "waiting", "pending", "delivered", "failed"`)
 	}
 	req.offset, req.limit = 0, DefaultLimit
 	if raw.offset != nil {

@@ -60,9 +60,25 @@ func randomTasks(rng *rand.Rand, n int) []taskstore.Task {
 		if rng.IntN(5) > 0 {
 			task.TraceID = tenancyTraces[rng.IntN(len(tenancyTraces))]
 		}
+		if rng.IntN(3) > 0 {
+			task.StartedAt = created.Add(time.Millisecond)
+		}
 		if rng.IntN(2) == 0 {
 			task.FinishedAt = created.Add(time.Duration(rng.IntN(60000)) * time.Millisecond)
-			task.Response = json.RawMessage(fmt.Sprintf(`{"success":true,"task_id":%q}`, task.ID))
+			task.Response = json.RawMessage(fmt.Sprintf(`{"success":%v,"task_id":%q}`, rng.IntN(3) > 0, task.ID))
+		}
+		if rng.IntN(3) > 0 {
+			task.Callback.URL = "https://hooks.example.com/" + task.ID
+			if task.Finished() {
+				switch rng.IntN(3) {
+				case 0:
+					task.Callback.NextAttemptAt = task.FinishedAt
+				case 1:
+					task.Callback.Attempts, task.Callback.LastStatus, task.Callback.DeliveredAt = 1, 200, task.FinishedAt.Add(time.Second)
+				default:
+					task.Callback.Attempts, task.Callback.LastStatus = 1, 410
+				}
+			}
 		}
 		tasks[i] = task
 	}
@@ -79,6 +95,8 @@ type batchQuery struct {
 	typ    string
 	minMs  int64 // -1: none
 	maxMs  int64
+	status taskstore.Status
+	cb     taskstore.CallbackStatus
 	offset int
 	limit  int
 }
@@ -91,7 +109,17 @@ func (q batchQuery) match(t taskstore.Task) bool {
 		(q.user == "" || q.user == t.UserID) &&
 		(q.typ == "" || q.typ == t.Type) &&
 		(q.minMs < 0 || ms >= q.minMs) &&
-		(q.maxMs < 0 || ms <= q.maxMs)
+		(q.maxMs < 0 || ms <= q.maxMs) &&
+		(q.status == "" || q.status == t.Status()) &&
+		(q.cb == "" || q.cb == t.CallbackStatus())
+}
+
+func ids(tasks []taskstore.Task) []string {
+	out := make([]string, len(tasks))
+	for i, t := range tasks {
+		out[i] = t.ID
+	}
+	return out
 }
 
 // randomQuery builds a retrieve_batch request using the filters whose bits
@@ -144,6 +172,14 @@ func randomQuery(rng *rand.Rand, mask int, tasks []taskstore.Task) batchQuery {
 	if mask&64 != 0 {
 		q.maxMs = tenancyBase.UnixMilli() + int64(rng.IntN(3000))
 		fields = append(fields, `"created_at_max":`+seconds(q.maxMs))
+	}
+	if rng.IntN(3) == 0 {
+		q.status = taskstore.Statuses[rng.IntN(len(taskstore.Statuses))]
+		fields = append(fields, fmt.Sprintf(`"status":%q`, q.status))
+	}
+	if rng.IntN(3) == 0 {
+		q.cb = taskstore.CallbackStatuses[rng.IntN(len(taskstore.CallbackStatuses))]
+		fields = append(fields, fmt.Sprintf(`"callback_status":%q`, q.cb))
 	}
 	if mask&128 != 0 {
 		q.offset, q.limit = rng.IntN(40), 1+rng.IntN(handler.MaxLimit)
@@ -252,8 +288,28 @@ func testTenancy(t *testing.T, open func(testing.TB) taskstore.Store) {
 		}
 	}
 
-	// delete: nobody deletes what they cannot see; what they can see goes.
+	// redeliver: only what the caller can see, finished, with a callback.
 	h := handler.New(s, auth)
+	for _, pr := range tenancyPrs {
+		t.Run("Redeliver/"+pr.name, func(t *testing.T) {
+			for chunk := range slices.Chunk(tasks, 7) {
+				var want []string
+				for _, task := range chunk {
+					if pr.p.CanSee(task) && task.Finished() && task.Callback.URL != "" {
+						want = append(want, task.ID)
+					}
+				}
+				body, _ := json.Marshal(map[string]any{"action": "redeliver", "ids": ids(chunk)})
+				list, _ := json.Marshal(append([]string{}, want...))
+				wantBody := fmt.Sprintf(`{"redelivered":%s,"count":%d}`, list, len(want))
+				if got := serve(h, call{auth: "Bearer " + pr.token, body: string(body)}).Body.String(); got != wantBody {
+					t.Errorf("%s:\n got %s\nwant %s", body, got, wantBody)
+				}
+			}
+		})
+	}
+
+	// delete: nobody deletes what they cannot see; what they can see goes.
 	remaining := slices.Clone(tasks)
 	for _, pr := range tenancyPrs[:3] { // tenants first, then the app principal
 		t.Run("Delete/"+pr.name, func(t *testing.T) {

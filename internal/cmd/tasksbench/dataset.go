@@ -17,7 +17,12 @@ import (
 
 // datasetVersion changes whenever genTask changes, so that kept datasets of
 // the old shape are rebuilt.
-const datasetVersion = 2
+const datasetVersion = 3
+
+// One task in failedEvery (task i with i%failedEvery == failedAt) has a
+// failed callback (given up after seven attempts answered 500); the others
+// were delivered at once.
+const failedEvery, failedAt = 100, 37
 
 // users is how many users share a dataset: each holds rows/users tasks (100
 // at 10,000 tasks, 10,000 at 1,000,000). All tasks belong to one
@@ -60,9 +65,10 @@ var prompts = [...]string{
 	"A detailed pencil sketch of an old lighthouse on a cliff during a storm",
 }
 
-// genTask is task i of a dataset: finished and delivered, with a request of
-// about 200 bytes and a response of about 600, as an image API call in
-// callback mode makes them. One task in two has a trace id.
+// genTask is task i of a dataset: finished, with a request of about 200
+// bytes and a response of about 600, as an image API call in callback mode
+// makes them, its callback delivered (one in failedEvery failed). One task
+// in two has a trace id.
 func genTask(i int) taskstore.Task {
 	id := taskID(i)
 	created := base.Add(time.Duration(i) * 1009 * time.Millisecond)
@@ -80,7 +86,7 @@ func genTask(i int) taskstore.Task {
 		id, traceField, created.Unix()+30, id,
 		prompts[i%len(prompts)]+", rendered with fine detail, balanced composition, natural colors and gentle contrast, in a square frame",
 		40+i%50, 4200+i%50, 40+i%50)
-	return taskstore.Task{
+	t := taskstore.Task{
 		ID: id, TraceID: trace, Type: types[i%len(types)],
 		Request: json.RawMessage(req), Response: json.RawMessage(resp),
 		CreatedAt: created, StartedAt: created.Add(4 * time.Millisecond), FinishedAt: created.Add(29437 * time.Millisecond),
@@ -89,6 +95,10 @@ func genTask(i int) taskstore.Task {
 			URL: callbackURL, Attempts: 1, DeliveredAt: created.Add(29500 * time.Millisecond), LastStatus: 200,
 		},
 	}
+	if i%failedEvery == failedAt {
+		t.Callback = taskstore.Callback{URL: callbackURL, Attempts: 7, LastStatus: 500, LastError: "status 500"}
+	}
+	return t
 }
 
 // newTask is task i as callback mode creates it: not started, no response.

@@ -64,8 +64,8 @@ func TestRun(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("JSON output: %v\n%s", err, out.Bytes())
 	}
-	if len(rep.Results) != 15 {
-		t.Errorf("%d results, want 15", len(rep.Results))
+	if len(rep.Results) != 16 {
+		t.Errorf("%d results, want 16", len(rep.Results))
 	}
 	for _, r := range rep.Results {
 		if !(r.Ours > 0) || !(r.Reference > 0) || !(r.Ratio > 0) || r.Target == "" || r.RefName == "" {

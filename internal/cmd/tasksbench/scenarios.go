@@ -184,6 +184,7 @@ func measureAll(ctx context.Context, cfg config) (*Report, error) {
 		"HTTP retrieve_batch by user", "HTTP retrieve_batch by application",
 		"callback submit (Wrap)", "callback delivery", "memstore memory",
 		"sqlitestore process RSS", "sqlitestore disk", "recorder alone",
+		"HTTP retrieve_batch of failed callbacks",
 	}
 	for _, prefix := range order {
 		for _, r := range results {
@@ -486,6 +487,21 @@ func batchAppBodies() [][]byte {
 	return [][]byte{fmt.Appendf(nil, `{"action":"retrieve_batch","application_id":%q,"limit":12}`, appID)}
 }
 
+// failedBodies list the failed callbacks (one task in failedEvery) of the
+// whole dataset, count included, as an operator would.
+func failedBodies() [][]byte {
+	return [][]byte{[]byte(`{"action":"retrieve_batch","callback_status":"failed","limit":12}`)}
+}
+
+// failedCount is how many of the first rows tasks have a failed callback.
+func failedCount(rows int) int {
+	n := rows / failedEvery
+	if rows%failedEvery > failedAt {
+		n++
+	}
+	return n
+}
+
 func (b *bench) httpScenarios(ctx context.Context) ([]Result, error) {
 	rows := b.cfg.Rows
 	record := genTask(0).AppendJSON(nil)
@@ -503,7 +519,7 @@ func (b *bench) httpScenarios(ctx context.Context) ([]Result, error) {
 	}
 	defer stop()
 
-	retrieve, byUser, byApp := retrieveBodies(rows), batchUserBodies(), batchAppBodies()
+	retrieve, byUser, byApp, failed := retrieveBodies(rows), batchUserBodies(), batchAppBodies(), failedBodies()
 	// The answers are what the scenarios claim to measure.
 	if err := checkAnswer(client, oursURL, retrieve[0], func(got []byte) error {
 		if n := len(got); n < len(record)-100 || n > len(record)+100 {
@@ -513,11 +529,14 @@ func (b *bench) httpScenarios(ctx context.Context) ([]Result, error) {
 	}); err != nil {
 		return nil, err
 	}
-	for _, body := range [][]byte{byUser[0], byApp[0]} {
+	for _, body := range [][]byte{byUser[0], byApp[0], failed[0]} {
 		if err := checkAnswer(client, oursURL, body, func(got []byte) error {
 			want := rows
-			if bytes.Contains(body, []byte("user_id")) {
+			switch {
+			case bytes.Contains(body, []byte("user_id")):
 				want = (rows + users - 1) / users
+			case bytes.Contains(body, []byte("callback_status")):
+				want = failedCount(rows)
 			}
 			if !bytes.HasSuffix(got, fmt.Appendf(nil, `],"count":%d}`, want)) || len(got) < 12*(len(record)-100) {
 				return fmt.Errorf("%s answered %d bytes: %.100s … %s", body, len(got), got, got[max(0, len(got)-40):])
@@ -547,6 +566,12 @@ func (b *bench) httpScenarios(ctx context.Context) ([]Result, error) {
 		return nil, err
 	}
 	out = append(out, timeRatio(fmt.Sprintf("HTTP retrieve_batch by application holding all %s, with count", count(rows)),
+		"HTTP retrieve by id", p, 3))
+	p, err = compare(ctx, b.cfg, post(client, oursURL, failed, c), post(client, oursURL, retrieve, c))
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, timeRatio(fmt.Sprintf("HTTP retrieve_batch of failed callbacks (1%% of %s), with count", count(rows)),
 		"HTTP retrieve by id", p, 3))
 	return out, nil
 }

@@ -211,7 +211,8 @@ func newMux(cfg config, baseURL string, store taskstore.Store, auth handler.Auth
 	for _, r := range imageRoutes {
 		mux.Handle(r.path, postOnly(handler.Authenticate(auth, rec.Wrap(r.taskType, upstream(r)))))
 	}
-	mux.Handle("/openai/tasks", handler.New(store, auth, handler.WithTypes(taskTypes...), handler.WithLogger(log)))
+	mux.Handle("/openai/tasks", handler.New(store, auth, handler.WithTypes(taskTypes...), handler.WithLogger(log),
+		handler.WithRedeliverer(rec)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()

@@ -1,0 +1,84 @@
+package callback
+
+import (
+	"context"
+	"time"
+)
+
+// recoverBatch is how many failed callbacks Recover makes due per store
+// call.
+const recoverBatch = 500
+
+// Redeliver makes the callbacks of the given tasks due again now and starts
+// delivering them at once (not at the next poll of the store). It returns
+// the ids it made due, in the order given: only finished tasks with a
+// callback URL qualify, whatever their callback's status (delivered,
+// failed, or pending with a retry scheduled later); the others are left
+// out. The next attempt carries the same webhook-id and body as before and
+// counts on from the attempts already made, so it follows the rest of
+// Options.Schedule: a callback that had used up its attempts is given up
+// again if this one fails.
+//
+// A delivery in flight at that moment is not sent twice: its id is in the
+// answer and the attempt under way decides what follows (see
+// taskstore.Store.Redeliver).
+//
+// Redeliver does not check who may see the tasks: the Tasks API's
+// redeliver action does that before it calls it.
+func (r *Recorder) Redeliver(ctx context.Context, ids ...string) ([]string, error) {
+	if r.isClosed() {
+		return nil, ErrClosed
+	}
+	done, err := r.store.Redeliver(ctx, ids, r.now())
+	if err != nil {
+		return nil, err
+	}
+	r.redelivered(done)
+	return done, nil
+}
+
+// Recover makes due again every failed callback (given up: 410 Gone, a
+// refused address, attempts used up) of the tasks that finished at or after
+// since, like Redeliver, in batches of a few hundred, and returns how many
+// it made due. Deliveries start as soon as each batch is made due. When ctx
+// ends it stops between batches and returns what it made due so far with
+// ctx's error.
+func (r *Recorder) Recover(ctx context.Context, since time.Time) (int, error) {
+	if r.isClosed() {
+		return 0, ErrClosed
+	}
+	total := 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		ids, err := r.store.RedeliverFailed(ctx, since, r.now(), recoverBatch)
+		if err != nil {
+			return total, err
+		}
+		total += len(ids)
+		r.redelivered(ids)
+		if len(ids) < recoverBatch {
+			return total, nil
+		}
+	}
+}
+
+// redelivered counts callbacks made due again, tells the hook, and wakes
+// the delivery loop.
+func (r *Recorder) redelivered(ids []string) {
+	if len(ids) == 0 {
+		return
+	}
+	r.c.redelivered.Add(uint64(len(ids)))
+	if h := r.o.Hooks.Redelivered; h != nil {
+		h(ids)
+	}
+	r.wakeDelivery()
+}
+
+func (r *Recorder) isClosed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closed
+}
