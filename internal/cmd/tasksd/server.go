@@ -192,7 +192,7 @@ func newMux(cfg config, baseURL string, store taskstore.Store, auth handler.Auth
 			return nil, "", err
 		}
 		upstream = func(r route) http.Handler { return p.Handler(r.upstreamPath) }
-		desc = "proxy to " + cfg.Upstream
+		desc = "proxy to " + proxy.LogURL(cfg.Upstream) // no query string: it may hold a key
 	} else {
 		g := standin.New(standin.Options{Delay: cfg.StandinDelay, BaseURL: baseURL})
 		upstream = func(r route) http.Handler {
