@@ -12,7 +12,10 @@
 //   - TestBadInput sends malformed requests to every route;
 //   - TestSSRF aims callbacks at loopback and private addresses;
 //   - TestTenants sends randomized two-tenant traffic;
-//   - TestSecretsNeverLeak searches every answer and log line for secrets.
+//   - TestSecretsNeverLeak searches every answer and log line for secrets,
+//     TestUpstreamQueryNeverLogged the log for the upstream URL's query;
+//   - TestStandinFiles guesses the stand-in's file names and asks for many
+//     byte ranges.
 //
 // TestStoreFaults runs callback mode and the Tasks API in-process over a
 // FaultStore, a taskstore.Store wrapper that fails chosen calls, and
