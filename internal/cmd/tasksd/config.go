@@ -59,25 +59,9 @@ func (f scheduleFlag) Set(v string) error {
 // parseConfig reads flags from args, falling back to TASKSD_<FLAG> variables
 // from getenv for every flag not given on the command line.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
-	c := config{CallbackSchedule: append(webhook.Schedule(nil), webhook.DefaultSchedule...)}
-	fs := flag.NewFlagSet("tasksd", flag.ContinueOnError)
+	var c config
+	fs := newFlagSet(&c)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "listen address")
-	fs.StringVar(&c.DB, "db", "tasks.db", "SQLite file; \":memory:\" keeps tasks in memory; a postgres:// URL uses PostgreSQL")
-	fs.StringVar(&c.Tokens, "tokens", "", `JSON file {"<token>": {"application_id": "…", "user_id": "…", "credential_id": "…"}, …}; without it a random operator token is printed at start`)
-	fs.StringVar(&c.Upstream, "upstream", "", "base URL of an OpenAI-compatible API (e.g. https://api.openai.com/v1); without it the stand-in generator answers")
-	fs.StringVar(&c.UpstreamKey, "upstream-key", "", "bearer key sent upstream (prefer TASKSD_UPSTREAM_KEY)")
-	fs.StringVar(&c.CallbackSecret, "callback-secret", "", "whsec_… secret: callbacks are signed with Standard Webhooks (prefer TASKSD_CALLBACK_SECRET)")
-	fs.BoolVar(&c.AllowPrivateCallbacks, "allow-private-callbacks", false, "allow callbacks to loopback and private networks")
-	fs.Var(scheduleFlag{&c.CallbackSchedule}, "callback-schedule", "delays before each delivery attempt; its length is the number of attempts")
-	fs.DurationVar(&c.TaskTimeout, "task-timeout", callback.DefaultTaskTimeout, "longest a task may run")
-	fs.IntVar(&c.Workers, "workers", 4*runtime.GOMAXPROCS(0), "tasks running at once")
-	fs.IntVar(&c.Queue, "queue", callback.DefaultQueue, "tasks waiting for a worker; beyond it requests get 429")
-	fs.DurationVar(&c.Retention, "retention", 720*time.Hour, "tasks older than this are pruned; 0 keeps them")
-	fs.DurationVar(&c.StandinDelay, "standin-delay", time.Second, "how long the stand-in generator takes")
-	fs.DurationVar(&c.CallbackTimeout, "callback-timeout", callback.DefaultAttemptTimeout, "longest one callback delivery attempt may take")
-	fs.DurationVar(&c.Lease, "lease", callback.DefaultLease, "how long a claim on a task or a delivery lasts; after a crash, claimed deliveries are retried once it expires (must exceed -callback-timeout)")
-	fs.DurationVar(&c.Grace, "grace", 30*time.Second, "on SIGINT/SIGTERM, how long running tasks may take to finish")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -149,4 +133,28 @@ func loadTokens(path string) (map[string]taskstore.Principal, error) {
 		}
 	}
 	return m, nil
+}
+
+// newFlagSet defines every flag of tasksd on c, with its default and its
+// usage line. The README's flag table must say the same (TestREADMEFlags).
+func newFlagSet(c *config) *flag.FlagSet {
+	fs := flag.NewFlagSet("tasksd", flag.ContinueOnError)
+	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "listen address")
+	fs.StringVar(&c.DB, "db", "tasks.db", "SQLite file; \":memory:\" keeps tasks in memory; a postgres:// URL uses PostgreSQL")
+	fs.StringVar(&c.Tokens, "tokens", "", `JSON file {"<token>": {"application_id": "…", "user_id": "…", "credential_id": "…"}, …}; without it a random operator token is printed at start`)
+	fs.StringVar(&c.Upstream, "upstream", "", "base URL of an OpenAI-compatible API (e.g. https://api.openai.com/v1); without it the stand-in generator answers")
+	fs.StringVar(&c.UpstreamKey, "upstream-key", "", "bearer key sent upstream (prefer TASKSD_UPSTREAM_KEY)")
+	fs.StringVar(&c.CallbackSecret, "callback-secret", "", "whsec_… secret: callbacks are signed with Standard Webhooks (prefer TASKSD_CALLBACK_SECRET)")
+	fs.BoolVar(&c.AllowPrivateCallbacks, "allow-private-callbacks", false, "allow callbacks to loopback and private networks")
+	c.CallbackSchedule = append(webhook.Schedule(nil), webhook.DefaultSchedule...)
+	fs.Var(scheduleFlag{&c.CallbackSchedule}, "callback-schedule", "delays before each delivery attempt; its length is the number of attempts")
+	fs.DurationVar(&c.TaskTimeout, "task-timeout", callback.DefaultTaskTimeout, "longest a task may run")
+	fs.IntVar(&c.Workers, "workers", 4*runtime.GOMAXPROCS(0), "tasks running at once")
+	fs.IntVar(&c.Queue, "queue", callback.DefaultQueue, "tasks waiting for a worker; beyond it requests get 429")
+	fs.DurationVar(&c.Retention, "retention", 720*time.Hour, "tasks older than this are pruned; 0 keeps them")
+	fs.DurationVar(&c.StandinDelay, "standin-delay", time.Second, "how long the stand-in generator takes")
+	fs.DurationVar(&c.CallbackTimeout, "callback-timeout", callback.DefaultAttemptTimeout, "longest one callback delivery attempt may take")
+	fs.DurationVar(&c.Lease, "lease", callback.DefaultLease, "how long a claim on a task or a delivery lasts; after a crash, claimed deliveries are retried once it expires (must exceed -callback-timeout)")
+	fs.DurationVar(&c.Grace, "grace", 30*time.Second, "on SIGINT/SIGTERM, how long running tasks may take to finish")
+	return fs
 }
