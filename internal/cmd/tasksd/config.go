@@ -35,7 +35,19 @@ type config struct {
 	Grace                 time.Duration
 	CallbackTimeout       time.Duration
 	Lease                 time.Duration
+
+	// Limits of the HTTP server.
+	MaxConns          int
+	IdleTimeout       time.Duration
+	ReadHeaderTimeout time.Duration
+	MaxHeaderBytes    byteSize
 }
+
+// Bounds of -max-header-bytes.
+const (
+	minHeaderBytes = 4 << 10
+	maxHeaderBytes = 1 << 20
+)
 
 // scheduleFlag adapts webhook.Schedule to flag.Value.
 type scheduleFlag struct{ s *webhook.Schedule }
@@ -103,6 +115,14 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, errors.New("-lease must be longer than -callback-timeout")
 	case c.UpstreamKey != "" && c.Upstream == "":
 		return c, errors.New("-upstream-key needs -upstream")
+	case c.MaxConns < 1:
+		return c, errors.New("-max-conns must be at least 1")
+	case c.IdleTimeout <= 0:
+		return c, errors.New("-idle-timeout must be positive")
+	case c.ReadHeaderTimeout <= 0:
+		return c, errors.New("-read-header-timeout must be positive")
+	case c.MaxHeaderBytes < minHeaderBytes || c.MaxHeaderBytes > maxHeaderBytes:
+		return c, errors.New("-max-header-bytes must be between 4KiB and 1MiB")
 	}
 	return c, nil
 }
@@ -156,5 +176,10 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.DurationVar(&c.CallbackTimeout, "callback-timeout", callback.DefaultAttemptTimeout, "longest one callback delivery attempt may take")
 	fs.DurationVar(&c.Lease, "lease", callback.DefaultLease, "how long a claim on a task or a delivery lasts; after a crash, claimed deliveries are retried once it expires (must exceed -callback-timeout)")
 	fs.DurationVar(&c.Grace, "grace", 30*time.Second, "on SIGINT/SIGTERM, how long running tasks may take to finish")
+	fs.IntVar(&c.MaxConns, "max-conns", 1024, "client connections open at once; at the cap the longest-idle keep-alive connection is closed to make room, else new clients wait; lowered at start to fit the open-file limit")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", time.Minute, "a keep-alive connection idle this long is closed")
+	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "longest time a client may take to send a request's line and headers")
+	c.MaxHeaderBytes = 32 << 10
+	fs.Var(&c.MaxHeaderBytes, "max-header-bytes", "largest request line and headers (4KiB to 1MiB); larger ones are answered 431")
 	return fs
 }

@@ -102,15 +102,29 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		rec.Close(ctx)
 		return err
 	}
+	maxConns, err := fitConns(cfg, log)
+	if err != nil {
+		ln.Close()
+		rec.Close(ctx)
+		return err
+	}
+	lim := newConnLimit(ln, maxConns, func() {
+		log.Warn("connection cap reached: the longest-idle connections are closed, new clients wait", "max_conns", maxConns)
+	})
 	srv := &http.Server{
 		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    int(cfg.MaxHeaderBytes),
+		ConnState:         lim.track,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- srv.Serve(lim) }()
 
 	log.Info("listening", "addr", ln.Addr().String(), "url", baseURL)
+	log.Info("connections", "max_conns", maxConns, "idle_timeout", cfg.IdleTimeout.String(),
+		"read_header_timeout", cfg.ReadHeaderTimeout.String(), "max_header_bytes", int(cfg.MaxHeaderBytes))
 	log.Info("database", "store", dbDesc)
 	log.Info("upstream", "mode", upstreamDesc)
 	for _, r := range imageRoutes {
@@ -146,6 +160,39 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// fitConns returns the connection cap: -max-conns, lowered to what the
+// process's open-file limit can hold. Each client connection takes a
+// descriptor, and in proxy mode one more for its upstream request; the store,
+// the callback deliveries and the running tasks need some of their own.
+func fitConns(cfg config, log *slog.Logger) (int, error) {
+	nofile, ok := openFileLimit()
+	if !ok {
+		return cfg.MaxConns, nil
+	}
+	n := connsForFiles(nofile, cfg.Upstream != "", 64+cfg.Workers+callback.DefaultDeliveryWorkers)
+	if n < 1 {
+		return 0, fmt.Errorf("the open-file limit (%d) leaves no room for client connections: raise it (ulimit -n)", nofile)
+	}
+	if n < cfg.MaxConns {
+		log.Warn("-max-conns lowered to fit the open-file limit", "max_conns", n, "open_file_limit", nofile)
+		return n, nil
+	}
+	return cfg.MaxConns, nil
+}
+
+// connsForFiles returns how many client connections an open-file limit of
+// nofile holds, keeping reserve descriptors for everything else.
+func connsForFiles(nofile uint64, proxy bool, reserve int) int {
+	if nofile > 1<<30 {
+		return 1 << 30
+	}
+	n := int(nofile) - reserve
+	if proxy {
+		n /= 2
+	}
+	return n
 }
 
 func onOff(b bool) string {
