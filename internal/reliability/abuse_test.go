@@ -314,3 +314,160 @@ func TestIdleConnections(t *testing.T) {
 		"\"too many open files\" logged %d times",
 		attackers, ok2, took2.Round(time.Millisecond), failed, slowest.Round(time.Millisecond), strings.Count(logs, "too many open files"))
 }
+
+// stallOutcome is how one attacking connection ended.
+type stallOutcome struct {
+	status string        // the status line the server answered, "" if none
+	closed bool          // the server ended the connection (answered or not)
+	after  time.Duration // from the attacker's last byte to the end
+}
+
+// stallBody sends headers declaring length bytes and a body of which it
+// sends only send bytes (or what the server accepts within 20 s), then
+// stops sending and waits up to wait for the server to answer or close.
+func stallBody(addr, path, token string, length, send int, wait time.Duration) stallOutcome {
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return stallOutcome{status: "dial: " + err.Error()}
+	}
+	defer c.Close()
+	c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+	fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{\"prompt\":\"",
+		path, token, length)
+	chunk := []byte(strings.Repeat("a", 64<<10))
+	for sent := 11; sent < send; sent += len(chunk) {
+		if _, err := c.Write(chunk[:min(len(chunk), send-sent)]); err != nil {
+			break // cut, or 20 s without room in the socket
+		}
+	}
+	stalled := time.Now()
+	c.SetReadDeadline(stalled.Add(wait))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	var ne net.Error
+	out := stallOutcome{status: strings.TrimSpace(line), after: time.Since(stalled)}
+	out.closed = line != "" || err != nil && !(errors.As(err, &ne) && ne.Timeout())
+	return out
+}
+
+// TestStalledBodies: 40 callback-mode submits (with a token) declare a
+// 16 MiB body, send 12 MiB and stall. Before the fix, tasksd held them all
+// (about 500 MiB) for as long as the connections stayed open. Now the
+// daemon's peak memory stays within 256 MiB of its idle memory (the body
+// budget, here 64 MiB, admits a few at a time; the others wait, then get
+// 429), every stalled body is cut within -body-timeout (here 2 s) of its
+// last byte (asserted with a generous 15 s), small requests are served
+// meanwhile, and a body trickled too slowly is cut by -body-min-rate.
+func TestStalledBodies(t *testing.T) {
+	needProc(t)
+	const attackers, declared, sent = 40, 16 * mib, 12 * mib
+	const bodyTimeout = 2 * time.Second
+	d := tasksdtest.Start(t, []string{"TASKSD_BODY_TIMEOUT=" + bodyTimeout.String(), "TASKSD_BODY_BUDGET=64MiB", "TASKSD_BODY_MIN_RATE=256KiB"},
+		"-db", filepath.Join(t.TempDir(), "tasks.db"), "-tokens", writeTokens(t), "-standin-delay", "0s")
+	warmUp(t, d)
+	idle := memory(t, d)
+	addr := strings.TrimPrefix(d.URL(), "http://")
+
+	// Small requests all along the attack.
+	stop := make(chan struct{})
+	var small, smallFailed atomic.Int64
+	var legit sync.WaitGroup
+	legit.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			a, err := postJSON(ctx, d.URL()+genPath, tokenB, map[string]any{"prompt": "legit", "async": true})
+			cancel()
+			small.Add(1)
+			if err != nil || a.status != 200 {
+				smallFailed.Add(1)
+			}
+		}
+	})
+
+	outcomes := make([]stallOutcome, attackers)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range attackers {
+		wg.Go(func() { outcomes[i] = stallBody(addr, genPath, tokenA, declared, sent, 15*time.Second) })
+	}
+	wg.Wait()
+	attack := time.Since(start)
+	close(stop)
+	legit.Wait()
+	peak := memory(t, d).Peak
+	growth := peak - idle.RSS
+
+	// A trickle: a 1 MiB body at 2 bytes a second never stalls for
+	// -body-timeout, but falls behind -body-min-rate (256 KiB/s here: the
+	// body is due within 2 s + 4 s).
+	var trickle stallOutcome
+	var trickleAfter time.Duration
+	func() {
+		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		if err != nil {
+			trickle.status = err.Error()
+			return
+		}
+		defer c.Close()
+		began := time.Now()
+		fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{",
+			tasksPath, tokenA, 1*mib)
+		br := bufio.NewReader(c)
+		for time.Since(began) < 30*time.Second {
+			time.Sleep(500 * time.Millisecond)
+			if _, err := c.Write([]byte(" ")); err != nil {
+				break
+			}
+			c.SetReadDeadline(time.Now().Add(time.Millisecond))
+			if _, err := br.Peek(1); err != nil {
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					continue
+				}
+			}
+			break // answered or closed
+		}
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		line, _ := br.ReadString('\n')
+		trickle = stallOutcome{status: strings.TrimSpace(line), closed: time.Since(began) < 30*time.Second}
+		trickleAfter = time.Since(began)
+	}()
+
+	statuses := map[string]int{}
+	cut, slowest := 0, time.Duration(0)
+	for _, o := range outcomes {
+		status := o.status
+		if status == "" {
+			status = "no answer"
+		}
+		statuses[status]++
+		if o.closed {
+			cut++
+			slowest = max(slowest, o.after)
+		}
+	}
+	after, err := postJSON(t.Context(), d.URL()+genPath, tokenA, map[string]any{"prompt": "after", "async": true})
+	if err != nil || after.status != 200 {
+		t.Errorf("after the attack, a submit got %d %s %v", after.status, after.raw, err)
+	}
+	t.Logf("stalled bodies: %d connections declaring %d MiB, sending %d MiB then stalling; the attack lasted %v; "+
+		"%d ended by the server, the slowest %v after its last byte; answers %v; RSS idle %d MiB, peak %d MiB (+%d MiB); "+
+		"%d of %d small requests meanwhile failed; a 1 MiB body at 2 bytes/s: %q after %v",
+		attackers, declared/mib, sent/mib, attack.Round(time.Millisecond), cut, slowest.Round(time.Millisecond), statuses,
+		idle.RSS/mib, peak/mib, growth/mib, smallFailed.Load(), small.Load(), trickle.status, trickleAfter.Round(time.Millisecond))
+	if growth > 256*mib {
+		t.Errorf("peak RSS grew by %d MiB under the stalled bodies, want at most 256 MiB", growth/mib)
+	}
+	if cut < attackers {
+		t.Errorf("%d of %d stalled bodies were not cut within 15 s of their last byte", attackers-cut, attackers)
+	}
+	if n := smallFailed.Load(); n > 0 {
+		t.Errorf("%d of %d small requests during the attack failed", n, small.Load())
+	}
+	if !trickle.closed {
+		t.Errorf("a body trickled at 2 bytes/s was not cut in 30 s")
+	}
+}

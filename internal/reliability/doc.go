@@ -16,9 +16,10 @@
 //     TestUpstreamQueryNeverLogged the log for the upstream URL's query;
 //   - TestStandinFiles guesses the stand-in's file names and asks for many
 //     byte ranges;
-//   - TestHeaderFlood and TestIdleConnections attack the HTTP server with
-//     unfinished headers, idle keep-alive and silent connections, reading
-//     the daemon's memory and descriptors from /proc.
+//   - TestHeaderFlood, TestIdleConnections and TestStalledBodies attack the
+//     HTTP server with unfinished headers, idle keep-alive and silent
+//     connections, and bodies that stall or trickle, reading the daemon's
+//     memory and descriptors from /proc.
 //
 // TestStoreFaults runs callback mode and the Tasks API in-process over a
 // FaultStore, a taskstore.Store wrapper that fails chosen calls, and

@@ -41,6 +41,9 @@ type config struct {
 	IdleTimeout       time.Duration
 	ReadHeaderTimeout time.Duration
 	MaxHeaderBytes    byteSize
+	BodyTimeout       time.Duration
+	BodyMinRate       byteSize // per second
+	BodyBudget        byteSize
 }
 
 // Bounds of -max-header-bytes.
@@ -123,6 +126,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, errors.New("-read-header-timeout must be positive")
 	case c.MaxHeaderBytes < minHeaderBytes || c.MaxHeaderBytes > maxHeaderBytes:
 		return c, errors.New("-max-header-bytes must be between 4KiB and 1MiB")
+	case c.BodyTimeout <= 0:
+		return c, errors.New("-body-timeout must be positive")
+	case c.BodyBudget < 1<<20:
+		return c, errors.New("-body-budget must be at least 1MiB")
 	}
 	return c, nil
 }
@@ -181,5 +188,10 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "longest time a client may take to send a request's line and headers")
 	c.MaxHeaderBytes = 32 << 10
 	fs.Var(&c.MaxHeaderBytes, "max-header-bytes", "largest request line and headers (4KiB to 1MiB); larger ones are answered 431")
+	fs.DurationVar(&c.BodyTimeout, "body-timeout", 20*time.Second, "a request body whose next bytes take longer than this is cut (its connection closed); also the longest wait for room in -body-budget")
+	c.BodyMinRate = 64 << 10
+	fs.Var(&c.BodyMinRate, "body-min-rate", "bytes per second a request body must average: it is cut unless complete within -body-timeout plus its length at this rate; 0 for no minimum")
+	c.BodyBudget = 256 << 20
+	fs.Var(&c.BodyBudget, "body-budget", "bytes of request bodies over 64KiB held at once, from their handler's start to its answer (the declared length counts up front); beyond it a request waits up to -body-timeout, then gets 429")
 	return fs
 }

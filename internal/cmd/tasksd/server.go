@@ -96,7 +96,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("starting the callback recorder: %w", err)
 	}
 
-	mux, upstreamDesc, err := newMux(cfg, baseURL, store, auth, rec, log)
+	guard := newBodyGuard(cfg.BodyTimeout, int64(cfg.BodyMinRate), callback.DefaultMaxBodyBytes, int64(cfg.BodyBudget), log)
+	mux, upstreamDesc, err := newMux(cfg, baseURL, store, auth, rec, guard, log)
 	if err != nil {
 		ln.Close()
 		rec.Close(ctx)
@@ -112,7 +113,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Warn("connection cap reached: the longest-idle connections are closed, new clients wait", "max_conns", maxConns)
 	})
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           guard.deadlines(mux),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    int(cfg.MaxHeaderBytes),
@@ -125,6 +126,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log.Info("listening", "addr", ln.Addr().String(), "url", baseURL)
 	log.Info("connections", "max_conns", maxConns, "idle_timeout", cfg.IdleTimeout.String(),
 		"read_header_timeout", cfg.ReadHeaderTimeout.String(), "max_header_bytes", int(cfg.MaxHeaderBytes))
+	log.Info("request bodies", "body_timeout", cfg.BodyTimeout.String(), "body_min_rate", int64(cfg.BodyMinRate),
+		"body_budget", int64(cfg.BodyBudget))
 	log.Info("database", "store", dbDesc)
 	log.Info("upstream", "mode", upstreamDesc)
 	for _, r := range imageRoutes {
@@ -229,7 +232,9 @@ func openStore(ctx context.Context, db string) (s taskstore.Store, soleOwner boo
 }
 
 // newMux builds the routes. It returns a description of the upstream mode.
-func newMux(cfg config, baseURL string, store taskstore.Store, auth handler.Authenticator, rec *callback.Recorder, log *slog.Logger) (*http.ServeMux, string, error) {
+// The routes that read bodies into memory take their share of the body
+// budget, the image routes once the caller is authenticated.
+func newMux(cfg config, baseURL string, store taskstore.Store, auth handler.Authenticator, rec *callback.Recorder, guard *bodyGuard, log *slog.Logger) (*http.ServeMux, string, error) {
 	mux := http.NewServeMux()
 	var upstream func(r route) http.Handler
 	var desc string
@@ -256,9 +261,11 @@ func newMux(cfg config, baseURL string, store taskstore.Store, auth handler.Auth
 		desc = "built-in stand-in generator (delay " + cfg.StandinDelay.String() + ")"
 	}
 	for _, r := range imageRoutes {
-		mux.Handle(r.path, postOnly(handler.Authenticate(auth, rec.Wrap(r.taskType, upstream(r)))))
+		wrapped := rec.Wrap(r.taskType, upstream(r)) // reads JSON and multipart bodies of up to callback.DefaultMaxBodyBytes
+		mux.Handle(r.path, postOnly(handler.Authenticate(auth, guard.limit(callback.DefaultMaxBodyBytes, wrapped))))
 	}
-	mux.Handle("/openai/tasks", handler.New(store, auth, handler.WithTypes(taskTypes...), handler.WithLogger(log)))
+	mux.Handle("/openai/tasks", guard.limit(handler.MaxBodyBytes,
+		handler.New(store, auth, handler.WithTypes(taskTypes...), handler.WithLogger(log))))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
