@@ -146,9 +146,10 @@ func start(tb testing.TB, nofile int, env []string, args []string) *Daemon {
 	if !hasAddr(args) {
 		args = append([]string{"-addr", "127.0.0.1:0"}, args...)
 	}
-	cmd := exec.Command(Binary(tb), args...)
+	bin := Binary(tb)
+	cmd := exec.Command(bin, args...)
 	if nofile > 0 {
-		sh := append([]string{"-c", `ulimit -n "$1" && shift && exec "$@"`, "tasksd", strconv.Itoa(nofile), Binary(tb)}, args...)
+		sh := append([]string{"-c", `ulimit -n "$1" && shift && exec "$@"`, "tasksd", strconv.Itoa(nofile), bin}, args...)
 		cmd = exec.Command("/bin/sh", sh...)
 	}
 	cmd.Env = append(os.Environ(), env...)
