@@ -17,7 +17,9 @@
 //	{"error":{"message":"upstream unreachable","type":"api_error","code":"upstream_unreachable"}}
 //
 // and 504 with code "upstream_timeout" when the request's context deadline or
-// a client timeout passed. The key never appears in an answer or a log line.
+// a client timeout passed. The key never appears in an answer or a log line,
+// and neither does the upstream URL's query string (which may carry a key,
+// as in ?api-key=…): logs name the upstream as scheme://host/path (LogURL).
 package proxy
 
 import (
@@ -30,6 +32,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 )
@@ -53,7 +56,7 @@ type Options struct {
 	// Upstream is the base URL of the upstream API, e.g.
 	// "https://api.openai.com/v1". It must be an absolute http or https URL
 	// without user information or fragment; a query string (e.g. an
-	// api-version) is sent with every request.
+	// api-version, or a key) is sent with every request and never logged.
 	Upstream string
 	// Key is the bearer key sent upstream. It is never logged nor echoed.
 	// When empty, no Authorization header is sent.
@@ -77,6 +80,7 @@ type Options struct {
 // use.
 type Proxy struct {
 	base   *url.URL
+	query  string // base.RawQuery, never logged
 	key    string
 	client *http.Client
 	max    int64
@@ -96,7 +100,7 @@ func New(o Options) (*Proxy, error) {
 			return nil, errors.New("proxy: the key holds a control character")
 		}
 	}
-	p := &Proxy{base: base, key: o.Key, client: o.Client, max: o.MaxResponseBytes, log: o.Logger}
+	p := &Proxy{base: base, query: base.RawQuery, key: o.Key, client: o.Client, max: o.MaxResponseBytes, log: o.Logger}
 	if p.client == nil {
 		p.client = defaultClient()
 	}
@@ -131,6 +135,33 @@ func parseUpstream(s string) (*url.URL, error) {
 		return nil, errors.New("proxy: bad upstream URL: the host is empty")
 	}
 	return u, nil
+}
+
+// LogURL returns what may be logged of a URL: scheme://host/path, without
+// user information, query string or fragment, any of which may hold a
+// secret. It returns "(unparsable URL)" when raw cannot be parsed.
+func LogURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}).String()
+}
+
+// logErr returns the text of err for a log line: the upstream URL an
+// *url.Error names is cut to LogURL's form, and the base URL's query string
+// is taken out of whatever else the text holds.
+func (p *Proxy) logErr(err error) string {
+	if ue, ok := err.(*url.Error); ok {
+		c := *ue
+		c.URL = LogURL(ue.URL)
+		err = &c
+	}
+	s := err.Error()
+	if p.query != "" {
+		s = strings.ReplaceAll(s, "?"+p.query, "")
+	}
+	return s
 }
 
 func defaultClient() *http.Client {
@@ -227,9 +258,10 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, target, path str
 // failed answers an exchange that did not complete: 504 for a timeout, 502
 // otherwise.
 func (p *Proxy) failed(ctx context.Context, w http.ResponseWriter, r *http.Request, path, msg string, err error) {
-	// err names the upstream URL, which holds no secret (New refuses user
-	// information); the key is only in a header.
-	p.log.WarnContext(ctx, msg, "method", r.Method, "path", path, "host", p.base.Host, "err", err)
+	// err names the upstream URL, whose query string may hold a secret:
+	// logErr cuts it (New refuses user information; the key is only in a
+	// header).
+	p.log.WarnContext(ctx, msg, "method", r.Method, "path", path, "host", p.base.Host, "err", p.logErr(err))
 	if isTimeout(ctx, err) {
 		writeError(w, http.StatusGatewayTimeout, "api_error", "upstream_timeout", "upstream timed out")
 		return

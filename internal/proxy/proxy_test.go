@@ -491,3 +491,45 @@ func TestBodyWithoutLength(t *testing.T) {
 		}
 	}
 }
+
+// TestQueryNeverLogged: the upstream URL's query string may hold a key; a
+// failed request logs the upstream as scheme://host/path only.
+func TestQueryNeverLogged(t *testing.T) {
+	dead := httptest.NewServer(http.NotFoundHandler())
+	addr := dead.URL
+	dead.Close()
+	drop := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if c, _, err := w.(http.Hijacker).Hijack(); err == nil {
+			c.Close()
+		}
+	})
+	for _, base := range []string{addr + "/v1?key=SECRET-q1", drop.URL + "/v1?api-key=SECRET-q2&api-version=1", addr + "/v1/?key=SECRET-q3#"} {
+		var logs bytes.Buffer
+		p, err := New(Options{Upstream: base, Key: testKey, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, body := serve(t, p.Handler("/images/generations"), http.Header{"Content-Type": {"application/json"}}, []byte(`{"prompt":"a"}`))
+		checkFailure(t, resp.StatusCode, resp.Header, body, http.StatusBadGateway, unreachable)
+		if !strings.Contains(logs.String(), "upstream request failed") || !strings.Contains(logs.String(), "/v1/images/generations") {
+			t.Errorf("%s: the failure is not logged with the upstream path: %q", base, logs.String())
+		}
+		if strings.Contains(logs.String(), "SECRET") || strings.Contains(string(body), "SECRET") {
+			t.Errorf("%s: the query string is logged or answered: %q %s", base, logs.String(), body)
+		}
+	}
+}
+
+func TestLogURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://api.openai.com/v1":                     "https://api.openai.com/v1",
+		"https://user:pw@api.example.com/v1?key=s#frag": "https://api.example.com/v1",
+		"http://127.0.0.1:9000/v1/images/edits?a=b":     "http://127.0.0.1:9000/v1/images/edits",
+		"http://[::1]:9000/openai/deployments/d%2Fe?k=": "http://[::1]:9000/openai/deployments/d%2Fe",
+		"http://[::1/hunter2":                           "(unparsable URL)",
+	} {
+		if got := LogURL(in); got != want {
+			t.Errorf("LogURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -12,7 +12,14 @@
 //   - TestBadInput sends malformed requests to every route;
 //   - TestSSRF aims callbacks at loopback and private addresses;
 //   - TestTenants sends randomized two-tenant traffic;
-//   - TestSecretsNeverLeak searches every answer and log line for secrets.
+//   - TestSecretsNeverLeak searches every answer and log line for secrets,
+//     TestUpstreamQueryNeverLogged the log for the upstream URL's query;
+//   - TestStandinFiles guesses the stand-in's file names and asks for many
+//     byte ranges;
+//   - TestHeaderFlood, TestIdleConnections and TestStalledBodies attack the
+//     HTTP server with unfinished headers, idle keep-alive and silent
+//     connections, and bodies that stall or trickle, reading the daemon's
+//     memory and descriptors from /proc.
 //
 // TestStoreFaults runs callback mode and the Tasks API in-process over a
 // FaultStore, a taskstore.Store wrapper that fails chosen calls, and

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -217,4 +218,98 @@ func TestSecretsNeverLeak(t *testing.T) {
 	t.Logf("secrets: %d rejected credentials, %d callback-mode tasks through upstream failures, %d upstream requests; "+
 		"%d bytes of process output, %d answers and callbacks checked: no token, key or secret in any",
 		rejected, len(ids), len(auths), len(output), len(seen))
+}
+
+// TestUpstreamQueryNeverLogged: an upstream URL may carry a key in its
+// query string (?key=…, as some gateways want). tasksd logs the upstream as
+// scheme://host/path only: at start, and in every failed upstream call,
+// whether the upstream drops the connection or is not listening at all. A
+// URL with user information is refused at start without being repeated.
+func TestUpstreamQueryNeverLogged(t *testing.T) {
+	const secret = "SECRET-upstream-query-7d1c"
+	drop := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if c, _, err := w.(http.Hijacker).Hijack(); err == nil {
+			c.Close()
+		}
+	}))
+	t.Cleanup(drop.Close)
+	dead := httptest.NewServer(http.NotFoundHandler())
+	dead.Close() // nothing listens on its port any more
+
+	var output strings.Builder
+	failures := 0
+	for _, upstream := range []string{
+		drop.URL + "/v1?key=" + secret,
+		dead.URL + "/v1?api-version=2025-04-01&api-key=" + secret,
+	} {
+		d := tasksdtest.Start(t, nil, "-db", ":memory:", "-tokens", writeTokens(t), "-upstream", upstream,
+			"-allow-private-callbacks", "-callback-schedule", "0s")
+		var ids []string
+		for _, path := range []string{genPath, chatPath, "/v1/images/generations"} {
+			body := map[string]any{"prompt": "x", "model": "m", "messages": []map[string]string{{"role": "user", "content": "x"}}}
+			if a := mustPost(t, d.URL()+path, tokenA, body); a.status != http.StatusBadGateway {
+				t.Errorf("sync %s: %d %s", path, a.status, a.raw)
+			}
+			failures++
+			body["async"] = true
+			a := mustPost(t, d.URL()+path, tokenA, body)
+			if a.status != 200 {
+				t.Fatalf("async %s: %d %s", path, a.status, a.raw)
+			}
+			ids = append(ids, a.str("task_id"))
+		}
+		mp, ct := multipartBody("image", "prompt", "x", "async", "true")
+		a, err := send(t.Context(), http.MethodPost, d.URL()+editsPath, tokenA, ct, mp)
+		if err != nil || a.status != 200 {
+			t.Fatalf("async edits: %v %d %s", err, a.status, a.raw)
+		}
+		ids = append(ids, a.str("task_id"))
+		finished := func() bool {
+			got := fetchByIDs(t, d.URL(), ids)
+			return len(got) == len(ids) && allFinished(got)
+		}
+		if !waitFor(20*time.Second, 20*time.Millisecond, finished) {
+			t.Errorf("the async tasks did not finish")
+		}
+		failures += len(ids)
+		d.Stop()
+		if want := "proxy to " + strings.SplitN(upstream, "?", 2)[0]; !strings.Contains(d.Logs(), want) {
+			t.Errorf("the start-up log does not say %q", want)
+		}
+		output.WriteString(d.Logs() + d.Stdout())
+	}
+
+	// User information is refused, and not repeated.
+	cmd := exec.Command(tasksdtest.Binary(t), "-addr", "127.0.0.1:0", "-db", ":memory:",
+		"-upstream", "http://user:"+secret+"@127.0.0.1:9/v1")
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Errorf("tasksd started with user information in -upstream")
+	}
+	output.Write(out)
+
+	all := output.String()
+	if strings.Contains(all, secret) {
+		for _, line := range strings.Split(all, "\n") {
+			if strings.Contains(line, secret) {
+				t.Errorf("the output carries the upstream URL's secret: %.300s", line)
+			}
+		}
+	}
+	if n := strings.Count(all, "upstream request failed"); n < failures {
+		t.Errorf("%d upstream failures logged, want at least %d: the failure paths were not exercised", n, failures)
+	}
+	t.Logf("upstream query: %d failed upstream calls through two upstreams with ?…key=%s, one URL with user information; %d bytes of output, secret found %d times",
+		failures, secret, len(all), strings.Count(all, secret))
+}
+
+// allFinished reports whether every task has finished.
+func allFinished(tasks map[string]wireTask) bool {
+	for _, tk := range tasks {
+		if tk.FinishedAt == "" {
+			return false
+		}
+	}
+	return true
 }

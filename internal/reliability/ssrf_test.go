@@ -85,6 +85,14 @@ func ssrfTargets(t *testing.T, port string, ipv6 bool) (urls []string, reachable
 	add("http://0.0.0.0:"+port+"/cb", true) // connect(0.0.0.0) reaches loopback on Linux
 	add("http://[::ffff:127.0.0.1]:"+port+"/cb", true)
 	add("http://[::]:"+port+"/cb", ipv6)
+	// IPv4-translated (SIIT, ::ffff:0:0:0/96): no route to them here, so
+	// they stay out of the control; the guard must refuse them before any
+	// connect, as it does IPv4-mapped ones.
+	add("http://[::ffff:0:127.0.0.1]:"+port+"/cb", false)
+	add("http://[::ffff:0:7f00:1]:"+port+"/cb", false)
+	add("http://[0:0:0:0:ffff:0:7f00:1]:"+port+"/cb", false)
+	add("http://[::ffff:0:10.0.0.1]:"+port+"/cb", false)
+	add("http://[::ffff:0:169.254.169.254]:"+port+"/latest/meta-data/", false)
 	add("http://10.0.0.1:"+port+"/cb", false)
 	add("http://172.16.0.1:"+port+"/cb", false)
 	add("http://192.168.0.1:"+port+"/cb", false)
@@ -118,8 +126,8 @@ func listenBoth(t *testing.T, h http.Handler) (port string, ipv6 bool) {
 }
 
 // TestSSRF: with the guard on (tasksd without -allow-private-callbacks),
-// callbacks to loopback, private, link-local, unspecified and IPv4-mapped
-// addresses, to numeric host forms and to names resolving to loopback are
+// callbacks to loopback, private, link-local, unspecified, IPv4-mapped and
+// IPv4-translated addresses, to numeric host forms and to names resolving to loopback are
 // accepted as tasks but never delivered: the loopback receiver behind them
 // gets zero requests and each delivery is given up. A control run with the
 // guard off shows that the receiver is reachable through the loopback ones,

@@ -2,6 +2,7 @@ package standin
 
 import (
 	"bytes"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
@@ -44,13 +45,16 @@ func newPicture(seed [32]byte, index, side int) picture {
 	return picture{seed: sha256.Sum256(b[:]), side: side}
 }
 
-// name is the file name under which Files serves the picture.
-func (p picture) name() string {
+// name is the file name under which Files serves the picture: the
+// HMAC-SHA256, under key, of its seed and side, so that nobody without the
+// key can tell the name of a prompt's picture.
+func (p picture) name(key []byte) string {
 	var b [36]byte
 	copy(b[:], p.seed[:])
 	binary.BigEndian.PutUint32(b[32:], uint32(p.side))
-	sum := sha256.Sum256(b[:])
-	return hex.EncodeToString(sum[:16]) + ".png"
+	m := hmac.New(sha256.New, key)
+	m.Write(b[:])
+	return hex.EncodeToString(m.Sum(nil)[:16]) + ".png"
 }
 
 // draw renders the picture: a linear gradient between two colours at an

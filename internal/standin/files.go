@@ -17,7 +17,7 @@ type encodeCall struct {
 // register lists the picture under its file name so that Files serves it,
 // and returns the name.
 func (g *Generator) register(p picture) string {
-	name := p.name()
+	name := p.name(g.fileKey)
 	g.mu.Lock()
 	g.names.put(name, p)
 	g.mu.Unlock()
@@ -53,6 +53,11 @@ func (g *Generator) png(name string, p picture) []byte {
 
 // serveFiles answers GET and HEAD /files/<name>.png. Only the last path
 // segment counts, so the handler also works behind http.StripPrefix.
+//
+// A Range header asking for one range is honoured (206); one asking for
+// several is ignored and the whole file is sent (200), as RFC 9110 lets a
+// server do: a multipart/byteranges answer would let a small header ask for
+// many times the file's size.
 func (g *Generator) serveFiles(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
@@ -74,5 +79,9 @@ func (g *Generator) serveFiles(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "public, max-age=86400, immutable")
 	h.Set("ETag", `"`+strings.TrimSuffix(name, ".png")+`"`)
 	h.Set("X-Content-Type-Options", "nosniff")
+	if rs := r.Header.Values("Range"); len(rs) > 1 || len(rs) == 1 && strings.Contains(rs[0], ",") {
+		r = r.Clone(r.Context())
+		r.Header.Del("Range")
+	}
 	http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(b))
 }

@@ -29,12 +29,20 @@
 // Images are deterministic: a picture (a gradient, a disc and a ring) drawn
 // from the SHA-256 of the prompt (and, for edits, of the input images) and
 // the image's index in the answer; the size only changes the resolution.
-// The same request always yields the same PNG bytes and the same file URL.
+// The same request always yields the same PNG bytes and, from one
+// Generator, the same file URL. File names are a keyed hash (HMAC-SHA256)
+// of the picture under a key each Generator draws at random, so a name
+// cannot be derived from a prompt: only who was given a URL can fetch its
+// file (Files asks for no token). Files answers at most one byte range.
+//
+// The stand-in is for demos and tests on a machine without an image API; it
+// is not meant to face the internet.
 package standin
 
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -85,6 +93,7 @@ type Generator struct {
 	delay   time.Duration
 	baseURL string
 	now     func() time.Time
+	fileKey []byte // keys the file names (picture.name)
 
 	generations, edits, chat, files http.Handler
 
@@ -106,10 +115,12 @@ func New(o Options) *Generator {
 		delay:    o.Delay,
 		baseURL:  strings.TrimRight(o.BaseURL, "/"),
 		now:      o.Now,
+		fileKey:  make([]byte, 32),
 		names:    newLRU[picture](int64(o.MaxFiles), func(picture) int64 { return 1 }),
 		pngs:     newLRU[[]byte](pngCacheBytes, func(b []byte) int64 { return int64(len(b)) }),
 		inflight: make(map[string]*encodeCall),
 	}
+	rand.Read(g.fileKey) // never fails (crypto/rand panics rather than return short)
 	g.generations = postOnly(http.HandlerFunc(g.serveGenerations))
 	g.edits = postOnly(http.HandlerFunc(g.serveEdits))
 	g.chat = postOnly(http.HandlerFunc(g.serveChat))
@@ -129,7 +140,9 @@ func (g *Generator) Edits() http.Handler { return g.edits }
 func (g *Generator) ChatCompletions() http.Handler { return g.chat }
 
 // Files serves the PNGs of url answers: GET (or HEAD) /files/<name>.png.
-// Mount it at "GET /files/". Unknown or evicted names answer 404.
+// Mount it at "GET /files/". Unknown or evicted names answer 404. A Range
+// header with one range is answered 206; one with several ranges is ignored
+// (the whole file, 200).
 func (g *Generator) Files() http.Handler { return g.files }
 
 // imageItem is one element of an images answer's data.
@@ -154,7 +167,7 @@ func (g *Generator) answerImages(w http.ResponseWriter, r *http.Request, p image
 		pic := newPicture(seed, i, p.side)
 		it := imageItem{RevisedPrompt: p.prompt}
 		if p.format == formatB64 {
-			it.B64JSON = encodeBase64(g.png(pic.name(), pic))
+			it.B64JSON = encodeBase64(g.png(pic.name(g.fileKey), pic))
 		} else {
 			it.URL = g.fileURL(r, g.register(pic))
 		}

@@ -3,7 +3,10 @@ package standin
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"image/png"
@@ -592,6 +595,80 @@ func TestFiles(t *testing.T) {
 	checkError(t, answer{rec.Code, rec.Header(), rec.Body.Bytes()}, http.StatusMethodNotAllowed, typeInvalid, nil, nil, "use GET")
 }
 
+// TestFileNamesKeyed: a file name cannot be derived from the prompt: two
+// generators (two processes) name the same picture differently, and
+// neither name is a plain hash of the picture. One generator keeps naming a
+// picture the same way.
+func TestFileNamesKeyed(t *testing.T) {
+	g1, g2 := New(Options{}), New(Options{})
+	s1, s2 := newServer(t, g1), newServer(t, g2)
+	const body = `{"prompt":"a guessable prompt","size":"256x256"}`
+	u1 := *decodeImages(t, postJSON(t, s1.URL+"/v1/images/generations", body)).Data[0].URL
+	u2 := *decodeImages(t, postJSON(t, s2.URL+"/v1/images/generations", body)).Data[0].URL
+	again := *decodeImages(t, postJSON(t, s1.URL+"/v1/images/generations", body)).Data[0].URL
+	name := func(u string) string { return u[strings.LastIndexByte(u, '/')+1:] }
+	if name(u1) == name(u2) {
+		t.Errorf("two generators name one picture %s: the name derives from the prompt", name(u1))
+	}
+	if again != u1 {
+		t.Errorf("one generator named one picture %s, then %s", u1, again)
+	}
+	// The names of the old scheme, sha256(seed ‖ side) and sha256(seed).
+	p := newPicture(promptSeed("a guessable prompt", nil), 0, 256)
+	var b [36]byte
+	copy(b[:], p.seed[:])
+	binary.BigEndian.PutUint32(b[32:], 256)
+	for _, sum := range [][32]byte{sha256.Sum256(b[:]), sha256.Sum256(p.seed[:]), p.seed} {
+		if guess := hex.EncodeToString(sum[:16]) + ".png"; guess == name(u1) || guess == name(u2) {
+			t.Errorf("the file name %s is an unkeyed hash of the picture", guess)
+		}
+	}
+	// Fetching by a name derived from the prompt finds nothing.
+	if a := do(t, http.MethodGet, s1.URL+"/files/"+hex.EncodeToString(p.seed[:16])+".png", "", nil); a.status != http.StatusNotFound {
+		t.Errorf("a guessed name: %d", a.status)
+	}
+}
+
+// TestFilesRange: one range is served (206); several ranges, in one header
+// or in several, get the whole file (200), never a multipart answer larger
+// than the file.
+func TestFilesRange(t *testing.T) {
+	srv := newServer(t, New(Options{}))
+	u := *decodeImages(t, postJSON(t, srv.URL+"/v1/images/generations", `{"prompt":"ranges","size":"256x256"}`)).Data[0].URL
+	whole := do(t, http.MethodGet, u, "", nil).body
+	get := func(ranges ...string) answer {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, u, nil)
+		for _, r := range ranges {
+			req.Header.Add("Range", r)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return answer{resp.StatusCode, resp.Header, b}
+	}
+	if a := get("bytes=0-9"); a.status != http.StatusPartialContent || !bytes.Equal(a.body, whole[:10]) {
+		t.Errorf("one range: %d, %d bytes", a.status, len(a.body))
+	}
+	if a := get(fmt.Sprintf("bytes=%d-", len(whole)+10)); a.status != http.StatusRequestedRangeNotSatisfiable {
+		t.Errorf("a range past the end: %d", a.status)
+	}
+	// 2,000 one-byte ranges: within the file's size, so net/http would
+	// answer them all, each with its own part headers (about 100 times the
+	// header's size in answer).
+	many := "bytes=" + strings.TrimSuffix(strings.Repeat("0-0,", 2000), ",")
+	for _, ranges := range [][]string{{"bytes=0-0,5-9"}, {many}, {"bytes=0-0", "bytes=5-9"}, {"bytes=0-1, 3-4"}} {
+		a := get(ranges...)
+		if a.status != http.StatusOK || !bytes.Equal(a.body, whole) || a.header.Get("Content-Type") != "image/png" {
+			t.Errorf("Range %.40q: %d %q, %d bytes; want 200 with the whole file (%d bytes)",
+				ranges, a.status, a.header.Get("Content-Type"), len(a.body), len(whole))
+		}
+	}
+}
+
 func TestBaseURL(t *testing.T) {
 	g := New(Options{BaseURL: "https://images.example.com/"})
 	rec := httptest.NewRecorder()
@@ -657,7 +734,7 @@ func TestConcurrentEncode(t *testing.T) {
 	var wg sync.WaitGroup
 	out := make([][]byte, 8)
 	for i := range out {
-		wg.Go(func() { out[i] = g.png(p.name(), p) })
+		wg.Go(func() { out[i] = g.png(p.name(g.fileKey), p) })
 	}
 	wg.Wait()
 	for i := range out {

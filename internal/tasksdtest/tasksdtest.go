@@ -2,11 +2,16 @@
 // tests, and receives its callbacks.
 //
 // Binary builds internal/cmd/tasksd once per test process (skipping the test
-// under -short). Start runs it on a fresh loopback port and waits for the
-// "msg=listening addr=…" log line; the Daemon it returns gives the base URL
-// and the process's output, and ends the process with Stop (SIGTERM, which
-// must exit cleanly) or Kill (SIGKILL). A process still running when the test
-// ends is killed, and when the test failed the tail of its output is logged.
+// under -short), or takes the executable that TASKSDTEST_BINARY names, to
+// run today's tests against another build (for example the one before a
+// fix, to measure what it changed). Start runs it on a fresh loopback port
+// and waits for the "msg=listening addr=…" log line; the Daemon it returns
+// gives the base URL, the process id and the process's output, and ends the
+// process with Stop (SIGTERM, which must exit cleanly) or Kill (SIGKILL). A
+// process still running when the test ends is killed, and when the test
+// failed the tail of its output is logged. StartWithFileLimit runs it with a
+// lower open-file limit, as `ulimit -n` would, and Daemon.Memory reads its
+// resident memory from /proc.
 //
 // Receiver is a loopback callback receiver that checks what the contract
 // promises of every callback: the webhook-id and webhook-timestamp headers,
@@ -27,6 +32,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -49,14 +55,22 @@ var build struct {
 	err  error
 }
 
+// BinaryEnv names an environment variable that, when set, holds the path of
+// a tasksd executable for Binary to return instead of building one.
+const BinaryEnv = "TASKSDTEST_BINARY"
+
 // Binary builds internal/cmd/tasksd once per test process and returns the
 // path of the executable. Under -short it skips the test instead. The
 // binary is built plain (a -race test binary does not make it -race), as an
-// operator would run it.
+// operator would run it. When $TASKSDTEST_BINARY is set, Binary returns it
+// and builds nothing.
 func Binary(tb testing.TB) string {
 	tb.Helper()
 	if testing.Short() {
 		tb.Skip("runs the tasksd binary as a subprocess; skipped in -short")
+	}
+	if p := os.Getenv(BinaryEnv); p != "" {
+		return p
 	}
 	build.once.Do(func() {
 		build.dir, build.err = os.MkdirTemp("", "tasksdtest")
@@ -112,10 +126,32 @@ var listenRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
 // process exits first or does not log its address in 30 s.
 func Start(tb testing.TB, env []string, args ...string) *Daemon {
 	tb.Helper()
+	return start(tb, 0, env, args)
+}
+
+// StartWithFileLimit is Start with the process's open-file limit
+// (RLIMIT_NOFILE, soft and hard) set to nofile, as `ulimit -n nofile` in a
+// shell would: tasksd is run through /bin/sh, which sets the limit and then
+// execs it, so Daemon.PID is tasksd's own process id.
+func StartWithFileLimit(tb testing.TB, nofile int, env []string, args ...string) *Daemon {
+	tb.Helper()
+	if nofile <= 0 {
+		tb.Fatalf("tasksdtest: open-file limit %d", nofile)
+	}
+	return start(tb, nofile, env, args)
+}
+
+func start(tb testing.TB, nofile int, env []string, args []string) *Daemon {
+	tb.Helper()
 	if !hasAddr(args) {
 		args = append([]string{"-addr", "127.0.0.1:0"}, args...)
 	}
-	cmd := exec.Command(Binary(tb), args...)
+	bin := Binary(tb)
+	cmd := exec.Command(bin, args...)
+	if nofile > 0 {
+		sh := append([]string{"-c", `ulimit -n "$1" && shift && exec "$@"`, "tasksd", strconv.Itoa(nofile), bin}, args...)
+		cmd = exec.Command("/bin/sh", sh...)
+	}
 	cmd.Env = append(os.Environ(), env...)
 	d := &Daemon{tb: tb, cmd: cmd, exited: make(chan struct{})}
 	cmd.Stdout = io.MultiWriter(&d.stdout, &d.all)
@@ -185,6 +221,50 @@ func hasAddr(args []string) bool {
 
 // URL returns the base URL of the daemon, as http://127.0.0.1:port.
 func (d *Daemon) URL() string { return d.url }
+
+// PID returns the process id of the daemon.
+func (d *Daemon) PID() int { return d.cmd.Process.Pid }
+
+// Memory is the resident memory of a process, in bytes.
+type Memory struct {
+	RSS  int64 // VmRSS: resident now
+	Peak int64 // VmHWM: the highest RSS since the process started
+}
+
+// Memory reads the daemon's resident memory from /proc/<pid>/status. It
+// fails where there is no /proc (the test may skip then).
+func (d *Daemon) Memory() (Memory, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.PID()))
+	if err != nil {
+		return Memory{}, err
+	}
+	var m Memory
+	var found int
+	for _, line := range strings.Split(string(b), "\n") {
+		name, rest, ok := strings.Cut(line, ":")
+		if !ok || name != "VmRSS" && name != "VmHWM" {
+			continue
+		}
+		f := strings.Fields(rest) // "123456 kB"
+		if len(f) != 2 || f[1] != "kB" {
+			return Memory{}, fmt.Errorf("tasksdtest: unexpected %s line %q", name, line)
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return Memory{}, fmt.Errorf("tasksdtest: unexpected %s line %q", name, line)
+		}
+		if name == "VmRSS" {
+			m.RSS = kb << 10
+		} else {
+			m.Peak = kb << 10
+		}
+		found++
+	}
+	if found != 2 {
+		return Memory{}, fmt.Errorf("tasksdtest: no VmRSS and VmHWM in /proc/%d/status", d.PID())
+	}
+	return m, nil
+}
 
 // Logs returns what the daemon wrote to standard error so far: its log.
 func (d *Daemon) Logs() string { return d.logs.String() }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -112,4 +113,35 @@ func TestReceiverRejectsBadSignature(t *testing.T) {
 	if resp.StatusCode != 400 || hits["t1"] != 1 || requests != 1 || len(problems) != 1 || rcv.Body("t1") != nil {
 		t.Fatalf("bad signature: %d, hits %v, requests %d, problems %q", resp.StatusCode, hits, requests, problems)
 	}
+}
+
+// TestFileLimitAndMemory: StartWithFileLimit runs tasksd itself (not a
+// shell) under the limit, and Memory reads its resident memory.
+func TestFileLimitAndMemory(t *testing.T) {
+	if _, err := os.Stat("/proc/self/limits"); err != nil {
+		t.Skip("no /proc on this system")
+	}
+	d := tasksdtest.StartWithFileLimit(t, 200, nil, "-db", ":memory:")
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", d.PID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := filepath.EvalSymlinks(tasksdtest.Binary(t)); exe != want {
+		t.Errorf("PID %d runs %s, want %s", d.PID(), exe, want)
+	}
+	limits, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", d.PID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^Max open files\s+200\s+200\s`).Match(limits) {
+		t.Errorf("limits of tasksd:\n%s", limits)
+	}
+	m, err := d.Memory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.RSS <= 0 || m.Peak < m.RSS {
+		t.Errorf("Memory = %+v", m)
+	}
+	d.Stop()
 }

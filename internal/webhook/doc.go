@@ -33,8 +33,9 @@
 //   - IPv6: ::/96 (unspecified, loopback ::1 and IPv4-compatible), fc00::/7,
 //     fe80::/10, fec0::/10, ff00::/8, 100::/64, 2001::/32 (Teredo),
 //     2001:10::/28, 64:ff9b:1::/48; IPv4-mapped addresses (::ffff:a.b.c.d),
-//     NAT64 addresses (64:ff9b::/96) and 6to4 addresses (2002::/16) are
-//     judged by the IPv4 address they embed;
+//     IPv4-translated addresses (::ffff:0:a.b.c.d, ::ffff:0:0:0/96), NAT64
+//     addresses (64:ff9b::/96) and 6to4 addresses (2002::/16) are judged by
+//     the IPv4 address they embed;
 //   - the names "localhost" and "*.localhost", refused without resolving.
 //
 // Documentation ranges (192.0.2/24, 198.51.100/24, 203.0.113/24,

@@ -32,7 +32,8 @@ func forbidden(a netip.Addr) bool {
 			b == [4]byte{255, 255, 255, 255}
 	}
 	b := a.As16()
-	if [12]byte(b[:12]) == [12]byte{0, 0x64, 0xff, 0x9b} { // 64:ff9b::/96 embeds an IPv4 address
+	if [12]byte(b[:12]) == [12]byte{0, 0x64, 0xff, 0x9b} || // 64:ff9b::/96 embeds an IPv4 address,
+		[12]byte(b[:12]) == [12]byte{8: 0xff, 9: 0xff} { // and so does ::ffff:0:0:0/96 (IPv4-translated)
 		return forbidden(netip.AddrFrom4([4]byte(b[12:])))
 	}
 	return false
@@ -59,7 +60,7 @@ func FuzzCheckURL(f *testing.F) {
 	for _, s := range []string{
 		"https://example.com/cb", "http://127.0.0.1/", "http://[::ffff:127.0.0.1]/", "http://2130706433/",
 		"http://0x7f000001/", "http://[fe80::1%25eth0]/", "http://localhost./", "http://%EF%BC%91%EF%BC%92%EF%BC%97.%EF%BC%90.%EF%BC%90.%EF%BC%91/",
-		"http://[64:ff9b::a00:1]/", "http://203.0.113.9:8080/", "ftp://x/", "http://:80/",
+		"http://[64:ff9b::a00:1]/", "http://[::ffff:0:127.0.0.1]/", "http://203.0.113.9:8080/", "ftp://x/", "http://:80/",
 	} {
 		f.Add(s)
 	}
@@ -69,7 +70,7 @@ func FuzzCheckURL(f *testing.F) {
 	answer := []netip.Addr{
 		netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("::1"),
 		netip.MustParseAddr("fd00::1"), netip.MustParseAddr("169.254.169.254"), netip.MustParseAddr("::ffff:192.168.0.1"),
-		netip.MustParseAddr("64:ff9b::a00:1"), netip.MustParseAddr("0.0.0.0"),
+		netip.MustParseAddr("64:ff9b::a00:1"), netip.MustParseAddr("0.0.0.0"), netip.MustParseAddr("::ffff:0:a9fe:a9fe"),
 	}
 	webhook.SetLookup(s, func(context.Context, string) ([]netip.Addr, error) { return answer, nil })
 
@@ -119,7 +120,7 @@ func FuzzCheckURL(f *testing.F) {
 // FuzzRefusedReason: any 4- or 16-byte address the guard allows is outside
 // the forbidden ranges.
 func FuzzRefusedReason(f *testing.F) {
-	for _, s := range []string{"127.0.0.1", "::ffff:10.0.0.1", "64:ff9b::a9fe:a9fe", "8.8.8.8", "fe80::1", "2606:4700::1111"} {
+	for _, s := range []string{"127.0.0.1", "::ffff:10.0.0.1", "64:ff9b::a9fe:a9fe", "::ffff:0:127.0.0.1", "8.8.8.8", "fe80::1", "2606:4700::1111"} {
 		f.Add(netip.MustParseAddr(s).AsSlice())
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {

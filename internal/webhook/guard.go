@@ -221,9 +221,15 @@ var (
 	broadcastV4 = netip.AddrFrom4([4]byte{255, 255, 255, 255})
 )
 
+// v4translated holds the IPv4-translated addresses of SIIT (RFC 2765),
+// ::ffff:0:a.b.c.d. Not to be confused with the IPv4-mapped ::ffff:a.b.c.d
+// (::ffff:0:0/96), which netip unmaps.
+var v4translated = netip.MustParsePrefix("::ffff:0:0:0/96")
+
 // refusedReason returns why the guard refuses a, or "" when a may be dialed.
-// IPv4-mapped IPv6 addresses are unmapped first; NAT64 (64:ff9b::/96) and
-// 6to4 (2002::/16) addresses are judged by the IPv4 address they embed.
+// IPv4-mapped IPv6 addresses are unmapped first; IPv4-translated
+// (::ffff:0:0:0/96), NAT64 (64:ff9b::/96) and 6to4 (2002::/16) addresses are
+// judged by the IPv4 address they embed.
 func refusedReason(a netip.Addr) string {
 	a = a.WithZone("").Unmap()
 	switch {
@@ -253,6 +259,11 @@ func refusedReason(a netip.Addr) string {
 		return "Teredo"
 	case orchid.Contains(a):
 		return "ORCHID"
+	case v4translated.Contains(a):
+		b := a.As16()
+		if r := refusedReason4(netip.AddrFrom4([4]byte(b[12:16]))); r != "" {
+			return "IPv4-translated of " + r
+		}
 	case nat64.Contains(a):
 		b := a.As16()
 		if r := refusedReason4(netip.AddrFrom4([4]byte(b[12:16]))); r != "" {

@@ -80,6 +80,8 @@ func TestGuardMatrix(t *testing.T) {
 		"meta.test":    {"169.254.169.254"},
 		"mixed.test":   {"10.0.0.1", "192.168.1.1", "::ffff:127.0.0.1", "fd00::1"},
 		"nat64.test":   {"64:ff9b::a00:1"},
+		"siit.test":    {"::ffff:0:7f00:1"},
+		"siit2.test":   {"::ffff:0:a9fe:a9fe", "::ffff:0:a00:1"},
 	})
 	port := ":" + itoa(livePort)
 	tests := []struct {
@@ -114,6 +116,27 @@ func TestGuardMatrix(t *testing.T) {
 		{"http://[64:ff9b::7f00:1]/", true},
 		{"http://[64:ff9b::a9fe:a9fe]/", true},
 		{"http://[2002:7f00:1::1]/", true},
+		// IPv4-translated (SIIT, ::ffff:0:0:0/96): judged by the IPv4
+		// address they embed, in every spelling.
+		{"http://[::ffff:0:127.0.0.1]" + port + "/", true},
+		{"http://[::ffff:0:7f00:1]" + port + "/", true},
+		{"http://[0:0:0:0:ffff:0:7f00:1]/", true},
+		{"http://[0000:0000:0000:0000:FFFF:0000:7F00:0001]/", true},
+		{"http://[::FFFF:0:127.0.0.1]/", true},
+		{"http://[::ffff:0:127.1.2.3]/", true},
+		{"http://[::ffff:0:0.0.0.0]/", true},
+		{"http://[::ffff:0:0:0]/", true},
+		{"http://[::ffff:0:10.0.0.1]/", true},
+		{"http://[::ffff:0:172.16.0.1]/", true},
+		{"http://[::ffff:0:192.168.0.1]/", true},
+		{"http://[::ffff:0:100.64.0.1]/", true},
+		{"http://[::ffff:0:169.254.169.254]/latest/meta-data/", true},
+		{"http://[::ffff:0:a9fe:a9fe]/", true},
+		{"http://[::ffff:0:224.0.0.1]/", true},
+		{"http://[::ffff:0:255.255.255.255]/", true},
+		{"http://[::ffff:0:127.0.0.1%25eth0]/", true},
+		{"http://siit.test" + port + "/", true},
+		{"http://siit2.test/", true},
 		{"https://127.0.0.1./", true},
 		{"http://rebind.test" + port + "/", true},
 		{"http://rebind6.test/", true},
@@ -206,7 +229,7 @@ func TestGuardRebinding(t *testing.T) {
 // refuses a private address even if it got past resolution.
 func TestGuardControlHook(t *testing.T) {
 	s := mustSender(t, webhook.Options{})
-	for _, a := range []string{"127.0.0.1:80", "[::1]:443", "10.0.0.1:80", "[::ffff:192.168.0.1]:80", "169.254.169.254:80"} {
+	for _, a := range []string{"127.0.0.1:80", "[::1]:443", "10.0.0.1:80", "[::ffff:192.168.0.1]:80", "169.254.169.254:80", "[::ffff:0:127.0.0.1]:80"} {
 		err := webhook.Control(s, "tcp", a)
 		if !errors.Is(err, webhook.ErrNotAllowed) {
 			t.Errorf("Control(%s) = %v, want ErrNotAllowed", a, err)
@@ -315,6 +338,10 @@ func TestCheckURL(t *testing.T) {
 		{"http://127.0.0.1/", false, webhook.ErrNotAllowed},
 		{"http://localhost/", false, webhook.ErrNotAllowed},
 		{"http://[::ffff:127.0.0.1]/", false, webhook.ErrNotAllowed},
+		{"http://[::ffff:0:127.0.0.1]/", false, webhook.ErrNotAllowed},
+		{"http://[::ffff:0:10.0.0.1]/", false, webhook.ErrNotAllowed},
+		{"http://[::ffff:0:8.8.8.8]/", false, nil},
+		{"http://[::ffff:0:127.0.0.1]/", true, nil},
 		{"http://169.254.169.254/", false, webhook.ErrNotAllowed},
 		{"http://2130706433/", true, webhook.ErrInvalidURL},
 		{"http://0x7f000001/", false, webhook.ErrInvalidURL},
@@ -355,11 +382,14 @@ func TestRefusedReason(t *testing.T) {
 		"fc00::1", "fd12:3456::1", "fe80::1", "fe80::1%eth0", "febf::1", "fec0::1", "ff02::1", "ff0e::1",
 		"64:ff9b::7f00:1", "64:ff9b::a00:1", "64:ff9b::a9fe:a9fe", "64:ff9b:1::1", "100::1",
 		"2001::1", "2001:0:4136:e378:8000:63bf:3fff:fdd2", "2001:10::1", "2002:7f00:1::1", "2002:a00:1::",
+		"::ffff:0:127.0.0.1", "::ffff:0:0.0.0.0", "::ffff:0:10.0.0.1", "::ffff:0:169.254.169.254", "::ffff:0:192.168.1.1",
+		"::ffff:0:100.64.0.1", "::ffff:0:240.0.0.1",
 	}
 	allowed := []string{
 		"1.1.1.1", "8.8.8.8", "100.63.255.255", "100.128.0.0", "172.15.255.255", "172.32.0.0", "192.0.2.1",
 		"192.169.0.1", "198.17.255.255", "198.20.0.0", "203.0.113.9", "223.255.255.255",
 		"2606:4700::1111", "2001:4860:4860::8888", "2001:db8::1", "64:ff9b::808:808", "2002:808:808::1", "::ffff:8.8.8.8",
+		"::ffff:0:8.8.8.8", "::ffff:0:203.0.113.9",
 	}
 	for _, s := range refused {
 		if r := webhook.RefusedReason(netip.MustParseAddr(s)); r == "" {

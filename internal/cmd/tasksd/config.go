@@ -35,7 +35,22 @@ type config struct {
 	Grace                 time.Duration
 	CallbackTimeout       time.Duration
 	Lease                 time.Duration
+
+	// Limits of the HTTP server.
+	MaxConns          int
+	IdleTimeout       time.Duration
+	ReadHeaderTimeout time.Duration
+	MaxHeaderBytes    byteSize
+	BodyTimeout       time.Duration
+	BodyMinRate       byteSize // per second
+	BodyBudget        byteSize
 }
+
+// Bounds of -max-header-bytes.
+const (
+	minHeaderBytes = 4 << 10
+	maxHeaderBytes = 1 << 20
+)
 
 // scheduleFlag adapts webhook.Schedule to flag.Value.
 type scheduleFlag struct{ s *webhook.Schedule }
@@ -59,25 +74,9 @@ func (f scheduleFlag) Set(v string) error {
 // parseConfig reads flags from args, falling back to TASKSD_<FLAG> variables
 // from getenv for every flag not given on the command line.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
-	c := config{CallbackSchedule: append(webhook.Schedule(nil), webhook.DefaultSchedule...)}
-	fs := flag.NewFlagSet("tasksd", flag.ContinueOnError)
+	var c config
+	fs := newFlagSet(&c)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "listen address")
-	fs.StringVar(&c.DB, "db", "tasks.db", "SQLite file; \":memory:\" keeps tasks in memory; a postgres:// URL uses PostgreSQL")
-	fs.StringVar(&c.Tokens, "tokens", "", `JSON file {"<token>": {"application_id": "…", "user_id": "…", "credential_id": "…"}, …}; without it a random operator token is printed at start`)
-	fs.StringVar(&c.Upstream, "upstream", "", "base URL of an OpenAI-compatible API (e.g. https://api.openai.com/v1); without it the stand-in generator answers")
-	fs.StringVar(&c.UpstreamKey, "upstream-key", "", "bearer key sent upstream (prefer TASKSD_UPSTREAM_KEY)")
-	fs.StringVar(&c.CallbackSecret, "callback-secret", "", "whsec_… secret: callbacks are signed with Standard Webhooks (prefer TASKSD_CALLBACK_SECRET)")
-	fs.BoolVar(&c.AllowPrivateCallbacks, "allow-private-callbacks", false, "allow callbacks to loopback and private networks")
-	fs.Var(scheduleFlag{&c.CallbackSchedule}, "callback-schedule", "delays before each delivery attempt; its length is the number of attempts")
-	fs.DurationVar(&c.TaskTimeout, "task-timeout", callback.DefaultTaskTimeout, "longest a task may run")
-	fs.IntVar(&c.Workers, "workers", 4*runtime.GOMAXPROCS(0), "tasks running at once")
-	fs.IntVar(&c.Queue, "queue", callback.DefaultQueue, "tasks waiting for a worker; beyond it requests get 429")
-	fs.DurationVar(&c.Retention, "retention", 720*time.Hour, "tasks older than this are pruned; 0 keeps them")
-	fs.DurationVar(&c.StandinDelay, "standin-delay", time.Second, "how long the stand-in generator takes")
-	fs.DurationVar(&c.CallbackTimeout, "callback-timeout", callback.DefaultAttemptTimeout, "longest one callback delivery attempt may take")
-	fs.DurationVar(&c.Lease, "lease", callback.DefaultLease, "how long a claim on a task or a delivery lasts; after a crash, claimed deliveries are retried once it expires (must exceed -callback-timeout)")
-	fs.DurationVar(&c.Grace, "grace", 30*time.Second, "on SIGINT/SIGTERM, how long running tasks may take to finish")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -119,6 +118,18 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, errors.New("-lease must be longer than -callback-timeout")
 	case c.UpstreamKey != "" && c.Upstream == "":
 		return c, errors.New("-upstream-key needs -upstream")
+	case c.MaxConns < 1:
+		return c, errors.New("-max-conns must be at least 1")
+	case c.IdleTimeout <= 0:
+		return c, errors.New("-idle-timeout must be positive")
+	case c.ReadHeaderTimeout <= 0:
+		return c, errors.New("-read-header-timeout must be positive")
+	case c.MaxHeaderBytes < minHeaderBytes || c.MaxHeaderBytes > maxHeaderBytes:
+		return c, errors.New("-max-header-bytes must be between 4KiB and 1MiB")
+	case c.BodyTimeout <= 0:
+		return c, errors.New("-body-timeout must be positive")
+	case c.BodyBudget < 1<<20:
+		return c, errors.New("-body-budget must be at least 1MiB")
 	}
 	return c, nil
 }
@@ -149,4 +160,38 @@ func loadTokens(path string) (map[string]taskstore.Principal, error) {
 		}
 	}
 	return m, nil
+}
+
+// newFlagSet defines every flag of tasksd on c, with its default and its
+// usage line. The README's flag table must say the same (TestREADMEFlags).
+func newFlagSet(c *config) *flag.FlagSet {
+	fs := flag.NewFlagSet("tasksd", flag.ContinueOnError)
+	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "listen address")
+	fs.StringVar(&c.DB, "db", "tasks.db", "SQLite file; \":memory:\" keeps tasks in memory; a postgres:// URL uses PostgreSQL")
+	fs.StringVar(&c.Tokens, "tokens", "", `JSON file {"<token>": {"application_id": "…", "user_id": "…", "credential_id": "…"}, …}; without it a random operator token is printed at start`)
+	fs.StringVar(&c.Upstream, "upstream", "", "base URL of an OpenAI-compatible API (e.g. https://api.openai.com/v1); without it the stand-in generator answers")
+	fs.StringVar(&c.UpstreamKey, "upstream-key", "", "bearer key sent upstream (prefer TASKSD_UPSTREAM_KEY)")
+	fs.StringVar(&c.CallbackSecret, "callback-secret", "", "whsec_… secret: callbacks are signed with Standard Webhooks (prefer TASKSD_CALLBACK_SECRET)")
+	fs.BoolVar(&c.AllowPrivateCallbacks, "allow-private-callbacks", false, "allow callbacks to loopback and private networks")
+	c.CallbackSchedule = append(webhook.Schedule(nil), webhook.DefaultSchedule...)
+	fs.Var(scheduleFlag{&c.CallbackSchedule}, "callback-schedule", "delays before each delivery attempt; its length is the number of attempts")
+	fs.DurationVar(&c.TaskTimeout, "task-timeout", callback.DefaultTaskTimeout, "longest a task may run")
+	fs.IntVar(&c.Workers, "workers", 4*runtime.GOMAXPROCS(0), "tasks running at once")
+	fs.IntVar(&c.Queue, "queue", callback.DefaultQueue, "tasks waiting for a worker; beyond it requests get 429")
+	fs.DurationVar(&c.Retention, "retention", 720*time.Hour, "tasks older than this are pruned; 0 keeps them")
+	fs.DurationVar(&c.StandinDelay, "standin-delay", time.Second, "how long the stand-in generator takes")
+	fs.DurationVar(&c.CallbackTimeout, "callback-timeout", callback.DefaultAttemptTimeout, "longest one callback delivery attempt may take")
+	fs.DurationVar(&c.Lease, "lease", callback.DefaultLease, "how long a claim on a task or a delivery lasts; after a crash, claimed deliveries are retried once it expires (must exceed -callback-timeout)")
+	fs.DurationVar(&c.Grace, "grace", 30*time.Second, "on SIGINT/SIGTERM, how long running tasks may take to finish")
+	fs.IntVar(&c.MaxConns, "max-conns", 1024, "client connections open at once; at the cap the longest-idle keep-alive connection is closed to make room, else new clients wait; lowered at start to fit the open-file limit")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", time.Minute, "a keep-alive connection idle this long is closed")
+	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "longest time a client may take to send a request's line and headers")
+	c.MaxHeaderBytes = 32 << 10
+	fs.Var(&c.MaxHeaderBytes, "max-header-bytes", "largest request line and headers (4KiB to 1MiB); larger ones are answered 431")
+	fs.DurationVar(&c.BodyTimeout, "body-timeout", 20*time.Second, "a request body whose next bytes take longer than this is cut (its connection closed); also the longest wait for room in -body-budget")
+	c.BodyMinRate = 64 << 10
+	fs.Var(&c.BodyMinRate, "body-min-rate", "bytes per second a request body must average: it is cut unless complete within -body-timeout plus its length at this rate; 0 for no minimum")
+	c.BodyBudget = 256 << 20
+	fs.Var(&c.BodyBudget, "body-budget", "bytes of request bodies over 64KiB held at once, from their handler's start to its answer (the declared length counts up front); beyond it a request waits up to -body-timeout, then gets 429")
+	return fs
 }

@@ -384,6 +384,12 @@ func TestConfigRefusesBadValues(t *testing.T) {
 		{[]string{"-callback-timeout", "0s"}, "-callback-timeout"},
 		{[]string{"-lease", "10s", "-callback-timeout", "15s"}, "-lease"},
 		{[]string{"-upstream-key", "k"}, "-upstream-key"},
+		{[]string{"-max-conns", "0"}, "-max-conns"},
+		{[]string{"-idle-timeout", "0s"}, "-idle-timeout"},
+		{[]string{"-read-header-timeout", "0s"}, "-read-header-timeout"},
+		{[]string{"-max-header-bytes", "1KiB"}, "-max-header-bytes"},
+		{[]string{"-max-header-bytes", "2MiB"}, "-max-header-bytes"},
+		{[]string{"-max-header-bytes", "lots"}, "-max-header-bytes"},
 	} {
 		_, err := parseConfig(tc.args, func(string) string { return "" }, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

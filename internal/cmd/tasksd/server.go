@@ -96,21 +96,38 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("starting the callback recorder: %w", err)
 	}
 
-	mux, upstreamDesc, err := newMux(cfg, baseURL, store, auth, rec, log)
+	guard := newBodyGuard(cfg.BodyTimeout, int64(cfg.BodyMinRate), callback.DefaultMaxBodyBytes, int64(cfg.BodyBudget), log)
+	mux, upstreamDesc, err := newMux(cfg, baseURL, store, auth, rec, guard, log)
 	if err != nil {
 		ln.Close()
 		rec.Close(ctx)
 		return err
 	}
+	maxConns, err := fitConns(cfg, log)
+	if err != nil {
+		ln.Close()
+		rec.Close(ctx)
+		return err
+	}
+	lim := newConnLimit(ln, maxConns, func() {
+		log.Warn("connection cap reached: the longest-idle connections are closed, new clients wait", "max_conns", maxConns)
+	})
 	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler:           guard.deadlines(mux),
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    int(cfg.MaxHeaderBytes),
+		ConnState:         lim.track,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- srv.Serve(lim) }()
 
 	log.Info("listening", "addr", ln.Addr().String(), "url", baseURL)
+	log.Info("connections", "max_conns", maxConns, "idle_timeout", cfg.IdleTimeout.String(),
+		"read_header_timeout", cfg.ReadHeaderTimeout.String(), "max_header_bytes", int(cfg.MaxHeaderBytes))
+	log.Info("request bodies", "body_timeout", cfg.BodyTimeout.String(), "body_min_rate", int64(cfg.BodyMinRate),
+		"body_budget", int64(cfg.BodyBudget))
 	log.Info("database", "store", dbDesc)
 	log.Info("upstream", "mode", upstreamDesc)
 	for _, r := range imageRoutes {
@@ -148,6 +165,39 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return nil
 }
 
+// fitConns returns the connection cap: -max-conns, lowered to what the
+// process's open-file limit can hold. Each client connection takes a
+// descriptor, and in proxy mode one more for its upstream request; the store,
+// the callback deliveries and the running tasks need some of their own.
+func fitConns(cfg config, log *slog.Logger) (int, error) {
+	nofile, ok := openFileLimit()
+	if !ok {
+		return cfg.MaxConns, nil
+	}
+	n := connsForFiles(nofile, cfg.Upstream != "", 64+cfg.Workers+callback.DefaultDeliveryWorkers)
+	if n < 1 {
+		return 0, fmt.Errorf("the open-file limit (%d) leaves no room for client connections: raise it (ulimit -n)", nofile)
+	}
+	if n < cfg.MaxConns {
+		log.Warn("-max-conns lowered to fit the open-file limit", "max_conns", n, "open_file_limit", nofile)
+		return n, nil
+	}
+	return cfg.MaxConns, nil
+}
+
+// connsForFiles returns how many client connections an open-file limit of
+// nofile holds, keeping reserve descriptors for everything else.
+func connsForFiles(nofile uint64, proxy bool, reserve int) int {
+	if nofile > 1<<30 {
+		return 1 << 30
+	}
+	n := int(nofile) - reserve
+	if proxy {
+		n /= 2
+	}
+	return n
+}
+
 func onOff(b bool) string {
 	if b {
 		return "on"
@@ -182,7 +232,9 @@ func openStore(ctx context.Context, db string) (s taskstore.Store, soleOwner boo
 }
 
 // newMux builds the routes. It returns a description of the upstream mode.
-func newMux(cfg config, baseURL string, store taskstore.Store, auth handler.Authenticator, rec *callback.Recorder, log *slog.Logger) (*http.ServeMux, string, error) {
+// The routes that read bodies into memory take their share of the body
+// budget, the image routes once the caller is authenticated.
+func newMux(cfg config, baseURL string, store taskstore.Store, auth handler.Authenticator, rec *callback.Recorder, guard *bodyGuard, log *slog.Logger) (*http.ServeMux, string, error) {
 	mux := http.NewServeMux()
 	var upstream func(r route) http.Handler
 	var desc string
@@ -192,7 +244,7 @@ func newMux(cfg config, baseURL string, store taskstore.Store, auth handler.Auth
 			return nil, "", err
 		}
 		upstream = func(r route) http.Handler { return p.Handler(r.upstreamPath) }
-		desc = "proxy to " + cfg.Upstream
+		desc = "proxy to " + proxy.LogURL(cfg.Upstream) // no query string: it may hold a key
 	} else {
 		g := standin.New(standin.Options{Delay: cfg.StandinDelay, BaseURL: baseURL})
 		upstream = func(r route) http.Handler {
@@ -209,10 +261,11 @@ func newMux(cfg config, baseURL string, store taskstore.Store, auth handler.Auth
 		desc = "built-in stand-in generator (delay " + cfg.StandinDelay.String() + ")"
 	}
 	for _, r := range imageRoutes {
-		mux.Handle(r.path, postOnly(handler.Authenticate(auth, rec.Wrap(r.taskType, upstream(r)))))
+		wrapped := rec.Wrap(r.taskType, upstream(r)) // reads JSON and multipart bodies of up to callback.DefaultMaxBodyBytes
+		mux.Handle(r.path, postOnly(handler.Authenticate(auth, guard.limit(callback.DefaultMaxBodyBytes, wrapped))))
 	}
-	mux.Handle("/openai/tasks", handler.New(store, auth, handler.WithTypes(taskTypes...), handler.WithLogger(log),
-		handler.WithRedeliverer(rec)))
+	mux.Handle("/openai/tasks", guard.limit(handler.MaxBodyBytes,
+		handler.New(store, auth, handler.WithTypes(taskTypes...), handler.WithLogger(log), handler.WithRedeliverer(rec))))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
