@@ -13,22 +13,29 @@ import (
 )
 
 // Authenticator maps a request to the caller's principal. The embedding
-// server supplies it: the bearer token is the server's, not this package's.
+// server supplies it: the credential (a bearer token, an API key header, a
+// session cookie, a client certificate) is the server's business, not this
+// package's, and the Authenticator sees the whole request.
 //
-// It is called only when the request has a non-blank Authorization header
-// (a request without one is answered 400 no_token before it runs). Any error
-// answers 401 invalid_token, except an error wrapping ErrAuthUnavailable,
-// which answers 500 api_error and is logged: use it when the authenticator
-// could not decide (its token service is down), so that a caller is not told
-// that a good token is bad.
+// It decides every request that does not already carry a principal in its
+// context (see New and Authenticate), whatever headers it has. An error
+// wrapping ErrNoToken answers 400 no_token (the request carries no
+// credential at all); an error wrapping ErrAuthUnavailable answers 500
+// api_error and is logged (the authenticator could not decide, e.g. its
+// token service is down, so a caller is not told that a good credential is
+// bad); any other error answers 401 invalid_token.
 //
 // An Authenticator must be safe for concurrent use.
 type Authenticator func(r *http.Request) (taskstore.Principal, error)
 
 var (
+	// ErrNoToken, wrapped by an Authenticator's error, means the request
+	// carries no credential: the answer is 400 no_token. Tokens returns it
+	// for a request without a (non-blank) Authorization header.
+	ErrNoToken = errors.New("handler: no token")
 	// ErrInvalidToken is what Tokens returns for a token it does not know.
-	// Any error from an Authenticator (other than ErrAuthUnavailable) has
-	// the same effect: 401 invalid_token.
+	// Any error from an Authenticator (other than ErrNoToken and
+	// ErrAuthUnavailable) has the same effect: 401 invalid_token.
 	ErrInvalidToken = errors.New("handler: invalid token")
 	// ErrAuthUnavailable, wrapped by an Authenticator's error, means the
 	// token could not be checked (a failure, not a verdict): the caller gets
@@ -38,12 +45,16 @@ var (
 
 // InsecureAnyoneIsOperator accepts every request that carries an
 // Authorization header, whatever its value, as the operator: the zero
-// Principal, which sees every task of every tenant.
+// Principal, which sees every task of every tenant. A request without one
+// gets ErrNoToken.
 //
 // It is meant for tests and for servers on a trusted network only. It is
 // named loudly on purpose: New refuses a nil Authenticator so that open
 // access is never an accident.
-var InsecureAnyoneIsOperator Authenticator = func(*http.Request) (taskstore.Principal, error) {
+var InsecureAnyoneIsOperator Authenticator = func(r *http.Request) (taskstore.Principal, error) {
+	if strings.TrimSpace(r.Header.Get("Authorization")) == "" {
+		return taskstore.Principal{}, ErrNoToken
+	}
 	return taskstore.Principal{}, nil
 }
 
@@ -51,6 +62,7 @@ var InsecureAnyoneIsOperator Authenticator = func(*http.Request) (taskstore.Prin
 // mapped to the principal it authenticates (the zero Principal is an
 // operator). It reads "Authorization: Bearer <token>" (the scheme is
 // case-insensitive, spaces around the token are ignored) and answers
+// ErrNoToken when there is no Authorization header (or a blank one), and
 // ErrInvalidToken for any other header or an unknown token.
 //
 // Tokens are compared in constant time: the SHA-256 digest of the presented
@@ -74,7 +86,11 @@ func Tokens(m map[string]taskstore.Principal) Authenticator {
 		entries = append(entries, entry{sha256.Sum256([]byte(tok)), p})
 	}
 	return func(r *http.Request) (taskstore.Principal, error) {
-		tok, ok := bearerToken(r.Header.Get("Authorization"))
+		h := r.Header.Get("Authorization")
+		if strings.TrimSpace(h) == "" {
+			return taskstore.Principal{}, ErrNoToken
+		}
+		tok, ok := bearerToken(h)
 		if !ok {
 			return taskstore.Principal{}, ErrInvalidToken
 		}
@@ -107,11 +123,14 @@ func bearerToken(h string) (string, bool) {
 }
 
 // Authenticate is middleware for the other routes of a server (the image
-// endpoints that callback mode wraps): a request without an Authorization
-// header is answered 400 no_token, one the authenticator rejects 401
-// invalid_token (500 api_error, logged through slog.Default, when the error
-// wraps ErrAuthUnavailable); otherwise the caller's principal is put into the
-// request context with taskstore.NewContext and next serves the request.
+// endpoints that callback mode wraps): a request whose context already
+// holds a principal (taskstore.NewContext, put there by the server's own
+// authentication middleware) goes on as it is; any other request is decided
+// by auth. A rejected one is answered 400 no_token (the error wraps
+// ErrNoToken), 500 api_error, logged through slog.Default (it wraps
+// ErrAuthUnavailable), or 401 invalid_token; otherwise the caller's
+// principal is put into the request context with taskstore.NewContext and
+// next serves the request.
 //
 // Authenticate panics when auth or next is nil.
 func Authenticate(auth Authenticator, next http.Handler) http.Handler {
@@ -122,6 +141,10 @@ func Authenticate(auth Authenticator, next http.Handler) http.Handler {
 		panic("handler.Authenticate: nil next handler")
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := taskstore.FromContext(r.Context()); ok {
+			next.ServeHTTP(w, r)
+			return
+		}
 		p, ok := authenticate(w, r, auth, slog.Default())
 		if !ok {
 			return
@@ -130,17 +153,19 @@ func Authenticate(auth Authenticator, next http.Handler) http.Handler {
 	})
 }
 
-// authenticate runs auth on r, or answers the contract's error and returns
-// false; internal failures go to log.
+// authenticate returns the principal in r's context, or runs auth on r,
+// or answers the contract's error and returns false; internal failures go
+// to log.
 func authenticate(w http.ResponseWriter, r *http.Request, auth Authenticator, log *slog.Logger) (taskstore.Principal, bool) {
-	if strings.TrimSpace(r.Header.Get("Authorization")) == "" {
-		apierr.Write(w, http.StatusBadRequest, apierr.NoToken, "the authorization header is missing")
-		return taskstore.Principal{}, false
+	if p, ok := taskstore.FromContext(r.Context()); ok {
+		return p, true
 	}
 	p, err := auth(r)
 	switch {
 	case err == nil:
 		return p, true
+	case errors.Is(err, ErrNoToken):
+		apierr.Write(w, http.StatusBadRequest, apierr.NoToken, "the authorization header is missing")
 	case errors.Is(err, ErrAuthUnavailable):
 		apierr.Internal(r.Context(), w, log, "handler: authentication failed", err)
 	default:

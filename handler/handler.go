@@ -22,8 +22,12 @@
 // error body ({"error":{"code","message"},"trace_id"}, a fresh UUID each):
 //
 //  1. the method: anything but POST is 405 bad_request with "Allow: POST";
-//  2. authentication: no (or a blank) Authorization header is 400 no_token;
-//     a rejected one 401 invalid_token;
+//  2. authentication: a principal already in the request's context
+//     (taskstore.NewContext, from the server's own middleware) is used as
+//     it is; otherwise the Authenticator decides: an error wrapping
+//     ErrNoToken is 400 no_token (Tokens gives it for a missing or blank
+//     Authorization header), ErrAuthUnavailable 500 api_error, any other
+//     error 401 invalid_token;
 //  3. the Content-Type, when present, must be application/json (parameters
 //     such as charset are allowed), else 400 bad_request;
 //  4. the body must be at most 1 MiB of valid UTF-8 holding exactly one
