@@ -59,8 +59,9 @@ type Recorder struct {
 	closed     bool
 	waiting    int // slots reserved or queued, at most o.Queue
 	running    int
-	active     map[string]struct{} // ids queued or running: their leases are renewed
-	submitting sync.WaitGroup      // reservations not yet enqueued or released
+	active     map[string]struct{}        // ids queued or running: their leases are renewed
+	waiters    map[string][]chan struct{} // Wait calls per task id, woken when it finishes
+	submitting sync.WaitGroup             // reservations not yet enqueued or released
 	jobs       chan *job
 
 	// hardStop is cancelled when Close's context ends: running tasks are

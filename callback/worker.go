@@ -195,6 +195,7 @@ func (r *Recorder) finishTask(j *job, resp []byte, ok bool, code string, dur tim
 // TaskFinished hook and, when the task has a callback, wakes the delivery
 // loop.
 func (r *Recorder) finished(ev TaskEvent, callback bool) {
+	r.wakeWaiters(ev.ID)
 	r.c.tasksFinished.Add(1)
 	if !ev.Success {
 		r.c.tasksFailed.Add(1)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tasksapi/tasks/callback/callbacktest"
 	"github.com/tasksapi/tasks/internal/tasksdtest"
 	"github.com/tasksapi/tasks/sqlitestore"
 	"github.com/tasksapi/tasks/taskstore"
@@ -32,13 +33,13 @@ func TestReceiverOutage(t *testing.T) {
 
 	var down atomic.Bool
 	down.Store(true)
-	r503 := tasksdtest.NewReceiver(t, tasksdtest.ReceiverConfig{Status: func(r *http.Request) int {
+	r503 := tasksdtest.NewReceiver(t, tasksdtest.ReceiverConfig{Status: func(r callbacktest.Delivery) int {
 		if down.Load() {
 			return http.StatusServiceUnavailable
 		}
 		return http.StatusNoContent
 	}})
-	gone := tasksdtest.NewReceiver(t, tasksdtest.ReceiverConfig{Status: func(*http.Request) int { return http.StatusGone }})
+	gone := tasksdtest.NewReceiver(t, tasksdtest.ReceiverConfig{Status: func(callbacktest.Delivery) int { return http.StatusGone }})
 	// The closed receiver: its address is reserved, nothing listens there
 	// until the outage ends (connection refused).
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tasksapi/tasks/callback/callbacktest"
 	"github.com/tasksapi/tasks/internal/tasksdtest"
 )
 
@@ -74,11 +75,11 @@ func TestSecretsNeverLeak(t *testing.T) {
 	var cbMu sync.Mutex
 	tried := map[string]int{}
 	var sigs []string // every callback's headers
-	rcv := tasksdtest.NewReceiver(t, tasksdtest.ReceiverConfig{Status: func(r *http.Request) int {
+	rcv := tasksdtest.NewReceiver(t, tasksdtest.ReceiverConfig{Status: func(d callbacktest.Delivery) int {
 		cbMu.Lock()
 		defer cbMu.Unlock()
-		sigs = append(sigs, fmt.Sprint(r.Header))
-		id := r.Header.Get("webhook-id")
+		sigs = append(sigs, fmt.Sprint(d.Header))
+		id := d.Header.Get("webhook-id")
 		tried[id]++
 		if tried[id] == 1 {
 			return http.StatusInternalServerError // fail first: the retry is logged

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tasksapi/tasks/callback/callbacktest"
 	"github.com/tasksapi/tasks/internal/pgtest"
 	"github.com/tasksapi/tasks/internal/tasksdtest"
 )
@@ -27,7 +28,7 @@ func TestEndToEndRedeliver(t *testing.T) {
 func redeliverStory(t *testing.T, db string) {
 	var gone atomic.Bool
 	gone.Store(true)
-	rcv := tasksdtest.NewReceiver(t, tasksdtest.ReceiverConfig{Secret: secret, Status: func(*http.Request) int {
+	rcv := tasksdtest.NewReceiver(t, tasksdtest.ReceiverConfig{Secret: secret, Status: func(callbacktest.Delivery) int {
 		if gone.Load() {
 			return http.StatusGone
 		}
