@@ -18,8 +18,14 @@ var (
 	// ErrQueueFull: Options.Queue tasks are already waiting for a worker.
 	// Nothing was stored; retry later.
 	ErrQueueFull = errors.New("callback: task queue is full")
-	// ErrClosed: the recorder is closed (or closing) and takes no new tasks.
-	ErrClosed = errors.New("callback: recorder closed")
+	// ErrClosed: the recorder is closed (or closing) and takes no new
+	// tasks, or its store is closed. It wraps taskstore.ErrClosed, so one
+	// test, errors.Is(err, ErrClosed) or errors.Is(err,
+	// taskstore.ErrClosed), catches both: every method that meets a closed
+	// store returns ErrClosed itself.
+	ErrClosed = fmt.Errorf("callback: recorder or store closed: %w", taskstore.ErrClosed)
+	// ErrNotNew: the Recorder is a zero value, not made by New.
+	ErrNotNew = errors.New("callback: Recorder not created with New")
 	// ErrBadCallbackURL: the callback URL is not an absolute http or https
 	// URL of at most MaxCallbackURLLength bytes. The returned error wraps it
 	// with the reason.
@@ -186,6 +192,9 @@ func (r *Recorder) now() time.Time { return r.o.Now() }
 // Close returns ctx's error when tasks had to be interrupted, else nil. It
 // does not close the store. Calling it again is a no-op that returns nil.
 func (r *Recorder) Close(ctx context.Context) error {
+	if r.jobs == nil {
+		return ErrNotNew
+	}
 	var err error
 	r.closeOnce.Do(func() { err = r.close(ctx) })
 	return err
@@ -306,4 +315,13 @@ func (r *Recorder) retryStore(ctx context.Context, f func(ctx context.Context) e
 func isSentinel(err error) bool {
 	return errors.Is(err, taskstore.ErrNotFound) || errors.Is(err, taskstore.ErrConflict) ||
 		errors.Is(err, taskstore.ErrInvalid) || errors.Is(err, taskstore.ErrClosed)
+}
+
+// closedErr turns a store's ErrClosed into the recorder's (which wraps it),
+// so that callers need one test for a shutdown.
+func closedErr(err error) error {
+	if errors.Is(err, taskstore.ErrClosed) && !errors.Is(err, ErrClosed) {
+		return ErrClosed
+	}
+	return err
 }

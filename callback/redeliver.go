@@ -26,12 +26,15 @@ const recoverBatch = 500
 // Redeliver does not check who may see the tasks: the Tasks API's
 // redeliver action does that before it calls it.
 func (r *Recorder) Redeliver(ctx context.Context, ids ...string) ([]string, error) {
+	if r.jobs == nil {
+		return nil, ErrNotNew
+	}
 	if r.isClosed() {
 		return nil, ErrClosed
 	}
 	done, err := r.store.Redeliver(ctx, ids, r.now())
 	if err != nil {
-		return nil, err
+		return nil, closedErr(err)
 	}
 	r.redelivered(done)
 	return done, nil
@@ -44,6 +47,9 @@ func (r *Recorder) Redeliver(ctx context.Context, ids ...string) ([]string, erro
 // ends it stops between batches and returns what it made due so far with
 // ctx's error.
 func (r *Recorder) Recover(ctx context.Context, since time.Time) (int, error) {
+	if r.jobs == nil {
+		return 0, ErrNotNew
+	}
 	if r.isClosed() {
 		return 0, ErrClosed
 	}
@@ -54,7 +60,7 @@ func (r *Recorder) Recover(ctx context.Context, since time.Time) (int, error) {
 		}
 		ids, err := r.store.RedeliverFailed(ctx, since, r.now(), recoverBatch)
 		if err != nil {
-			return total, err
+			return total, closedErr(err)
 		}
 		total += len(ids)
 		r.redelivered(ids)

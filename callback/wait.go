@@ -25,13 +25,16 @@ const waitPoll = 250 * time.Millisecond
 // the same process (a worker of another kind, a test), not for serving
 // clients, which poll the Tasks API.
 func (r *Recorder) Wait(ctx context.Context, id string) (taskstore.Task, error) {
+	if r.store == nil {
+		return taskstore.Task{}, ErrNotNew
+	}
 	for {
 		done := r.waitFor(id)
 		t, err := r.store.Get(ctx, id)
 		switch {
 		case err != nil:
 			r.stopWaiting(id, done)
-			return taskstore.Task{}, err
+			return taskstore.Task{}, closedErr(err)
 		case t.Finished():
 			r.stopWaiting(id, done)
 			return t, nil

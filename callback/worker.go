@@ -24,6 +24,9 @@ type job struct {
 // reserve takes a queue slot for a task about to be stored. On success the
 // caller must call enqueue or release.
 func (r *Recorder) reserve() error {
+	if r.jobs == nil {
+		return ErrNotNew
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch {
@@ -63,7 +66,7 @@ func (r *Recorder) createTask(ctx context.Context, t taskstore.Task) (string, er
 	cancel()
 	if err != nil {
 		r.release()
-		return "", err
+		return "", closedErr(err)
 	}
 	return t.ID, nil
 }

@@ -55,6 +55,9 @@ func (r *Recorder) Wrap(taskType string, h http.Handler) http.Handler {
 	if h == nil {
 		panic("callback: Wrap: nil handler")
 	}
+	if r.jobs == nil {
+		panic("callback: Wrap: " + ErrNotNew.Error())
+	}
 	return &wrapped{r: r, typ: taskType, h: h}
 }
 
@@ -313,7 +316,7 @@ func (r *Recorder) Submit(ctx context.Context, s Submission, run func(ctx contex
 		Callback: taskstore.Callback{URL: s.CallbackURL},
 	})
 	switch {
-	case errors.Is(err, ErrClosed), errors.Is(err, ErrQueueFull):
+	case errors.Is(err, ErrClosed), errors.Is(err, ErrQueueFull), errors.Is(err, ErrNotNew):
 		return "", err
 	case err != nil:
 		return "", fmt.Errorf("callback: storing task: %w", err)

@@ -29,8 +29,8 @@ func (s *Store) Find(ctx context.Context, f taskstore.Filter) ([]taskstore.Task,
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
-		return nil, 0, taskstore.ErrClosed
+	if s.closed || s.byID == nil {
+		return nil, 0, s.unusable()
 	}
 	minMs, maxMs, empty := f.CreatedRange()
 	set := statesOf(f.Status, f.CallbackStatus)

@@ -76,6 +76,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -138,8 +139,8 @@ func (s *Store) Create(ctx context.Context, t taskstore.Task) error {
 	ok := t.Finished() && taskstore.Succeeded(t.Response)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return taskstore.ErrClosed
+	if s.closed || s.byID == nil {
+		return s.unusable()
 	}
 	if _, ok := s.byID[t.ID]; ok {
 		return fmt.Errorf("%w: task %q already exists", taskstore.ErrConflict, t.ID)
@@ -347,8 +348,8 @@ func (s *Store) tasks(slots []uint32) []taskstore.Task {
 func (s *Store) update(id string, fn func(slot uint32, r *rec) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return taskstore.ErrClosed
+	if s.closed || s.byID == nil {
+		return s.unusable()
 	}
 	slot, err := s.lookup(id)
 	if err != nil {
@@ -364,8 +365,8 @@ func (s *Store) Get(ctx context.Context, id string) (taskstore.Task, error) {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
-		return taskstore.Task{}, taskstore.ErrClosed
+	if s.closed || s.byID == nil {
+		return taskstore.Task{}, s.unusable()
 	}
 	slot, err := s.lookup(id)
 	if err != nil {
@@ -450,8 +451,8 @@ func (s *Store) Prune(ctx context.Context, before time.Time, limit int) (int, er
 	cut := taskstore.CeilMillis(before)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return 0, taskstore.ErrClosed
+	if s.closed || s.byID == nil {
+		return 0, s.unusable()
 	}
 	victims := make([]uint32, 0, min(limit, s.all.n))
 	s.all.each(func(slot uint32) bool {
@@ -476,8 +477,8 @@ func (s *Store) RenewLeases(ctx context.Context, ids []string, until time.Time) 
 	ms := taskstore.ToMillis(until)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return taskstore.ErrClosed
+	if s.closed || s.byID == nil {
+		return s.unusable()
 	}
 	for _, id := range ids {
 		slot, ok := s.byID[id]
@@ -508,8 +509,8 @@ func (s *Store) Abandoned(ctx context.Context, before time.Time, limit int) ([]t
 	cut := taskstore.CeilMillis(before)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
-		return nil, taskstore.ErrClosed
+	if s.closed || s.byID == nil {
+		return nil, s.unusable()
 	}
 	var slots []uint32
 	s.leases.each(func(slot uint32) bool {
@@ -539,8 +540,8 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, lease time.D
 	until := taskstore.ToMillis(now.Add(lease))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return nil, taskstore.ErrClosed
+	if s.closed || s.byID == nil {
+		return nil, s.unusable()
 	}
 	var slots []uint32
 	s.due.each(func(slot uint32) bool {
@@ -610,8 +611,8 @@ func (s *Store) Redeliver(ctx context.Context, ids []string, at time.Time) ([]st
 	ms := taskstore.MillisOrNow(at)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return nil, taskstore.ErrClosed
+	if s.closed || s.byID == nil {
+		return nil, s.unusable()
 	}
 	out := make([]string, 0, len(ids))
 	var seen map[uint32]bool
@@ -648,8 +649,8 @@ func (s *Store) RedeliverFailed(ctx context.Context, since, at time.Time, limit 
 	from, ms := taskstore.CeilMillis(since), taskstore.MillisOrNow(at)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return nil, taskstore.ErrClosed
+	if s.closed || s.byID == nil {
+		return nil, s.unusable()
 	}
 	var slots []uint32
 	ci, j := s.failed.search(&s.recs, byFinished, func(k int64, _ uint32) bool { return k >= from })
@@ -699,9 +700,24 @@ func (s *Store) Close() error {
 	if s.closed {
 		return nil
 	}
+	if s.byID == nil {
+		return errNotNew
+	}
 	s.closed = true
 	s.recs = slab{}
 	s.byID, s.byTrace, s.trace1, s.byApp, s.byUser, s.byType, s.byPair = nil, nil, nil, nil, nil, nil, nil
 	s.all, s.leases, s.due, s.failed = index{}, index{}, index{}, index{}
 	return nil
+}
+
+// errNotNew is what a Store not made by New answers.
+var errNotNew = errors.New("memstore: Store not created with New")
+
+// unusable is the error of a call on a closed Store or on a zero Store;
+// s.mu is held.
+func (s *Store) unusable() error {
+	if s.closed {
+		return taskstore.ErrClosed
+	}
+	return errNotNew
 }

@@ -126,6 +126,9 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 // waits for the store's goroutines. It is idempotent; the other methods
 // return taskstore.ErrClosed afterwards.
 func (s *Store) Close() error {
+	if s.db == nil {
+		return errNotOpen
+	}
 	if !s.closed.CompareAndSwap(false, true) {
 		return nil
 	}
@@ -268,8 +271,11 @@ func (s *Store) enter(ctx context.Context) error {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed.Load() {
+	switch {
+	case s.closed.Load():
 		return taskstore.ErrClosed
+	case s.db == nil:
+		return errNotOpen
 	}
 	s.inflight.Add(1)
 	return nil
@@ -700,3 +706,6 @@ func storableOnly(vs []string) []string {
 	}
 	return vs
 }
+
+// errNotOpen is what a Store not made by Open answers.
+var errNotOpen = errors.New("pgstore: Store not created with Open")

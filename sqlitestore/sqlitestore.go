@@ -384,12 +384,18 @@ func (s *Store) enter(ctx context.Context, op string) error {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
+	switch {
+	case s.closed:
 		return fmt.Errorf("sqlitestore: %s: %w", op, taskstore.ErrClosed)
+	case s.w == nil:
+		return errNotOpen
 	}
 	s.inflight.Add(1)
 	return nil
 }
+
+// errNotOpen is what a Store not made by Open answers.
+var errNotOpen = errors.New("sqlitestore: Store not created with Open")
 
 func (s *Store) leave() { s.inflight.Done() }
 
@@ -397,6 +403,9 @@ func (s *Store) leave() { s.inflight.Done() }
 // database. It is idempotent; other methods return taskstore.ErrClosed
 // afterwards.
 func (s *Store) Close() error {
+	if s.w == nil {
+		return errNotOpen
+	}
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closed = true

@@ -1284,3 +1284,24 @@ func testConcurrent(t *testing.T, s taskstore.Store) {
 		t.Fatalf("pending deliveries = %d, want %d", len(rest), workers*((each+1)/2))
 	}
 }
+
+// RunZero checks that zero, a store that was not made by its constructor
+// (the zero value of its type), answers every method, Close included, with
+// an error instead of a panic.
+func RunZero(t *testing.T, zero taskstore.Store) {
+	t.Helper()
+	calls := everyMethod(zero)
+	calls["Close"] = func(context.Context) error { return zero.Close() }
+	for name, call := range calls {
+		func() {
+			defer func() {
+				if v := recover(); v != nil {
+					t.Errorf("%s on a zero store panicked: %v", name, v)
+				}
+			}()
+			if err := call(ctx); err == nil {
+				t.Errorf("%s on a zero store succeeded", name)
+			}
+		}()
+	}
+}

@@ -1,0 +1,11 @@
+package sqlitestore_test
+
+import (
+	"testing"
+
+	"github.com/tasksapi/tasks/sqlitestore"
+	"github.com/tasksapi/tasks/taskstore/storetest"
+)
+
+// A Store not made by Open answers errors, not panics.
+func TestZeroStore(t *testing.T) { storetest.RunZero(t, &sqlitestore.Store{}) }
