@@ -1,4 +1,4 @@
-// Package handler serves the Tasks API (CONTRACT.md §2–§4) as an
+// Package handler serves the Tasks API (the README's "Walkthrough with curl" and "Limits") as an
 // http.Handler that mounts at any path of any net/http server or router:
 //
 //	mux.Handle("/openai/tasks", handler.New(store, auth,

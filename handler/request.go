@@ -17,7 +17,7 @@ import (
 )
 
 // Limits of a request. MaxBodyBytes, DefaultLimit, MaxLimit and
-// MaxListLength are the contract's (CONTRACT.md §2 and §4); MaxOffset and
+// MaxListLength are the wire contract's (see the README's "Limits"); MaxOffset and
 // MaxSeconds are this package's own bounds.
 const (
 	// MaxBodyBytes is the largest request body accepted (1 MiB).

@@ -15,7 +15,7 @@ import (
 	"github.com/google/uuid"
 )
 
-// Error codes of the contract (CONTRACT.md §4).
+// Error codes of the wire contract: the "code" of an error body.
 const (
 	BadRequest      = "bad_request"
 	NoToken         = "no_token"
