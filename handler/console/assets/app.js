@@ -71,7 +71,10 @@
     if (h < 48) return h + 'h ' + (m % 60) + 'm';
     return Math.floor(h / 24) + 'd ' + (h % 24) + 'h';
   }
-  const fmtAge = (now, sec) => fmtDur(Math.max(0, now - sec)) + ' ago';
+  function fmtAge(now, sec) {
+    const d = Math.max(0, now - sec);
+    return d < 1 ? 'just now' : (d < 60 ? Math.floor(d) + ' s ago' : fmtDur(d) + ' ago');
+  }
   const num = (n) => Number(n || 0).toLocaleString('en-US');
   function localInputToSeconds(v) {
     if (!v) return '';
@@ -121,6 +124,9 @@
     const s = await api('api/summary');
     renderCounts($('task-counts'), s.tasks, ['pending', 'running', 'succeeded', 'failed']);
     renderCounts($('callback-counts'), s.callbacks, ['waiting', 'pending', 'delivered', 'failed']);
+    const withCallback = ['waiting', 'pending', 'delivered', 'failed'].reduce((n, k) => n + (s.callbacks[k] || 0), 0);
+    $('task-total').textContent = num(s.total) + ' task' + (s.total === 1 ? '' : 's') + ' stored';
+    $('callback-total').textContent = num(withCallback) + ' with a callback URL';
     $('updated').textContent = 'Updated ' + new Date().toLocaleTimeString();
   }
 
@@ -339,6 +345,7 @@
         const r = await api('api/redeliver', { ids: [id] });
         notice(r.count > 0 ? 'Redeliver: the callback of ' + id + ' is due again and being delivered.' : 'Redeliver: nothing to redeliver for ' + id + '.', r.count === 0);
         await loadDetail(id);
+        await loadSummary();
       } finally {
         $('redeliver').disabled = false;
       }
