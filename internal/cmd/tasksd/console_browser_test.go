@@ -51,6 +51,9 @@ func browser(t *testing.T) context.Context {
 	t.Helper()
 	tasksdtest.Binary(t) // skips in -short, like the other end-to-end tests
 	path := chromiumPath()
+	if path == "" && os.Getenv("CI") != "" {
+		t.Fatal("Chromium not found, and CI must run the browser tests: .ci/run installs Debian's chromium")
+	}
 	if path == "" {
 		t.Skip("Chromium not found (apt-get install chromium, or set TASKS_CHROMIUM); .ci/run installs it")
 	}
