@@ -4,13 +4,13 @@
 // which call the public taskstore.Store and callback.Recorder API the same
 // way an embedder would.
 //
-// Mount it under a path of its own, with that prefix stripped:
+// Mount it under a path of its own:
 //
-//	mux.Handle("/console/", http.StripPrefix("/console", console.New(store, auth,
-//		console.WithRecorder(rec))))
+//	mux.Handle("/console/", console.New(store, auth, console.WithRecorder(rec)))
 //
-// (the page uses relative URLs, so any prefix works, as long as the page
-// itself is reached with its trailing slash).
+// The page uses relative URLs, so any prefix works, as long as the page
+// itself is reached with its trailing slash; the console routes on the end
+// of the path, so http.StripPrefix in front changes nothing.
 //
 // # Access
 //
@@ -185,22 +185,44 @@ const CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 's
 	"object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; " +
 	"require-trusted-types-for 'script'; trusted-types 'none'"
 
-// ServeHTTP serves the page, its files and the API.
+// securityHeaders are set on every answer. The slices are shared and never
+// changed (http.Header.Add would append to a copy: their capacity is their
+// length).
+var securityHeaders = [...]struct {
+	key string
+	val []string
+}{
+	{"Content-Security-Policy", []string{CSP}},
+	{"X-Frame-Options", []string{"DENY"}},
+	{"X-Content-Type-Options", []string{"nosniff"}},
+	{"Referrer-Policy", []string{"no-referrer"}},
+	{"Cross-Origin-Opener-Policy", []string{"same-origin"}},
+	{"Cross-Origin-Resource-Policy", []string{"same-origin"}},
+}
+
+var (
+	noStore  = []string{"no-store"}
+	jsonType = []string{"application/json"}
+)
+
+// ServeHTTP serves the page, its files and the API. It routes on the end
+// of the path (its last element, and whether the one before is "api"), so
+// it answers the same at any mount point, with or without http.StripPrefix
+// in front.
 func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
-	h.Set("Content-Security-Policy", CSP)
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
-	h.Set("Cross-Origin-Opener-Policy", "same-origin")
-	h.Set("Cross-Origin-Resource-Policy", "same-origin")
+	for _, sh := range securityHeaders {
+		h[sh.key] = sh.val
+	}
 
-	path := strings.TrimPrefix(r.URL.Path, "/")
-	if api, ok := strings.CutPrefix(path, "api/"); ok {
-		h.Set("Cache-Control", "no-store")
-		c.serveAPI(w, r, api)
+	path := r.URL.Path
+	i := strings.LastIndexByte(path, '/')
+	if i >= len("/api") && path[i-len("/api"):i] == "/api" {
+		h["Cache-Control"] = noStore
+		c.serveAPI(w, r, path[i+1:])
 		return
 	}
+	path = path[i+1:]
 	if path == "" {
 		path = "index.html"
 	}
@@ -289,8 +311,8 @@ func (c *Console) serveAPI(w http.ResponseWriter, r *http.Request, name string) 
 		return
 	}
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(out)))
+	h["Content-Type"] = jsonType
+	h["Content-Length"] = []string{strconv.Itoa(len(out))}
 	w.WriteHeader(http.StatusOK)
 	w.Write(out)
 }

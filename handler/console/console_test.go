@@ -413,3 +413,30 @@ func TestStoreFailure(t *testing.T) {
 		}
 	}
 }
+
+// The console answers the same at any mount point, StripPrefix or not.
+func TestMountPoints(t *testing.T) {
+	store := memstore.New()
+	defer store.Close()
+	mux := http.NewServeMux()
+	mux.Handle("/ops/console/", console.New(store, auth))
+	mux.Handle("/api/console/", console.New(store, auth)) // a prefix holding "api"
+	mux.Handle("/", http.StripPrefix("/x", console.New(store, auth)))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	for _, base := range []string{"/ops/console/", "/api/console/", "/x/"} {
+		for _, c := range []struct{ path, want string }{{"", "<!doctype html>"}, {"app.js", "'use strict'"}, {"api/summary", `{"tasks":`}} {
+			req, _ := http.NewRequest("GET", srv.URL+base+c.path, nil)
+			req.Header.Set("Authorization", "Bearer "+opToken)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || !strings.Contains(string(b), c.want) {
+				t.Errorf("%s%s: %d %.60s", base, c.path, resp.StatusCode, b)
+			}
+		}
+	}
+}

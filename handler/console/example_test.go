@@ -27,7 +27,7 @@ func ExampleNew() {
 	})
 
 	mux := http.NewServeMux()
-	mux.Handle("/console/", http.StripPrefix("/console", console.New(store, auth)))
+	mux.Handle("/console/", console.New(store, auth))
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 

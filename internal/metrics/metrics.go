@@ -23,10 +23,12 @@
 // plus the Go runtime and process collectors (go_*, process_*).
 //
 // The two store gauges are read at most once per Options.CacheFor (default
-// 5 s), whatever the number of scrapes: the pending count is one Find total
-// with Limit 0 (the stores answer it from counters); the age is that of the
-// oldest-created task whose callback is pending, since it finished (one
-// Find at the last offset of that list). The outbox is ordered by due time,
+// 5 s), whatever the number of scrapes, and a read that took longer than a
+// twentieth of that is reused for twenty times its duration: the pending
+// count is one Find total with Limit 0 (the stores answer it from
+// counters); the age is that of the oldest-created task whose callback is
+// pending, since it finished (one Find at the last offset of that list,
+// whose cost grows with the pending callbacks: SQLite sorts them). The outbox is ordered by due time,
 // not by finish time, and no store index is ordered by finish time, so the
 // creation order stands in for it: the task reported finished at most a
 // task timeout later than the one created first, and any pending callback
@@ -299,7 +301,8 @@ type storeCollector struct {
 	age     *prometheus.Desc
 
 	mu      sync.Mutex
-	read    time.Time // when the values were read; zero: never
+	read    time.Time     // when the values were read; zero: never
+	reuse   time.Duration // how long they are reused: CacheFor, or longer after a slow read
 	ok      bool
 	nPend   int
 	ageSecs float64
@@ -324,8 +327,12 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.o.Now()
-	if c.read.IsZero() || now.Sub(c.read) >= c.o.CacheFor {
+	if c.read.IsZero() || now.Sub(c.read) >= c.reuse {
+		began := time.Now()
 		c.refresh(now)
+		// A slow read (many pending callbacks) is reused for longer, so that
+		// reading never takes more than a twentieth of the time.
+		c.reuse = max(c.o.CacheFor, 20*time.Since(began))
 	}
 	if !c.ok {
 		return // the store failed: no value rather than a wrong one
@@ -335,18 +342,18 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // refresh reads the pending count and the oldest pending age: one Find
-// total, and one Find of the last task of the list when there is one.
+// total with Limit 0 (the stores' counters), and, when some are pending, one
+// Find of the last task of the list (its cost grows with the number of
+// pending callbacks: the stores sort them by creation).
 func (c *storeCollector) refresh(now time.Time) {
 	c.read = now
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	page, n, err := c.o.Store.Find(ctx, taskstore.Filter{CallbackStatus: taskstore.CallbackPending, Limit: 1})
-	if err == nil && n > 1 {
-		var last []taskstore.Task
-		last, _, err = c.o.Store.Find(ctx, taskstore.Filter{CallbackStatus: taskstore.CallbackPending, Offset: n - 1, Limit: 1})
-		if len(last) == 1 { // else delivered meanwhile: the newest one stands in
-			page = last
-		}
+	var page []taskstore.Task
+	_, n, err := c.o.Store.Find(ctx, taskstore.Filter{CallbackStatus: taskstore.CallbackPending})
+	for off := n - 1; err == nil && off >= 0 && len(page) == 0; off = min(off-1, n-1) {
+		// Empty when some were delivered meanwhile: look again nearer.
+		page, n, err = c.o.Store.Find(ctx, taskstore.Filter{CallbackStatus: taskstore.CallbackPending, Offset: off, Limit: 1})
 	}
 	if err != nil {
 		c.ok = false

@@ -42,7 +42,7 @@ func get(client *http.Client, urls []string, conc int) load {
 func consoleHandler(s taskstore.Store) http.Handler {
 	auth := handler.Tokens(map[string]taskstore.Principal{"bench-token": {}})
 	mux := http.NewServeMux()
-	mux.Handle("/console/", http.StripPrefix("/console", console.New(s, auth, console.WithLogger(discard))))
+	mux.Handle("/console/", console.New(s, auth, console.WithLogger(discard)))
 	return mux
 }
 

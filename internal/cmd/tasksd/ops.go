@@ -70,7 +70,7 @@ func (o *ops) principals(tokens map[string]tokenEntry) map[string]taskstore.Prin
 // mount adds the console, /metrics (operators only) and /readyz to mux.
 func (o *ops) mount(mux *http.ServeMux, auth handler.Authenticator, rec *callback.Recorder) {
 	o.metrics.WatchRecorder(rec.Stats)
-	con := http.StripPrefix("/console", console.New(o.store, auth, console.WithRecorder(rec), console.WithLogger(o.log)))
+	con := console.New(o.store, auth, console.WithRecorder(rec), console.WithLogger(o.log))
 	mux.Handle("/console/", con)
 	mux.Handle("/console/api/", con) // its own route: metrics label and rate limits
 	mux.Handle("GET /metrics", operatorOnly(auth, o.metrics.Handler()))
