@@ -17,8 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/page"
+	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
 	"github.com/tasksapi/tasks/internal/tasksdtest"
@@ -226,6 +229,39 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 	}()
 
+	// Script errors and CSP violations (logged as errors by the browser):
+	// none is expected. Refused requests (the wrong tokens) are logged as
+	// network errors, which are expected.
+	var problemsMu sync.Mutex
+	var pageProblems []string
+	if _, err := chromedp.Call(ctx, cdplog.Enable, cdp.Empty{}); err != nil {
+		t.Fatal(err)
+	}
+	logs := chromedp.Events(ctx, cdplog.EntryAdded)
+	go func() {
+		for ev, err := range logs {
+			if err != nil {
+				return
+			}
+			if ev.Entry.Level == cdplog.EntryLevelError && ev.Entry.Source != cdplog.EntrySourceNetwork {
+				problemsMu.Lock()
+				pageProblems = append(pageProblems, string(ev.Entry.Source)+": "+ev.Entry.Text)
+				problemsMu.Unlock()
+			}
+		}
+	}()
+	exceptions := chromedp.Events(ctx, cdpruntime.ExceptionThrown)
+	go func() {
+		for ev, err := range exceptions {
+			if err != nil {
+				return
+			}
+			problemsMu.Lock()
+			pageProblems = append(pageProblems, "exception: "+ev.ExceptionDetails.Text)
+			problemsMu.Unlock()
+		}
+	}()
+
 	// A wrong token, and a tenant's, are refused.
 	act(t, ctx, chromedp.Navigate(d.URL()+"/console/"), chromedp.WaitVisible(chromedp.ID("token")))
 	for _, bad := range []string{"not-a-token", tokenA} {
@@ -359,6 +395,11 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Error("the token outlives sign-out")
 	}
 
+	problemsMu.Lock()
+	for _, p := range pageProblems {
+		t.Errorf("page error: %s", p)
+	}
+	problemsMu.Unlock()
 	reqMu.Lock()
 	defer reqMu.Unlock()
 	if len(requests) < 10 {
