@@ -249,8 +249,15 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // is known to be an operator.
 type endpoint struct {
 	method string
-	serve  func(c *Console, w http.ResponseWriter, r *http.Request) ([]byte, error)
+	// serve appends the answer to out.
+	serve func(c *Console, r *http.Request, out []byte) ([]byte, error)
 }
+
+// bufPool holds the buffers answers are built in.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+// maxPooledBuf is the largest buffer returned to the pool.
+const maxPooledBuf = 256 << 10
 
 var endpoints = map[string]endpoint{
 	"summary":   {http.MethodGet, (*Console).summary},
@@ -297,7 +304,16 @@ func (c *Console) serveAPI(w http.ResponseWriter, r *http.Request, name string) 
 		apierr.Write(w, http.StatusBadRequest, apierr.BadRequest, "the Content-Type must be application/json")
 		return
 	}
-	out, err := ep.serve(c, w, r)
+	bp := bufPool.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= maxPooledBuf {
+			bufPool.Put(bp)
+		}
+	}()
+	out, err := ep.serve(c, r, (*bp)[:0])
+	if cap(out) > 0 {
+		*bp = out[:0] // keep the grown buffer
+	}
 	if err != nil {
 		var bad badRequest
 		switch {
@@ -324,9 +340,9 @@ func jsonContentType(ct string) bool {
 
 // summary answers the counts of tasks by status and of callbacks by status:
 // eight Find totals with Limit 0, plus the total of all tasks.
-func (c *Console) summary(_ http.ResponseWriter, r *http.Request) ([]byte, error) {
+func (c *Console) summary(r *http.Request, out []byte) ([]byte, error) {
 	ctx := r.Context()
-	out := []byte(`{"tasks":{`)
+	out = append(out, `{"tasks":{`...)
 	for i, st := range taskstore.Statuses {
 		_, n, err := c.store.Find(ctx, taskstore.Filter{Status: st})
 		if err != nil {
@@ -433,7 +449,7 @@ func ListFilter(q map[string][]string) (taskstore.Filter, error) {
 
 // tasks answers one page of tasks: {"items":[…],"count":N,"offset":…,"limit":…}.
 // An item is the summary the list shows (no request or response).
-func (c *Console) tasks(_ http.ResponseWriter, r *http.Request) ([]byte, error) {
+func (c *Console) tasks(r *http.Request, out []byte) ([]byte, error) {
 	f, err := ListFilter(r.URL.Query())
 	if err != nil {
 		return nil, err
@@ -442,7 +458,6 @@ func (c *Console) tasks(_ http.ResponseWriter, r *http.Request) ([]byte, error) 
 	if err != nil {
 		return nil, err
 	}
-	out := make([]byte, 0, 256+200*len(page))
 	out = append(out, `{"items":[`...)
 	for i := range page {
 		if i > 0 {
@@ -501,22 +516,22 @@ func appendItem(out []byte, t *taskstore.Task) []byte {
 }
 
 // task answers one task's wire record, or {} when no task has the id.
-func (c *Console) task(_ http.ResponseWriter, r *http.Request) ([]byte, error) {
+func (c *Console) task(r *http.Request, out []byte) ([]byte, error) {
 	id := strings.TrimSpace(r.URL.Query().Get("id"))
 	if id == "" {
 		return nil, badRequest("id is required")
 	}
 	if taskstore.TooLong(id) {
-		return []byte(`{}`), nil
+		return append(out, `{}`...), nil
 	}
 	t, err := c.store.Get(r.Context(), id)
 	if errors.Is(err, taskstore.ErrNotFound) {
-		return []byte(`{}`), nil
+		return append(out, `{}`...), nil
 	}
 	if err != nil {
-		return nil, err
+		return out, err
 	}
-	return t.AppendJSON(nil), nil
+	return t.AppendJSON(out), nil
 }
 
 // chart answers the tasks finished over the last ChartMinutes minutes, per
@@ -524,7 +539,7 @@ func (c *Console) task(_ http.ResponseWriter, r *http.Request) ([]byte, error) {
 // start being the first bucket's Unix seconds and the last bucket the
 // current minute. Each count is one Find total (Limit 0) with a creation
 // window and a status; they run a few at a time.
-func (c *Console) chart(_ http.ResponseWriter, r *http.Request) ([]byte, error) {
+func (c *Console) chart(r *http.Request, out []byte) ([]byte, error) {
 	end := c.now().Truncate(time.Minute).Add(time.Minute) // exclusive end of the current minute
 	start := end.Add(-ChartMinutes * time.Minute)
 	outcomes := [...]taskstore.Status{taskstore.StatusSucceeded, taskstore.StatusFailed}
@@ -576,7 +591,7 @@ feed:
 	if err := r.Context().Err(); err != nil {
 		return nil, err
 	}
-	out := []byte(`{"start":`)
+	out = append(out, `{"start":`...)
 	out = strconv.AppendInt(out, start.Unix(), 10)
 	out = append(out, `,"step":60`...)
 	for o, name := range outcomes {
@@ -616,7 +631,7 @@ func readJSON(r *http.Request, v any) error {
 
 // redeliver makes the callbacks of the given tasks due again:
 // {"ids":[…]} answers {"redelivered":[…],"count":N}.
-func (c *Console) redeliver(_ http.ResponseWriter, r *http.Request) ([]byte, error) {
+func (c *Console) redeliver(r *http.Request, out []byte) ([]byte, error) {
 	var req struct {
 		IDs []string `json:"ids"`
 	}
@@ -638,7 +653,7 @@ func (c *Console) redeliver(_ http.ResponseWriter, r *http.Request) ([]byte, err
 	if err != nil {
 		return nil, err
 	}
-	out := []byte(`{"redelivered":[`)
+	out = append(out, `{"redelivered":[`...)
 	for i, id := range done {
 		if i > 0 {
 			out = append(out, ',')
@@ -652,7 +667,7 @@ func (c *Console) redeliver(_ http.ResponseWriter, r *http.Request) ([]byte, err
 
 // recoverFailed makes due again the failed callbacks of the tasks finished
 // since a time: {"since":<Unix seconds>} answers {"count":N}.
-func (c *Console) recoverFailed(_ http.ResponseWriter, r *http.Request) ([]byte, error) {
+func (c *Console) recoverFailed(r *http.Request, out []byte) ([]byte, error) {
 	var req struct {
 		Since *float64 `json:"since"`
 	}
@@ -673,7 +688,7 @@ func (c *Console) recoverFailed(_ http.ResponseWriter, r *http.Request) ([]byte,
 	if err != nil {
 		return nil, err
 	}
-	out := []byte(`{"count":`)
+	out = append(out, `{"count":`...)
 	out = strconv.AppendInt(out, int64(n), 10)
 	return append(out, '}'), nil
 }
