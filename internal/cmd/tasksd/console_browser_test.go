@@ -24,6 +24,7 @@ import (
 	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	"github.com/tasksapi/tasks/callback/callbacktest"
 	"github.com/tasksapi/tasks/internal/tasksdtest"
 )
 
@@ -161,8 +162,8 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	var gone atomic.Bool
 	gone.Store(true)
-	rcv := tasksdtest.NewReceiver(t, tasksdtest.ReceiverConfig{Secret: secret, Status: func(r *http.Request) int {
-		if strings.HasSuffix(r.URL.Path, "/flaky") && gone.Load() {
+	rcv := tasksdtest.NewReceiver(t, tasksdtest.ReceiverConfig{Secret: secret, Status: func(r callbacktest.Delivery) int {
+		if strings.HasSuffix(r.Path, "/flaky") && gone.Load() {
 			return http.StatusGone
 		}
 		return http.StatusNoContent

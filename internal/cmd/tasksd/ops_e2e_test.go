@@ -13,12 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tasksapi/tasks/callback/callbacktest"
 	"github.com/tasksapi/tasks/internal/tasksdtest"
 	"github.com/tasksapi/tasks/memstore"
 )
 
 // get sends a GET with an optional bearer token.
-func get(t *testing.T, url, token string) (int, http.Header, string) {
+func getAs(t *testing.T, url, token string) (int, http.Header, string) {
 	t.Helper()
 	req, _ := http.NewRequest("GET", url, nil)
 	if token != "" {
@@ -37,8 +38,8 @@ func get(t *testing.T, url, token string) (int, http.Header, string) {
 // -metrics-addr; the names and labels the README lists; never an id, user
 // id, URL or token the test created.
 func TestEndToEndMetrics(t *testing.T) {
-	rcv := tasksdtest.NewReceiver(t, tasksdtest.ReceiverConfig{Secret: secret, Status: func(r *http.Request) int {
-		if strings.HasSuffix(r.URL.Path, "/gone") {
+	rcv := tasksdtest.NewReceiver(t, tasksdtest.ReceiverConfig{Secret: secret, Status: func(r callbacktest.Delivery) int {
+		if strings.HasSuffix(r.Path, "/gone") {
 			return http.StatusGone
 		}
 		return http.StatusNoContent
@@ -73,7 +74,7 @@ func TestEndToEndMetrics(t *testing.T) {
 		token  string
 		status int
 	}{{"", 400}, {"nope", 401}, {tokenA, 401}, {tokenOp, 200}} {
-		if status, _, body := get(t, d.URL()+"/metrics", c.token); status != c.status {
+		if status, _, body := getAs(t, d.URL()+"/metrics", c.token); status != c.status {
 			t.Errorf("/metrics with %q: %d %.200s", c.token, status, body)
 		}
 	}
@@ -82,7 +83,7 @@ func TestEndToEndMetrics(t *testing.T) {
 	deadline := time.Now().Add(waitLong)
 	for {
 		var status int
-		status, _, text = get(t, metricsURL, "")
+		status, _, text = getAs(t, metricsURL, "")
 		if status != 200 {
 			t.Fatalf("-metrics-addr: %d", status)
 		}
@@ -116,7 +117,7 @@ func TestEndToEndMetrics(t *testing.T) {
 			t.Errorf("exposition lacks %s", family)
 		}
 	}
-	_, _, viaOp := get(t, d.URL()+"/metrics", tokenOp)
+	_, _, viaOp := getAs(t, d.URL()+"/metrics", tokenOp)
 	for _, secretText := range append(created, "metrics-trace", "user-a", "app-a", "cred-a", rcv.URL, "127.0.0.1",
 		tokenA, tokenB, tokenOp, secret, "/cb", "/gone") {
 		if strings.Contains(text, secretText) || strings.Contains(viaOp, secretText) {
@@ -174,7 +175,7 @@ func TestEndToEndRateLimits(t *testing.T) {
 		t.Fatalf("tok-flag over its burst: %d", status)
 	}
 	// The console API and /metrics count too.
-	if status, h, _ := get(t, d.URL()+"/console/api/summary", "tok-flag"); status != 429 || h.Get("Retry-After") == "" {
+	if status, h, _ := getAs(t, d.URL()+"/console/api/summary", "tok-flag"); status != 429 || h.Get("Retry-After") == "" {
 		t.Fatalf("console over the limit: %d", status)
 	}
 	// tok-free (rate 0 in the file) is not limited, and neither is anyone
@@ -186,7 +187,7 @@ func TestEndToEndRateLimits(t *testing.T) {
 	}
 	// Public routes are never limited.
 	for range 5 {
-		if status, _, _ := get(t, d.URL()+"/healthz", "tok-slow"); status != 200 {
+		if status, _, _ := getAs(t, d.URL()+"/healthz", "tok-slow"); status != 200 {
 			t.Fatalf("healthz limited: %d", status)
 		}
 	}
@@ -197,14 +198,14 @@ func TestEndToEndRateLimits(t *testing.T) {
 // server still answers), and /healthz stays 200 meanwhile.
 func TestEndToEndReadyzOnSIGTERM(t *testing.T) {
 	d := start(t, nil, "-db", ":memory:", "-shutdown-delay", "3s")
-	if status, _, body := get(t, d.URL()+"/readyz", ""); status != 200 || body != `{"status":"ready"}` {
+	if status, _, body := getAs(t, d.URL()+"/readyz", ""); status != 200 || body != `{"status":"ready"}` {
 		t.Fatalf("readyz: %d %s", status, body)
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { d.Stop() })
 	deadline := time.Now().Add(waitLong)
 	for {
-		status, _, body := get(t, d.URL()+"/readyz", "")
+		status, _, body := getAs(t, d.URL()+"/readyz", "")
 		if status == 503 {
 			if body != `{"status":"shutting down"}` {
 				t.Errorf("readyz while shutting down: %s", body)
@@ -216,7 +217,7 @@ func TestEndToEndReadyzOnSIGTERM(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if status, _, _ := get(t, d.URL()+"/healthz", ""); status != 200 {
+	if status, _, _ := getAs(t, d.URL()+"/healthz", ""); status != 200 {
 		t.Errorf("healthz while shutting down: %d", status)
 	}
 	wg.Wait()
