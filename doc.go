@@ -30,7 +30,9 @@
 //     server process.
 //   - pgstore: a Store on PostgreSQL, for several replicas sharing one database.
 //   - handler: the Tasks API as an http.Handler, plus bearer-token
-//     authentication middleware.
+//     authentication middleware. handler/console is an operator's web
+//     console (tasks and callbacks by status, a task's detail, Redeliver)
+//     to mount next to it.
 //   - callback: the recorder — middleware that turns callback-mode requests
 //     into stored tasks, runs the wrapped image handler, records the response
 //     and delivers the callback.

@@ -91,7 +91,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	svg := fs.String("svg", "", "write an SVG chart of retrieve and retrieve_batch latency against stored tasks to this file")
 	runPat := fs.String("run", "", "measure only the steps whose names match this regular expression "+
 		"(sqlitestore create, sqlitestore get, sqlitestore find, memstore, concurrent create, HTTP, "+
-		"callback submit, callback delivery, RSS, disk, chart)")
+		"callback submit, callback delivery, RSS, disk, chart, console)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (both sides of every comparison) to this file")
 	dir := fs.String("dir", filepath.Join(os.TempDir(), "tasksbench-datasets"), "directory keeping the datasets between runs")
 	if err := fs.Parse(args); err != nil {

@@ -45,6 +45,7 @@ func TestRun(t *testing.T) {
 		"HTTP retrieve_batch by user at 3k", "HTTP retrieve_batch by application holding all 3k, with count",
 		"callback submit (Wrap)", "callback delivery", "memstore memory", "sqlitestore process RSS", "sqlitestore disk",
 		"recorder alone: callback submit (Wrap) over memstore", "recorder alone: callback delivery (Recorder over memstore)",
+		"console list page at 3k (limit 25, with count)", "console list of failed callbacks at 3k (limit 25, with count)",
 	} {
 		if !strings.Contains(table, want) {
 			t.Errorf("the table has no row %q:\n%s", want, table)
@@ -64,8 +65,8 @@ func TestRun(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("JSON output: %v\n%s", err, out.Bytes())
 	}
-	if len(rep.Results) != 16 {
-		t.Errorf("%d results, want 16", len(rep.Results))
+	if len(rep.Results) != 18 {
+		t.Errorf("%d results, want 18", len(rep.Results))
 	}
 	for _, r := range rep.Results {
 		if !(r.Ours > 0) || !(r.Reference > 0) || !(r.Ratio > 0) || r.Target == "" || r.RefName == "" {

@@ -164,6 +164,7 @@ func measureAll(ctx context.Context, cfg config) (*Report, error) {
 		{"RSS", b.rss},
 		{"disk", b.disk},
 		{"chart", b.chart},
+		{"console", b.consoleScenarios},
 	}
 	var results []Result
 	for _, s := range steps {
@@ -184,7 +185,7 @@ func measureAll(ctx context.Context, cfg config) (*Report, error) {
 		"HTTP retrieve_batch by user", "HTTP retrieve_batch by application",
 		"callback submit (Wrap)", "callback delivery", "memstore memory",
 		"sqlitestore process RSS", "sqlitestore disk", "recorder alone",
-		"HTTP retrieve_batch of failed callbacks",
+		"HTTP retrieve_batch of failed callbacks", "console list",
 	}
 	for _, prefix := range order {
 		for _, r := range results {

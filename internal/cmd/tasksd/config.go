@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime"
 	"strings"
@@ -44,6 +45,12 @@ type config struct {
 	BodyTimeout       time.Duration
 	BodyMinRate       byteSize // per second
 	BodyBudget        byteSize
+
+	// Operations.
+	Rate          float64
+	Burst         int
+	MetricsAddr   string
+	ShutdownDelay time.Duration
 }
 
 // Bounds of -max-header-bytes.
@@ -130,18 +137,33 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, errors.New("-body-timeout must be positive")
 	case c.BodyBudget < 1<<20:
 		return c, errors.New("-body-budget must be at least 1MiB")
+	case c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0):
+		return c, errors.New("-rate must be a number of requests per second, 0 or more")
+	case c.Burst < 0:
+		return c, errors.New("-burst must not be negative")
+	case c.ShutdownDelay < 0:
+		return c, errors.New("-shutdown-delay must not be negative")
 	}
 	return c, nil
 }
 
-// loadTokens reads a tokens file: a JSON object from bearer token to principal.
+// tokenEntry is one token of a tokens file: the principal it
+// authenticates and, optionally, its own request rate and burst.
+type tokenEntry struct {
+	taskstore.Principal
+	Rate  *float64 `json:"rate,omitempty"`
+	Burst *int     `json:"burst,omitempty"`
+}
+
+// loadTokens reads a tokens file: a JSON object from bearer token to
+// principal, each entry optionally with "rate" and "burst".
 // Errors never quote the file's content (it holds secrets).
-func loadTokens(path string) (map[string]taskstore.Principal, error) {
+func loadTokens(path string) (map[string]tokenEntry, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading tokens file: %w", err)
 	}
-	var m map[string]taskstore.Principal
+	var m map[string]tokenEntry
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	err = dec.Decode(&m)
@@ -149,14 +171,17 @@ func loadTokens(path string) (map[string]taskstore.Principal, error) {
 		err = errors.New("data after the object") // a second object or garbage: refuse, do not ignore
 	}
 	if err != nil {
-		return nil, fmt.Errorf("tokens file %s is not a JSON object of token → {application_id, user_id, credential_id}", path)
+		return nil, fmt.Errorf("tokens file %s is not a JSON object of token → {application_id, user_id, credential_id, rate, burst}", path)
 	}
 	if len(m) == 0 {
 		return nil, fmt.Errorf("tokens file %s defines no token", path)
 	}
-	for tok := range m {
+	for tok, e := range m {
 		if strings.TrimSpace(tok) == "" || strings.ContainsAny(tok, " \t\r\n") {
 			return nil, fmt.Errorf("tokens file %s: a token is empty or contains white space", path)
+		}
+		if (e.Rate != nil && (*e.Rate < 0 || math.IsNaN(*e.Rate) || math.IsInf(*e.Rate, 0))) || (e.Burst != nil && *e.Burst < 0) {
+			return nil, fmt.Errorf("tokens file %s: a token's rate or burst is negative", path)
 		}
 	}
 	return m, nil
@@ -193,5 +218,9 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.Var(&c.BodyMinRate, "body-min-rate", "bytes per second a request body must average: it is cut unless complete within -body-timeout plus its length at this rate; 0 for no minimum")
 	c.BodyBudget = 256 << 20
 	fs.Var(&c.BodyBudget, "body-budget", "bytes of request bodies over 64KiB held at once, from their handler's start to its answer (the declared length counts up front); beyond it a request waits up to -body-timeout, then gets 429")
+	fs.Float64Var(&c.Rate, "rate", 0, `requests per second per token on authenticated routes; 0 = no limit (a tokens file entry's "rate" overrides it)`)
+	fs.IntVar(&c.Burst, "burst", 0, `requests a token may make at once; 0 = -rate rounded up, at least 1 (a tokens file entry's "burst" overrides it)`)
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "also serve /metrics on this address without a token, for a scraper on a private port (e.g. 127.0.0.1:9090)")
+	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "on SIGINT/SIGTERM, how long /readyz answers 503 while requests are still served, before shutting down")
 	return fs
 }

@@ -59,6 +59,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}()
 
+	op := newOps(cfg, store, log) // metrics, rate limits, console, /readyz
+	defer op.metrics.Close()
+
 	var auth handler.Authenticator
 	var generated string
 	if cfg.Tokens != "" {
@@ -66,10 +69,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		auth = handler.Tokens(tokens)
+		auth = handler.Tokens(op.principals(tokens))
 	} else {
 		generated = randomToken()
-		auth = handler.Tokens(map[string]taskstore.Principal{generated: {}})
+		auth = handler.Tokens(op.principals(map[string]tokenEntry{generated: {}}))
 	}
 
 	ln, err := net.Listen("tcp", cfg.Addr)
@@ -90,6 +93,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		AttemptTimeout:       cfg.CallbackTimeout,
 		Lease:                cfg.Lease,
 		Logger:               log,
+		Hooks:                op.metrics.Hooks(),
 	})
 	if err != nil {
 		ln.Close()
@@ -112,8 +116,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	lim := newConnLimit(ln, maxConns, func() {
 		log.Warn("connection cap reached: the longest-idle connections are closed, new clients wait", "max_conns", maxConns)
 	})
+	op.mount(mux, auth, rec)
 	srv := &http.Server{
-		Handler:           guard.deadlines(mux),
+		Handler:           guard.deadlines(op.wrap(mux)),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    int(cfg.MaxHeaderBytes),
@@ -122,6 +127,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lim) }()
+	stopMetrics, err := op.serveMetrics()
+	if err != nil {
+		srv.Close()
+		rec.Close(context.Background())
+		return err
+	}
+	defer stopMetrics(context.Background())
 
 	log.Info("listening", "addr", ln.Addr().String(), "url", baseURL)
 	log.Info("connections", "max_conns", maxConns, "idle_timeout", cfg.IdleTimeout.String(),
@@ -135,6 +147,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("route", "method", "POST", "path", "/openai/tasks", "api", "tasks")
 	log.Info("route", "method", "GET", "path", "/healthz")
+	log.Info("route", "method", "GET", "path", "/readyz")
+	log.Info("route", "method", "GET", "path", "/metrics", "token", "operator")
+	log.Info("route", "method", "GET", "path", "/console/", "token", "operator")
+	log.Info("rate limits", "rate", cfg.Rate, "burst", cfg.Burst)
 	log.Info("callbacks", "signing", onOff(cfg.CallbackSecret != ""), "private_networks", onOff(cfg.AllowPrivateCallbacks),
 		"attempts", len(cfg.CallbackSchedule))
 	if cfg.Tokens != "" {
@@ -152,6 +168,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		rec.Close(context.Background())
 		return fmt.Errorf("serving: %w", err)
 	}
+	op.drain() // /readyz answers 503 from now on
 	log.Info("shutting down", "grace", cfg.Grace.String())
 	grace, cancel := context.WithTimeout(context.Background(), cfg.Grace)
 	defer cancel()
