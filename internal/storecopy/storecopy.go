@@ -63,6 +63,10 @@ type Options struct {
 	// Progress, when set, is called after each batch with the counts so
 	// far, on the goroutine that called Copy or Verify.
 	Progress func(Progress)
+	// DryRun makes Copy write nothing: it reads and compares as it would
+	// and counts as Copied the tasks it would write (none can be found
+	// unstorable, as only a write tells).
+	DryRun bool
 }
 
 func (o Options) batch() int {
@@ -155,9 +159,18 @@ func Copy(ctx context.Context, src, dst taskstore.Store, o Options) (Result, err
 	var res Result
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Into an empty destination, batches are written without looking
+	// their ids up first: none can be there but by another writer, whose
+	// task makes the batch's Import fail with ErrConflict, and the batch
+	// is then written one task at a time, each checked.
+	_, held, err := dst.Find(ctx, taskstore.Filter{})
+	if err != nil {
+		return res, fmt.Errorf("reading the destination: %w", err)
+	}
+	empty := held == 0
 	batches, readErr := walk(ctx, src, o.batch())
 	for recs := range batches {
-		if err := copyBatch(ctx, dst, recs, o.maxListed(), &res); err != nil {
+		if err := copyBatch(ctx, dst, recs, o, empty, &res); err != nil {
 			cancel()
 			for range batches { // let the reader end
 			}
@@ -179,7 +192,7 @@ func Copy(ctx context.Context, src, dst taskstore.Store, o Options) (Result, err
 // which readErr then holds (nil at the end). One batch waits in the channel
 // while the caller works on the one before.
 func walk(ctx context.Context, s taskstore.Store, n int) (<-chan []taskstore.Record, <-chan error) {
-	out := make(chan []taskstore.Record, 1)
+	out := make(chan []taskstore.Record)
 	readErr := make(chan error, 1)
 	go func() {
 		defer close(out)
@@ -210,28 +223,36 @@ func walk(ctx context.Context, s taskstore.Store, n int) (<-chan []taskstore.Rec
 
 // copyBatch writes the records the destination does not hold, and checks
 // those it holds.
-func copyBatch(ctx context.Context, dst taskstore.Store, recs []taskstore.Record, maxListed int, res *Result) error {
+func copyBatch(ctx context.Context, dst taskstore.Store, recs []taskstore.Record, o Options, empty bool, res *Result) error {
+	maxListed := o.maxListed()
 	want := make([]taskstore.Task, len(recs))
 	ids := make([]string, len(recs))
 	for i, r := range recs {
 		want[i] = Expected(r)
 		ids[i] = r.ID
 	}
-	held, _, err := dst.Find(ctx, taskstore.Filter{IDs: ids, Limit: len(ids)})
-	if err != nil {
-		return fmt.Errorf("reading the destination: %w", err)
-	}
-	byID := make(map[string]taskstore.Task, len(held))
-	for _, t := range held {
-		byID[t.ID] = t
-	}
-	fresh := want[:0:0]
-	for _, t := range want {
-		if h, ok := byID[t.ID]; ok {
-			res.check(maxListed, t, h)
-			continue
+	fresh := want
+	if !empty {
+		held, _, err := dst.Find(ctx, taskstore.Filter{IDs: ids, Limit: len(ids)})
+		if err != nil {
+			return fmt.Errorf("reading the destination: %w", err)
 		}
-		fresh = append(fresh, t)
+		byID := make(map[string]taskstore.Task, len(held))
+		for _, t := range held {
+			byID[t.ID] = t
+		}
+		fresh = want[:0:0]
+		for _, t := range want {
+			if h, ok := byID[t.ID]; ok {
+				res.check(maxListed, t, h)
+				continue
+			}
+			fresh = append(fresh, t)
+		}
+	}
+	if o.DryRun {
+		res.Copied += len(fresh)
+		return nil
 	}
 	if len(fresh) == 0 {
 		return nil

@@ -359,3 +359,19 @@ func TestAppendRecord(t *testing.T) {
 		t.Error("Diff of a task and its clone")
 	}
 }
+
+// A dry run finds the conflicts and writes nothing.
+func TestDryRun(t *testing.T) {
+	src, dst := kinds[0].open(t), kinds[0].open(t)
+	fill(t, src, 30)
+	clash := taskstore.Task{ID: "task-004-a", Type: "images_generations", Request: json.RawMessage(`{"other":true}`), CreatedAt: base}
+	must(t, dst.Create(ctx, clash))
+	res, err := storecopy.Copy(ctx, src, dst, storecopy.Options{DryRun: true, Batch: 4})
+	must(t, err)
+	if res.Conflicts.N != 1 || res.Copied != 29 || res.Read != 30 {
+		t.Fatalf("dry run = %+v", res)
+	}
+	if _, total, _ := dst.Find(ctx, taskstore.Filter{}); total != 1 {
+		t.Fatalf("a dry run wrote: %d tasks in the destination", total)
+	}
+}
