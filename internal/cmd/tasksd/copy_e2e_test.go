@@ -257,11 +257,11 @@ func TestCopyEndToEnd(t *testing.T) {
 	}
 }
 
-// A copy killed with SIGKILL in the middle, run again, ends with an exact
-// copy.
+// A copy killed with SIGKILL in the middle, or stopped with Ctrl-C
+// (SIGINT), run again, ends with an exact copy.
 func TestCopyKilled(t *testing.T) {
 	tasksdtest.Binary(t)
-	from, to := sqliteKind.fresh(t), sqliteKind.fresh(t)
+	from := sqliteKind.fresh(t)
 	src := sqliteKind.open(t, from).(*sqlitestore.Store)
 	const n = 40_000
 	batch := make([]taskstore.Task, 0, 1000)
@@ -276,33 +276,45 @@ func TestCopyKilled(t *testing.T) {
 	}
 	must(t, src.Close())
 
-	cmd := exec.Command(tasksdtest.Binary(t), "copy", "-from", from, "-to", to, "-batch", "200")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	must(t, cmd.Start())
-	killed := false
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if copied := countTasks(t, to); copied >= 2000 {
-			must(t, cmd.Process.Kill())
-			killed = true
-			break
-		}
-	}
-	cmd.Wait()
-	if !killed {
-		t.Fatalf("the copy did not get far enough to be killed:\n%s", out.String())
-	}
-	partial := countTasks(t, to)
-	if partial <= 0 || partial >= n {
-		t.Fatalf("%d tasks copied before the kill; want some, not all", partial)
-	}
-	stdout, stderr, code := tasksdCmd(t, "copy", "-from", from, "-to", to)
-	if code != 0 || !strings.Contains(stdout, "verified") ||
-		!strings.Contains(stdout, fmt.Sprintf("copied %d tasks, skipped %d", n-partial, partial)) {
-		t.Fatalf("the copy after the kill (%d copied before) exited %d:\n%s\n%s", partial, code, stdout, stderr)
-	}
-	if countTasks(t, to) != n {
-		t.Fatal("the destination does not hold every task")
+	for _, sig := range []os.Signal{os.Kill, os.Interrupt} {
+		t.Run(sig.String(), func(t *testing.T) {
+			to := sqliteKind.fresh(t)
+			cmd := exec.Command(tasksdtest.Binary(t), "copy", "-from", from, "-to", to, "-batch", "200")
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			must(t, cmd.Start())
+			signalled := false
+			for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				if copied := countTasks(t, to); copied >= 2000 {
+					must(t, cmd.Process.Signal(sig))
+					signalled = true
+					break
+				}
+			}
+			err := cmd.Wait()
+			if !signalled {
+				t.Fatalf("the copy did not get far enough to be stopped:\n%s", out.String())
+			}
+			if sig == os.Interrupt {
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) || ee.ExitCode() != 1 ||
+					!strings.Contains(out.String(), "tasksd: copy: interrupted during the copy after copying") {
+					t.Fatalf("after Ctrl-C: %v\n%s", err, out.String())
+				}
+			}
+			partial := countTasks(t, to)
+			if partial <= 0 || partial >= n {
+				t.Fatalf("%d tasks copied before the signal; want some, not all", partial)
+			}
+			stdout, stderr, code := tasksdCmd(t, "copy", "-from", from, "-to", to)
+			if code != 0 || !strings.Contains(stdout, "verified") ||
+				!strings.Contains(stdout, fmt.Sprintf("copied %d tasks, skipped %d", n-partial, partial)) {
+				t.Fatalf("the copy after the signal (%d copied before) exited %d:\n%s\n%s", partial, code, stdout, stderr)
+			}
+			if countTasks(t, to) != n {
+				t.Fatal("the destination does not hold every task")
+			}
+		})
 	}
 }
 
