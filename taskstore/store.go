@@ -129,7 +129,7 @@ type Store interface {
 	// record returned (Record.Cursor) to the next call. Each call costs
 	// O(log n + limit): it seeks the position in an index on (CreatedAt,
 	// ID) and reads forward, with no OFFSET and no count, so a walk of n
-	// tasks costs O(n log n) however large the store. A walk is not a
+	// tasks costs n reads and one seek per call. A walk is not a
 	// snapshot: each call reads the store as it is then. A task created
 	// during a walk is returned if its position is after the walk's
 	// position at the time; a task changed after the walk has passed it
@@ -137,7 +137,8 @@ type Store interface {
 	//
 	// Each Record carries the task as Get returns it and whether its
 	// callback delivery is claimed (Record.Claimed), which no Task field
-	// shows. Walk changes nothing.
+	// shows. Walk changes nothing. A store may refuse with ErrInvalid a
+	// cursor whose ID no task of it can have (pgstore: a NUL character).
 	Walk(ctx context.Context, after Cursor, limit int) ([]Record, error)
 
 	// Close releases the store's resources and waits for its background
