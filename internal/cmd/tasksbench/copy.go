@@ -33,16 +33,24 @@ import (
 // copyBatch is the batch of the copy command (storecopy.DefaultBatch).
 const copyBatch = storecopy.DefaultBatch
 
-// runCopy is what `tasksd copy` does once its stores are open.
+// pgCopyBatch is tasksd copy's batch into PostgreSQL.
+const pgCopyBatch = 5000
+
+// runCopy is what `tasksd copy` does once its stores are open, with its
+// batch for the destination.
 func runCopy(ctx context.Context, src, dst taskstore.Store) error {
-	res, err := storecopy.Copy(ctx, src, dst, storecopy.Options{Batch: copyBatch})
+	batch := copyBatch
+	if _, ok := dst.(*pgstore.Store); ok {
+		batch = pgCopyBatch
+	}
+	res, err := storecopy.Copy(ctx, src, dst, storecopy.Options{Batch: batch})
 	if err != nil {
 		return err
 	}
 	if !res.OK() {
 		return fmt.Errorf("copy: %+v", res)
 	}
-	v, err := storecopy.Verify(ctx, src, dst, storecopy.Options{Batch: copyBatch})
+	v, err := storecopy.Verify(ctx, src, dst, storecopy.Options{Batch: batch})
 	if err != nil {
 		return err
 	}
@@ -85,27 +93,24 @@ func (b *bench) timeRounds(ctx context.Context, ours, ref func(ctx context.Conte
 	return pair{oursNs: medianOf(o), refNs: medianOf(r)}, nil
 }
 
-func (b *bench) copyScenarios(ctx context.Context) ([]Result, error) {
-	var out []Result
-	r, err := b.copyToSQLite(ctx)
+func one(r Result, err error) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	out = append(out, r)
+	return []Result{r}, nil
+}
+
+func (b *bench) copySQLiteStep(ctx context.Context) ([]Result, error) {
+	return one(b.copyToSQLite(ctx))
+}
+func (b *bench) copyRSSStep(ctx context.Context) ([]Result, error) { return one(b.copyRSS(ctx)) }
+
+func (b *bench) copyPostgresStep(ctx context.Context) ([]Result, error) {
 	if b.cfg.PG == "" {
 		status(b.cfg, "no PostgreSQL (-pg or TASKS_PG_URL): the copy into PostgreSQL is not measured")
-	} else {
-		r, err := b.copyToPostgres(ctx)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
+		return nil, nil
 	}
-	r, err = b.copyRSS(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return append(out, r), nil
+	return one(b.copyToPostgres(ctx))
 }
 
 // removeDB removes a SQLite database and its side files.
@@ -246,7 +251,7 @@ func (b *bench) copyToPostgres(ctx context.Context) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	return throughput(fmt.Sprintf("tasksd copy SQLite → PostgreSQL, %s tasks (with its verification)", count(b.cfg.Rows)),
+	return throughput(fmt.Sprintf("tasksd copy SQLite → PostgreSQL, %s tasks (with its verification, batches of %d)", count(b.cfg.Rows), pgCopyBatch),
 		"pgx CopyFrom of the same rows into a new pgstore schema, 10,000 rows a COPY, CopyFrom calls alone", p, 0.5), nil
 }
 

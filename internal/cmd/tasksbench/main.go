@@ -92,7 +92,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	svg := fs.String("svg", "", "write an SVG chart of retrieve and retrieve_batch latency against stored tasks to this file")
 	runPat := fs.String("run", "", "measure only the steps whose names match this regular expression "+
 		"(sqlitestore create, sqlitestore get, sqlitestore find, memstore, concurrent create, HTTP, "+
-		"callback submit, callback delivery, RSS, disk, chart, console, copy)")
+		"callback submit, callback delivery, RSS, disk, chart, console, copy into SQLite, copy into PostgreSQL, copy RSS)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (both sides of every comparison) to this file")
 	pg := fs.String("pg", os.Getenv("TASKS_PG_URL"), "PostgreSQL URL for the copy into PostgreSQL (a schema is created and dropped per round); default $TASKS_PG_URL, none: that row is skipped")
 	dir := fs.String("dir", filepath.Join(os.TempDir(), "tasksbench-datasets"), "directory keeping the datasets between runs")

@@ -165,7 +165,9 @@ func measureAll(ctx context.Context, cfg config) (*Report, error) {
 		{"disk", b.disk},
 		{"chart", b.chart},
 		{"console", b.consoleScenarios},
-		{"copy", b.copyScenarios},
+		{"copy into SQLite", b.copySQLiteStep},
+		{"copy into PostgreSQL", b.copyPostgresStep},
+		{"copy RSS", b.copyRSSStep},
 	}
 	var results []Result
 	for _, s := range steps {

@@ -61,6 +61,13 @@ then lists those tasks and the command fails.
 
 `
 
+// pgBatch is the default batch into PostgreSQL: each batch is one COPY,
+// whose statement-level triggers update the counters once, so larger
+// batches cost the server less (a million tasks: 28 s of copying with
+// batches of 5,000, 44 s with 2,000, one run each on two shared cores).
+// Into SQLite, larger batches cost memory and gain little.
+const pgBatch = 5000
+
 // copyConfig is what the copy flags set.
 type copyConfig struct {
 	From, To string
@@ -79,7 +86,7 @@ func parseCopy(args []string, stderr io.Writer) (copyConfig, error) {
 	fs.StringVar(&c.From, "from", "", "the store to copy from: a SQLite file or a postgres:// URL")
 	fs.StringVar(&c.To, "to", "", "the store to copy into (created when it is a SQLite file that does not exist)")
 	fs.BoolVar(&c.Live, "live", false, "copy even from a source a running tasksd is writing to (changes made during the copy may be missed)")
-	fs.IntVar(&c.Batch, "batch", storecopy.DefaultBatch, "tasks read and written at a time")
+	fs.IntVar(&c.Batch, "batch", 0, fmt.Sprintf("tasks read and written at a time (default %d, %d into PostgreSQL)", storecopy.DefaultBatch, pgBatch))
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -90,8 +97,12 @@ func parseCopy(args []string, stderr io.Writer) (copyConfig, error) {
 		return c, errors.New("copy: -from is required")
 	case c.To == "":
 		return c, errors.New("copy: -to is required")
-	case c.Batch < 1:
+	case c.Batch < 0:
 		return c, errors.New("copy: -batch must be at least 1")
+	case c.Batch == 0 && isPostgres(c.To):
+		c.Batch = pgBatch
+	case c.Batch == 0:
+		c.Batch = storecopy.DefaultBatch
 	}
 	return c, nil
 }
