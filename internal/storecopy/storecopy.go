@@ -28,12 +28,16 @@
 // unstorable. So an interrupted copy resumes by running it again, and never
 // writes a task twice.
 //
-// Verify walks both stores again, side by side in the same order, and
-// compares each source task's expected record with the destination's
-// record of that id, field by field: it counts the tasks per status and
-// per callback status on each side and hashes the records (SHA-256 over
-// every field), and lists the tasks missing or different. A source that
-// changed during the copy shows up there.
+// Copy summarizes what it reads (Result.Source: the tasks per status and
+// per callback status, and a SHA-256 over every field of every record as
+// copied). Check then reads the destination back and compares its summary,
+// and the source store's own counts, with it: one more walk, of the
+// destination. Verify walks both stores again, side by side in the same
+// order, and compares each source task's expected record with the
+// destination's record of that id, field by field, listing the tasks
+// missing or different; Check runs it when its comparison fails, and a
+// copy from a source that was being written should run it instead of
+// Check (a change that moves no count shows only there).
 package storecopy
 
 import (
@@ -121,6 +125,9 @@ type Result struct {
 	Conflicts Problems
 	// Unstorable are tasks the destination refused as invalid.
 	Unstorable Problems
+	// Source summarizes every source task read, as a copy stores it
+	// (Expected), in walk order; set when Copy returns no error.
+	Source Summary
 }
 
 // OK reports whether every task read is in the destination as expected.
@@ -168,7 +175,15 @@ func Copy(ctx context.Context, src, dst taskstore.Store, o Options) (Result, err
 		return res, fmt.Errorf("reading the destination: %w", err)
 	}
 	empty := held == 0
-	batches, readErr := walk(ctx, src, o.batch())
+	// The summary of what is read is kept on the reader's goroutine,
+	// which waits for the writes anyway.
+	sum := newSummary()
+	var buf []byte
+	batches, readErr := walk(ctx, src, o.batch(), func(page []taskstore.Record) {
+		for _, r := range page {
+			buf = sum.add(Expected(r), buf)
+		}
+	})
 	for recs := range batches {
 		if err := copyBatch(ctx, dst, recs, o, empty, &res); err != nil {
 			cancel()
@@ -184,6 +199,8 @@ func Copy(ctx context.Context, src, dst taskstore.Store, o Options) (Result, err
 	if err := <-readErr; err != nil {
 		return res, fmt.Errorf("reading the source: %w", err)
 	}
+	sum.finish()
+	res.Source = sum
 	return res, nil
 }
 
@@ -191,7 +208,7 @@ func Copy(ctx context.Context, src, dst taskstore.Store, o Options) (Result, err
 // own and sends them; the channel closes at the end, or at the first error,
 // which readErr then holds (nil at the end). One batch waits in the channel
 // while the caller works on the one before.
-func walk(ctx context.Context, s taskstore.Store, n int) (<-chan []taskstore.Record, <-chan error) {
+func walk(ctx context.Context, s taskstore.Store, n int, each func([]taskstore.Record)) (<-chan []taskstore.Record, <-chan error) {
 	out := make(chan []taskstore.Record)
 	readErr := make(chan error, 1)
 	go func() {
@@ -204,6 +221,9 @@ func walk(ctx context.Context, s taskstore.Store, n int) (<-chan []taskstore.Rec
 				return
 			}
 			if len(page) > 0 {
+				if each != nil {
+					each(page)
+				}
 				select {
 				case out <- page:
 				case <-ctx.Done():

@@ -375,3 +375,52 @@ func TestDryRun(t *testing.T) {
 		t.Fatalf("a dry run wrote: %d tasks in the destination", total)
 	}
 }
+
+// Check agrees with Verify on a good copy at the cost of one walk, and
+// falls back to Verify when the destination holds other tasks or the
+// source changed.
+func TestCheck(t *testing.T) {
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			src, dst := k.open(t), k.open(t)
+			fill(t, src, 40)
+			res, err := storecopy.Copy(ctx, src, dst, storecopy.Options{Batch: 9})
+			must(t, err)
+			v, full, err := storecopy.Check(ctx, src, dst, res, storecopy.Options{Batch: 9})
+			must(t, err)
+			if full || !v.OK() || v.Source.Tasks != 40 {
+				t.Fatalf("Check of a good copy: full %v, %+v", full, v)
+			}
+			vv, err := storecopy.Verify(ctx, src, dst, storecopy.Options{})
+			must(t, err)
+			if vv.Source.Checksum != v.Source.Checksum || vv.Destination.Checksum != v.Destination.Checksum {
+				t.Fatalf("Check and Verify disagree: %v / %v", v, vv)
+			}
+			// A resumed copy's summary covers the skipped tasks too.
+			res2, err := storecopy.Copy(ctx, src, dst, storecopy.Options{Batch: 9})
+			must(t, err)
+			if res2.Source.Checksum != res.Source.Checksum {
+				t.Fatal("a second Copy summarizes the source differently")
+			}
+
+			// The source changes: a task finishes (counts move).
+			must(t, src.Finish(ctx, "task-000-a", json.RawMessage(`{"success":true}`), time.Now()))
+			v, full, err = storecopy.Check(ctx, src, dst, res, storecopy.Options{})
+			must(t, err)
+			if !full || v.OK() || v.Different.N != 1 {
+				t.Fatalf("Check after the source changed: full %v, %+v", full, v)
+			}
+		})
+	}
+	// The destination holds a task of its own: Verify tells it apart.
+	src, dst := kinds[0].open(t), kinds[0].open(t)
+	fill(t, src, 10)
+	must(t, dst.Create(ctx, taskstore.Task{ID: "mine", Type: "t", Request: json.RawMessage(`{}`)}))
+	res, err := storecopy.Copy(ctx, src, dst, storecopy.Options{})
+	must(t, err)
+	v, full, err := storecopy.Check(ctx, src, dst, res, storecopy.Options{})
+	must(t, err)
+	if !full || !v.OK() || v.Other != 1 {
+		t.Fatalf("Check with another task in the destination: full %v, %+v", full, v)
+	}
+}

@@ -28,7 +28,7 @@ import (
 // into a new SQLite file and into a new PostgreSQL schema, each against
 // loading the same rows with the bulk path alone, and the peak RSS of a
 // copy in a process of its own. Ours is what the command runs: Copy, then
-// Verify (which walks both stores again), with the command's settings.
+// Check (which walks the destination again), with the command's settings.
 
 // copyBatch is the batch of the copy command (storecopy.DefaultBatch).
 const copyBatch = storecopy.DefaultBatch
@@ -50,11 +50,11 @@ func runCopy(ctx context.Context, src, dst taskstore.Store) error {
 	if !res.OK() {
 		return fmt.Errorf("copy: %+v", res)
 	}
-	v, err := storecopy.Verify(ctx, src, dst, storecopy.Options{Batch: batch})
+	v, full, err := storecopy.Check(ctx, src, dst, res, storecopy.Options{Batch: batch})
 	if err != nil {
 		return err
 	}
-	if !v.OK() || v.Source.Tasks == 0 {
+	if !v.OK() || full || v.Source.Tasks == 0 {
 		return fmt.Errorf("verification failed: %+v", v)
 	}
 	return nil
