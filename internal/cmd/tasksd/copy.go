@@ -254,8 +254,9 @@ func runCopy(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("copy: reading the destination: %s", oneLine(err))
 	} else if held > 0 {
 		fmt.Fprintf(stderr, "the destination holds %d tasks already: checking them against the source first\n", held)
-		o.Progress = newProgress(stderr, "check", total).update
-		res, err := storecopy.Copy(ctx, src, dst, storecopy.Options{Batch: c.Batch, DryRun: true, Progress: o.Progress})
+		cbar := newProgress(stderr, "check", total)
+		res, err := storecopy.Copy(ctx, src, dst, storecopy.Options{Batch: c.Batch, DryRun: true, Progress: cbar.update})
+		cbar.done()
 		if err != nil {
 			return copyStopped(err, "the check", 0)
 		}
