@@ -189,7 +189,6 @@ func measureAll(ctx context.Context, cfg config) (*Report, error) {
 		"callback submit (Wrap)", "callback delivery", "memstore memory",
 		"sqlitestore process RSS", "sqlitestore disk", "recorder alone",
 		"HTTP retrieve_batch of failed callbacks", "console list",
-		"HTTP retrieve_batch of failed callbacks",
 		"tasksd copy SQLite → SQLite", "tasksd copy SQLite → PostgreSQL", "tasksd copy process RSS",
 	}
 	for _, prefix := range order {
