@@ -39,7 +39,9 @@
 //
 // The self-hosted binary is internal/cmd/tasksd: `go run ./internal/cmd/tasksd`
 // serves everything on 127.0.0.1:8080 with an SQLite file and a built-in
-// stand-in image generator.
+// stand-in image generator; `tasksd copy` moves every task between stores
+// (SQLite to PostgreSQL and back) and `tasksd backup` backs an SQLite store
+// up while it serves.
 //
 // # Mounting
 //

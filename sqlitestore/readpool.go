@@ -13,7 +13,7 @@ import (
 	"github.com/tasksapi/tasks/taskstore"
 )
 
-// The read path: Get, Find and Abandoned run on connections of the
+// The read path: Get, Find, Abandoned and Walk run on connections of the
 // modernc.org/sqlite driver used directly through database/sql/driver, not
 // through database/sql. A read through database/sql costs some thirty
 // allocations of its own (the connection pool's bookkeeping, a Stmt's

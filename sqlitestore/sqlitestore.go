@@ -22,7 +22,7 @@
 // while there are writes, so that writes do not wait for checkpoints (the
 // writer's own checkpoint remains as a safety net for a WAL of 64 MiB).
 //
-// Reads (Get, Find, Abandoned) do not go through database/sql: each call
+// Reads (Get, Find, Abandoned, Walk) do not go through database/sql: each call
 // borrows one of the read connections of the driver for its duration
 // (waiting, while all are busy, until its context is done) and runs
 // statements prepared once on that connection, reading each task as one
@@ -196,7 +196,7 @@ type options struct {
 // may lose the last commits only on a power loss or operating system crash.
 func WithSynchronousFull() Option { return func(o *options) { o.syncFull = true } }
 
-// WithReadConns sets how many read connections Get, Find and Abandoned
+// WithReadConns sets how many read connections Get, Find, Abandoned and Walk
 // share (default: the larger of 4 and GOMAXPROCS); a read waits while all
 // are busy. Each connection keeps its own page cache (SQLite's default,
 // about 2 MiB) and its own prepared statements. Values below 1 are treated

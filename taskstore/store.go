@@ -119,6 +119,28 @@ type Store interface {
 	// still failed, so a loop ends.
 	RedeliverFailed(ctx context.Context, since, at time.Time, limit int) ([]string, error)
 
+	// Walk returns at most limit (> 0, else ErrInvalid) tasks that come
+	// strictly after the cursor `after` in ascending order of CreatedAt
+	// (stored milliseconds), then ID compared byte by byte; the zero
+	// Cursor starts before every task. The answer is never nil; fewer than
+	// limit tasks (none included) means the walk reached the end.
+	//
+	// Walking a whole store is a loop that passes the Cursor of the last
+	// record returned (Record.Cursor) to the next call. Each call costs
+	// O(log n + limit): it seeks the position in an index on (CreatedAt,
+	// ID) and reads forward, with no OFFSET and no count, so a walk of n
+	// tasks costs n reads and one seek per call. A walk is not a
+	// snapshot: each call reads the store as it is then. A task created
+	// during a walk is returned if its position is after the walk's
+	// position at the time; a task changed after the walk has passed it
+	// is not returned again; a deleted one is not returned once deleted.
+	//
+	// Each Record carries the task as Get returns it and whether its
+	// callback delivery is claimed (Record.Claimed), which no Task field
+	// shows. Walk changes nothing. A store may refuse with ErrInvalid a
+	// cursor whose ID no task of it can have (pgstore: a NUL character).
+	Walk(ctx context.Context, after Cursor, limit int) ([]Record, error)
+
 	// Close releases the store's resources and waits for its background
 	// work. It is idempotent; other methods return ErrClosed afterwards.
 	Close() error

@@ -15,7 +15,8 @@
 // round trips, filters alone and combined, counts, ordering and paging,
 // exactly-once finishing, deletion, pruning, leases, the callback outbox, the
 // task and callback statuses (filters and counts through every state change),
-// redelivery and its races with claims and attempts, and a concurrent run
+// redelivery and its races with claims and attempts, walks in (CreatedAt, ID)
+// order with the claims they show, and a concurrent run
 // under load. The suite closes each store itself at the end of
 // the subtest (Close must be idempotent, so a Cleanup that closes it again is
 // fine).
@@ -113,6 +114,10 @@ func Run(t *testing.T, newStore func(t *testing.T) taskstore.Store) {
 		{"Status/SuccessBit", testStatusSuccessBit},         // status_extra.go
 		{"Redeliver/FailedSince", testRedeliverFailedSince}, // status_extra.go
 		{"Status/EscapedResponses", testStatusEscapedResponses},
+		{"Walk/Order", testWalkOrder},                         // walk.go
+		{"Walk/Invalid", testWalkInvalid},                     // walk.go
+		{"Walk/Claimed", testWalkClaimed},                     // walk.go
+		{"Walk/ConcurrentChanges", testWalkConcurrentChanges}, // walk.go
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}

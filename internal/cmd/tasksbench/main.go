@@ -39,7 +39,7 @@ import (
 
 func main() {
 	if os.Getenv(childEnv) != "" {
-		os.Exit(childMain(os.Stdout))
+		os.Exit(child(os.Stdout))
 	}
 	cfg, err := parseFlags(os.Args[1:], os.Stderr)
 	if err != nil {
@@ -71,6 +71,7 @@ type config struct {
 	Sizes       []int          // dataset sizes of the chart
 	Run         *regexp.Regexp // measure only the steps whose names match; nil: all
 	CPUProfile  string         // write a CPU profile of the whole run here
+	PG          string         // PostgreSQL for the copy into PostgreSQL; "": not measured
 
 	deliveryBatch int // tasks per delivery round
 }
@@ -91,8 +92,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	svg := fs.String("svg", "", "write an SVG chart of retrieve and retrieve_batch latency against stored tasks to this file")
 	runPat := fs.String("run", "", "measure only the steps whose names match this regular expression "+
 		"(sqlitestore create, sqlitestore get, sqlitestore find, memstore, concurrent create, HTTP, "+
-		"callback submit, callback delivery, RSS, disk, chart, console)")
+		"callback submit, callback delivery, RSS, disk, chart, console, copy into SQLite, copy into PostgreSQL, copy RSS)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (both sides of every comparison) to this file")
+	pg := fs.String("pg", os.Getenv("TASKS_PG_URL"), "PostgreSQL URL for the copy into PostgreSQL (a schema is created and dropped per round); default $TASKS_PG_URL, none: that row is skipped")
 	dir := fs.String("dir", filepath.Join(os.TempDir(), "tasksbench-datasets"), "directory keeping the datasets between runs")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
@@ -103,7 +105,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	cfg := config{
 		Rows: *rows, Short: *short, Concurrency: *conc, Duration: *dur, Rounds: *rounds,
-		JSON: *js, SVG: *svg, Dir: *dir, Progress: stderr, CPUProfile: *cpuProfile,
+		JSON: *js, SVG: *svg, Dir: *dir, Progress: stderr, CPUProfile: *cpuProfile, PG: *pg,
 	}
 	if *runPat != "" {
 		re, err := regexp.Compile(*runPat)

@@ -16,7 +16,7 @@ import (
 // command does.
 func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) != "" {
-		os.Exit(childMain(os.Stdout))
+		os.Exit(child(os.Stdout))
 	}
 	os.Exit(m.Run())
 }
@@ -29,7 +29,7 @@ func TestRun(t *testing.T) {
 	dir := t.TempDir()
 	cfg := config{
 		Rows: 3000, Small: 1200, Concurrency: 4, Duration: 40 * time.Millisecond, Rounds: 2,
-		Dir: dir, SVG: filepath.Join(dir, "bench.svg"), deliveryBatch: 50,
+		Dir: dir, SVG: filepath.Join(dir, "bench.svg"), deliveryBatch: 50, PG: os.Getenv("TASKS_PG_URL"),
 	}
 	if err := cfg.finish(); err != nil {
 		t.Fatal(err)
@@ -46,6 +46,7 @@ func TestRun(t *testing.T) {
 		"callback submit (Wrap)", "callback delivery", "memstore memory", "sqlitestore process RSS", "sqlitestore disk",
 		"recorder alone: callback submit (Wrap) over memstore", "recorder alone: callback delivery (Recorder over memstore)",
 		"console list page at 3k (limit 25, with count)", "console list of failed callbacks at 3k (limit 25, with count)",
+		"tasksd copy SQLite → SQLite, 3k tasks", "tasksd copy process RSS, 3k tasks",
 	} {
 		if !strings.Contains(table, want) {
 			t.Errorf("the table has no row %q:\n%s", want, table)
@@ -65,8 +66,15 @@ func TestRun(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("JSON output: %v\n%s", err, out.Bytes())
 	}
-	if len(rep.Results) != 18 {
-		t.Errorf("%d results, want 18", len(rep.Results))
+	want := 20 // 16, the two console rows, the copy into SQLite and its RSS
+	if cfg.PG != "" {
+		want++ // the copy into PostgreSQL
+	}
+	if len(rep.Results) != want {
+		t.Errorf("%d results, want %d", len(rep.Results), want)
+		for _, r := range rep.Results {
+			t.Log(r.Scenario)
+		}
 	}
 	for _, r := range rep.Results {
 		if !(r.Ours > 0) || !(r.Reference > 0) || !(r.Ratio > 0) || r.Target == "" || r.RefName == "" {

@@ -165,6 +165,9 @@ func measureAll(ctx context.Context, cfg config) (*Report, error) {
 		{"disk", b.disk},
 		{"chart", b.chart},
 		{"console", b.consoleScenarios},
+		{"copy into SQLite", b.copySQLiteStep},
+		{"copy into PostgreSQL", b.copyPostgresStep},
+		{"copy RSS", b.copyRSSStep},
 	}
 	var results []Result
 	for _, s := range steps {
@@ -186,6 +189,7 @@ func measureAll(ctx context.Context, cfg config) (*Report, error) {
 		"callback submit (Wrap)", "callback delivery", "memstore memory",
 		"sqlitestore process RSS", "sqlitestore disk", "recorder alone",
 		"HTTP retrieve_batch of failed callbacks", "console list",
+		"tasksd copy SQLite → SQLite", "tasksd copy SQLite → PostgreSQL", "tasksd copy process RSS",
 	}
 	for _, prefix := range order {
 		for _, r := range results {

@@ -5,6 +5,11 @@
 //	go run ./internal/cmd/tasksd            # 127.0.0.1:8080, tasks.db, stand-in generator
 //	go run ./internal/cmd/tasksd -h         # every flag
 //
+// Two subcommands serve operators (-h after either explains it):
+//
+//	tasksd copy -from tasks.db -to postgres://…   # copy every task to another store, then verify
+//	tasksd backup -db tasks.db -to backup.db       # a consistent backup while tasksd serves
+//
 // Every flag can also be set through the environment as TASKSD_<FLAG>, upper
 // case, dashes as underscores (TASKSD_UPSTREAM_KEY, TASKSD_CALLBACK_SECRET…);
 // a flag on the command line wins. Prefer the environment for secrets.
@@ -23,7 +28,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+	if err := dispatch(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return // -h: the usage is printed already
 		}
