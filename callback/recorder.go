@@ -57,11 +57,13 @@ type Recorder struct {
 
 	mu         sync.Mutex
 	closed     bool
-	waiting    int // slots reserved or queued, at most o.Queue
+	waiting    int // places reserved or queued, at most o.Queue
 	running    int
+	heldBytes  int64               // held by reserved, queued and running tasks
+	queue      fairQueue           // the queued tasks
 	active     map[string]struct{} // ids queued or running: their leases are renewed
 	submitting sync.WaitGroup      // reservations not yet enqueued or released
-	jobs       chan *job
+	ready      chan struct{}       // one token per queued task
 
 	// hardStop is cancelled when Close's context ends: running tasks are
 	// cancelled and every remaining one is finished as interrupted.
@@ -75,7 +77,10 @@ type Recorder struct {
 	deliverCancel context.CancelFunc
 
 	wake     chan struct{} // wakes the delivery loop
-	stopLoop chan struct{} // stops the delivery loop
+	disp     dispatcher    // delivery scheduling (hosts.go)
+	wakeMu   sync.Mutex
+	wakes    map[time.Time]struct{} // when timers wake the delivery loop (wakeAt)
+	stopLoop chan struct{}          // stops the delivery loop
 	loopDone chan struct{}
 
 	workersWG  sync.WaitGroup
@@ -106,6 +111,8 @@ func New(store taskstore.Store, o Options) (*Recorder, error) {
 		Secret:               o.Secret,
 		AllowPrivateNetworks: o.AllowPrivateNetworks,
 		Timeout:              o.AttemptTimeout,
+		ConnectTimeout:       o.ConnectTimeout,
+		FirstByteTimeout:     o.FirstByteTimeout,
 		Transport:            o.Transport,
 	})
 	if err != nil {
@@ -117,8 +124,11 @@ func New(store taskstore.Store, o Options) (*Recorder, error) {
 		log:       o.Logger,
 		sender:    sender,
 		active:    make(map[string]struct{}),
-		jobs:      make(chan *job, o.Queue),
+		queue:     newFairQueue(),
+		ready:     make(chan struct{}, o.Queue),
 		wake:      make(chan struct{}, 1),
+		disp:      newDispatcher(),
+		wakes:     make(map[time.Time]struct{}),
 		stopLoop:  make(chan struct{}),
 		loopDone:  make(chan struct{}),
 		recording: make(chan struct{}, 4*o.DeliveryWorkers),
@@ -142,6 +152,7 @@ func New(store taskstore.Store, o Options) (*Recorder, error) {
 		go r.worker()
 	}
 	go r.deliveryLoop()
+	r.goBackground(r.deliveryLog)
 	r.goBackground(r.renewer)
 	r.goBackground(r.sweeper)
 	if o.Retention > 0 {
@@ -195,7 +206,7 @@ func (r *Recorder) close(ctx context.Context) error {
 	r.closed = true
 	r.mu.Unlock()
 	r.submitting.Wait() // reservations being stored finish enqueueing or release
-	close(r.jobs)
+	close(r.ready)
 
 	var err error
 	workersDone := make(chan struct{})
@@ -245,7 +256,7 @@ func (r *Recorder) close(ctx context.Context) error {
 // Stats returns a snapshot of the recorder's counters.
 func (r *Recorder) Stats() Stats {
 	r.mu.Lock()
-	queued, running := r.waiting, r.running
+	queued, running, held := r.waiting, r.running, r.heldBytes
 	r.mu.Unlock()
 	return Stats{
 		TasksCreated:        r.c.tasksCreated.Load(),
@@ -255,8 +266,11 @@ func (r *Recorder) Stats() Stats {
 		Delivered:           r.c.delivered.Load(),
 		GivenUp:             r.c.givenUp.Load(),
 		Redelivered:         r.c.redelivered.Load(),
+		Deferred:            r.c.deferred.Load(),
 		Queued:              queued,
 		Running:             running,
+		HeldBytes:           held,
+		PausedHosts:         r.pausedHosts(),
 	}
 }
 
