@@ -114,6 +114,7 @@ func Run(t *testing.T, newStore func(t *testing.T) taskstore.Store) {
 		{"Redeliver/FailedSince", testRedeliverFailedSince}, // status_extra.go
 		{"Status/EscapedResponses", testStatusEscapedResponses},
 		{"Outbox/Defer", testDeferDeliveries}, // defer.go
+		{"Find/PageBytes", testPageBytes},     // pagebytes.go
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}
