@@ -21,7 +21,8 @@ const recoverBatch = 500
 //
 // A delivery in flight at that moment is not sent twice: its id is in the
 // answer and the attempt under way decides what follows (see
-// taskstore.Store.Redeliver).
+// taskstore.Store.Redeliver). A callback to a receiver paused after failing
+// (Options.HostFailures) waits for the pause to end, like any other.
 //
 // Redeliver does not check who may see the tasks: the Tasks API's
 // redeliver action does that before it calls it.

@@ -76,7 +76,7 @@ func (r *Recorder) release(tq *tenantQueue, bytes int64) {
 func (r *Recorder) unhold(tq *tenantQueue, bytes int64) {
 	r.heldBytes -= bytes
 	tq.bytes -= bytes
-	if tq.reserved == 0 && tq.bytes == 0 && len(tq.jobs) == 0 {
+	if tq.reserved == 0 && tq.bytes == 0 && len(tq.jobs) == 0 && r.queue.byKey[tq.key] == tq {
 		delete(r.queue.byKey, tq.key)
 	}
 }
