@@ -74,7 +74,7 @@ type hostState struct {
 	failed, retried, gaveUp, deferred, pauses int
 	lastErr                                   string
 	lastStatus                                int
-	lastTransition                            time.Time // last paused/resumed line
+	lastPaused, lastResumed                   time.Time // the last paused and resumed lines
 }
 
 // dispatcher holds the delivery scheduling state shared by the delivery
@@ -241,7 +241,7 @@ func (r *Recorder) ended(h *hostState, pk string, probe bool, began time.Time, r
 	case answered:
 		if !h.pausedUntil.IsZero() {
 			pausedFor = now.Sub(h.pausedSince)
-			logResumed = r.transitionLogged(h, now)
+			logResumed = r.transitionLogged(&h.lastResumed, now)
 			h.pausedUntil, h.pausedSince, h.pause = time.Time{}, time.Time{}, 0
 		}
 		h.failures = 0
@@ -257,7 +257,7 @@ func (r *Recorder) ended(h *hostState, pk string, probe bool, began time.Time, r
 			h.pause = r.o.HostPause
 			h.pausedUntil, h.pausedSince = now.Add(h.pause), now
 			h.pauses++
-			logPaused = r.transitionLogged(h, now)
+			logPaused = r.transitionLogged(&h.lastPaused, now)
 		}
 	}
 	pause, failures, key, lastErr := h.pause, h.failures, h.key, h.lastErr
@@ -276,14 +276,15 @@ func (r *Recorder) ended(h *hostState, pk string, probe bool, began time.Time, r
 	}
 }
 
-// transitionLogged reports whether a paused or resumed line may be logged
-// for h now: at most one a LogInterval per receiver (the summary counts the
-// rest). d.mu is held.
-func (r *Recorder) transitionLogged(h *hostState, now time.Time) bool {
-	if !h.lastTransition.IsZero() && now.Sub(h.lastTransition) < r.o.LogInterval {
+// transitionLogged reports whether a paused (or resumed) line may be
+// logged for a receiver now, last being when the previous one was: at most
+// one of each a LogInterval per receiver (the summary counts the pauses).
+// d.mu is held.
+func (r *Recorder) transitionLogged(last *time.Time, now time.Time) bool {
+	if !last.IsZero() && now.Sub(*last) < r.o.LogInterval {
 		return false
 	}
-	h.lastTransition = now
+	*last = now
 	return true
 }
 
