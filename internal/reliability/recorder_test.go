@@ -546,6 +546,9 @@ func TestOutageLogs(t *testing.T) {
 	d := tasksdtest.Start(t, []string{"TASKSD_CALLBACK_HOST_PAUSE=1s", "TASKSD_CALLBACK_HOST_MAX_PAUSE=4s"},
 		"-db", filepath.Join(t.TempDir(), "tasks.db"), "-tokens", writeTokens(t), "-standin-delay", "0s",
 		"-allow-private-callbacks", "-callback-schedule", "0s,1s,2s,4s,8s,16s,32s,60s")
+	// Count from the end of the start-up lines (the last one names the
+	// tokens file).
+	waitFor(10*time.Second, 10*time.Millisecond, func() bool { return strings.Contains(d.Logs(), "msg=authentication") })
 	from := len(d.Logs())
 	began := time.Now()
 	ids, _ := submitAt(t, d.URL(), tokenA, "http://"+addr+"/cb", rate, outage)
