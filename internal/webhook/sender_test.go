@@ -423,6 +423,8 @@ func TestNewSenderErrors(t *testing.T) {
 		{"SecretBadPadding", webhook.Options{Secret: "whsec_c2VjcmV0c2VjcmV"}},
 		{"SecretURLAlphabet", webhook.Options{Secret: "whsec_-_-_"}},
 		{"NegativeTimeout", webhook.Options{Timeout: -time.Second}},
+		{"NegativeConnectTimeout", webhook.Options{ConnectTimeout: -time.Second}},
+		{"NegativeFirstByteTimeout", webhook.Options{FirstByteTimeout: -time.Second}},
 		{"NegativeMaxResponseBytes", webhook.Options{MaxResponseBytes: -1}},
 		{"UserAgentNewline", webhook.Options{UserAgent: "a\nb"}},
 	}
