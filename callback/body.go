@@ -42,6 +42,17 @@ const (
 	msgBadUTF8        = "the request body must be valid UTF-8"
 )
 
+// tooLargeToStore is the 400 message of a callback-mode request whose stored
+// form would be larger than max bytes.
+func tooLargeToStore(multipart bool, max int64) *badRequest {
+	n := strconv.FormatInt(max, 10)
+	if multipart {
+		return &badRequest{"in callback mode a form must be at most " + n +
+			" bytes as stored: its fields as JSON strings, each file as its name, type, size and hash"}
+	}
+	return &badRequest{"in callback mode the request body must be at most " + n + " bytes of compacted JSON"}
+}
+
 // badRequest is a malformed callback-mode field; its message is shown to the
 // client.
 type badRequest struct{ msg string }
@@ -106,8 +117,9 @@ func (f *fields) setTraceID(s string) error {
 
 // inspectJSON inspects a JSON request body. A body that is not a JSON object,
 // or that has neither callback_url nor "async": true, is not callback mode.
-// null counts as an absent field.
-func inspectJSON(body []byte) (inspection, error) {
+// null counts as an absent field. A callback-mode body whose compacted form
+// (the stored request) is longer than maxStored bytes is refused.
+func inspectJSON(body []byte, maxStored int64) (inspection, error) {
 	if !mentionsFields(body, true) {
 		return inspection{}, nil
 	}
@@ -166,6 +178,9 @@ func inspectJSON(body []byte) (inspection, error) {
 		// characters.
 		return inspection{}, &badRequest{msgBadUTF8}
 	}
+	if int64(len(obj)) > maxStored {
+		return inspection{}, tooLargeToStore(false, maxStored)
+	}
 	return inspection{
 		callback:    true,
 		callbackURL: f.callbackURL,
@@ -215,7 +230,11 @@ type formPart struct {
 // The upstream body keeps every other part byte for byte with the same part
 // headers (re-serialised) and, when the multipart writer accepts it, the same
 // boundary; otherwise a new boundary and Content-Type.
-func inspectMultipart(body []byte, boundary string) (inspection, error) {
+//
+// A form whose stored request would be longer than maxStored bytes is
+// refused, its size reckoned before anything is encoded (a 31 MiB field of
+// control bytes would take 6 bytes each as a JSON string).
+func inspectMultipart(body []byte, boundary string, maxStored int64) (inspection, error) {
 	if !mentionsFields(body, false) {
 		return inspection{}, nil
 	}
@@ -272,6 +291,9 @@ func inspectMultipart(body []byte, boundary string) (inspection, error) {
 	if f.callbackURL == "" && !f.async {
 		return inspection{}, nil
 	}
+	if formSize(parts) > maxStored {
+		return inspection{}, tooLargeToStore(true, maxStored)
+	}
 	in := inspection{
 		callback:    true,
 		callbackURL: f.callbackURL,
@@ -301,39 +323,12 @@ func inspectMultipart(body []byte, boundary string) (inspection, error) {
 	return in, nil
 }
 
-// describeForm builds the stored JSON object of a multipart form.
+// describeForm builds the stored JSON object of a multipart form; formSize
+// says its length beforehand.
 func describeForm(parts []formPart) []byte {
-	var order []string
-	values := make(map[string][][]byte)
-	for _, p := range parts {
-		if p.name == "" {
-			continue // not a form-data part
-		}
-		var v []byte
-		if p.filename != "" {
-			sum := sha256.Sum256(p.data)
-			ct := p.header.Get("Content-Type")
-			if ct == "" {
-				ct = "application/octet-stream"
-			}
-			v = append(v, `{"filename":`...)
-			v = taskstore.AppendString(v, p.filename)
-			v = append(v, `,"content_type":`...)
-			v = taskstore.AppendString(v, ct)
-			v = append(v, `,"size":`...)
-			v = strconv.AppendInt(v, int64(len(p.data)), 10)
-			v = append(v, `,"sha256":"`...)
-			v = hex.AppendEncode(v, sum[:])
-			v = append(v, `"}`...)
-		} else {
-			v = taskstore.AppendString(nil, string(p.data))
-		}
-		if _, ok := values[p.name]; !ok {
-			order = append(order, p.name)
-		}
-		values[p.name] = append(values[p.name], v)
-	}
-	out := []byte{'{'}
+	order, values := groupForm(parts)
+	out := make([]byte, 0, formSize(parts))
+	out = append(out, '{')
 	for i, name := range order {
 		if i > 0 {
 			out = append(out, ',')
@@ -341,20 +336,124 @@ func describeForm(parts []formPart) []byte {
 		out = taskstore.AppendString(out, name)
 		out = append(out, ':')
 		vs := values[name]
-		if len(vs) == 1 {
-			out = append(out, vs[0]...)
-			continue
+		if len(vs) > 1 {
+			out = append(out, '[')
 		}
-		out = append(out, '[')
-		for j, v := range vs {
+		for j, p := range vs {
 			if j > 0 {
 				out = append(out, ',')
 			}
-			out = append(out, v...)
+			out = appendPart(out, p)
 		}
-		out = append(out, ']')
+		if len(vs) > 1 {
+			out = append(out, ']')
+		}
 	}
 	return append(out, '}')
+}
+
+// formSize returns the length of describeForm(parts) without building it.
+func formSize(parts []formPart) int64 {
+	order, values := groupForm(parts)
+	n := int64(2) // {}
+	for i, name := range order {
+		if i > 0 {
+			n++ // ,
+		}
+		n += stringSize([]byte(name)) + 1 // "name":
+		vs := values[name]
+		if len(vs) > 1 {
+			n += 2 + int64(len(vs)-1) // [ , … ]
+		}
+		for _, p := range vs {
+			n += partSize(p)
+		}
+	}
+	return n
+}
+
+// groupForm lists the form-data parts by name, names in the order they
+// first appear; parts without a name are left out.
+func groupForm(parts []formPart) (order []string, values map[string][]*formPart) {
+	values = make(map[string][]*formPart)
+	for i := range parts {
+		p := &parts[i]
+		if p.name == "" {
+			continue // not a form-data part
+		}
+		if _, ok := values[p.name]; !ok {
+			order = append(order, p.name)
+		}
+		values[p.name] = append(values[p.name], p)
+	}
+	return order, values
+}
+
+// fileContentType is the content_type stored for a file part.
+func (p *formPart) fileContentType() string {
+	if ct := p.header.Get("Content-Type"); ct != "" {
+		return ct
+	}
+	return "application/octet-stream"
+}
+
+// appendPart appends the stored value of one part: a form field's string, or
+// a file's {"filename","content_type","size","sha256"}.
+func appendPart(v []byte, p *formPart) []byte {
+	if p.filename == "" {
+		return taskstore.AppendString(v, string(p.data))
+	}
+	sum := sha256.Sum256(p.data)
+	v = append(v, `{"filename":`...)
+	v = taskstore.AppendString(v, p.filename)
+	v = append(v, `,"content_type":`...)
+	v = taskstore.AppendString(v, p.fileContentType())
+	v = append(v, `,"size":`...)
+	v = strconv.AppendInt(v, int64(len(p.data)), 10)
+	v = append(v, `,"sha256":"`...)
+	v = hex.AppendEncode(v, sum[:])
+	return append(v, `"}`...)
+}
+
+// partSize is the length of appendPart's value.
+func partSize(p *formPart) int64 {
+	if p.filename == "" {
+		return stringSize(p.data)
+	}
+	return int64(len(`{"filename":,"content_type":,"size":,"sha256":""}`)+2*sha256.Size) +
+		stringSize([]byte(p.filename)) + stringSize([]byte(p.fileContentType())) +
+		int64(len(strconv.AppendInt(nil, int64(len(p.data)), 10)))
+}
+
+// stringSize returns len(taskstore.AppendString(nil, string(b))): the
+// quotes, and each byte as AppendString escapes it (2 bytes for \\, ", \b,
+// \f, \n, \r and \t; 6 for the other control characters, for <, > and &,
+// for each byte of invalid UTF-8 and for U+2028 and U+2029).
+func stringSize(b []byte) int64 {
+	n := int64(2)
+	for i := 0; i < len(b); {
+		c := b[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c >= ' ' && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&':
+				n++
+			case c == '\\' || c == '"' || c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t':
+				n += 2
+			default:
+				n += 6
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size == 1 || r == '\u2028' || r == '\u2029' {
+			n += 6
+		} else {
+			n += int64(size)
+		}
+		i += size
+	}
+	return n
 }
 
 // checkCallbackURL validates a callback URL with the sender's own check

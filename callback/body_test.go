@@ -7,8 +7,11 @@ import (
 	"io"
 	"mime"
 	"mime/multipart"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/tasksapi/tasks/taskstore"
 )
 
 func TestResponseBytes(t *testing.T) {
@@ -90,7 +93,7 @@ func FuzzInspectJSON(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		in, err := inspectJSON(body)
+		in, err := inspectJSON(body, 1<<40)
 		if err != nil {
 			if _, ok := errors.AsType[*badRequest](err); !ok {
 				t.Fatalf("unexpected error type %T: %v", err, err)
@@ -105,6 +108,7 @@ func FuzzInspectJSON(f *testing.F) {
 		if !in.callback {
 			return
 		}
+		checkStoredLimit(t, len(in.stored), func(limit int64) error { _, err := inspectJSON(body, limit); return err })
 		var want bytes.Buffer
 		if err := json.Compact(&want, body); err != nil || !bytes.Equal(in.stored, want.Bytes()) {
 			t.Fatalf("stored request %s, want the compacted body %s", in.stored, want.Bytes())
@@ -166,7 +170,7 @@ const newBoundaryBody = "--a*b\r\nContent-Disposition: form-data; name=\"async\"
 	"--a*b\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nhello\r\n--a*b--\r\n"
 
 func TestMultipartNewBoundary(t *testing.T) {
-	in, err := inspectMultipart([]byte(newBoundaryBody), "a*b")
+	in, err := inspectMultipart([]byte(newBoundaryBody), "a*b", 1<<40)
 	if err != nil || !in.callback {
 		t.Fatalf("inspect: %+v, %v", in, err)
 	}
@@ -195,7 +199,7 @@ func FuzzInspectMultipart(f *testing.F) {
 		if boundary == "" {
 			return // Wrap never inspects a multipart body without a boundary
 		}
-		in, err := inspectMultipart(body, boundary)
+		in, err := inspectMultipart(body, boundary, 1<<40)
 		if err != nil {
 			if _, ok := errors.AsType[*badRequest](err); !ok {
 				t.Fatalf("unexpected error type %T: %v", err, err)
@@ -208,6 +212,7 @@ func FuzzInspectMultipart(f *testing.F) {
 		if !json.Valid(in.stored) || in.stored[0] != '{' {
 			t.Fatalf("stored request is not a JSON object: %s", in.stored)
 		}
+		checkStoredLimit(t, len(in.stored), func(limit int64) error { _, err := inspectMultipart(body, boundary, limit); return err })
 		bd := boundary
 		if in.contentType != "" {
 			_, params, err := mime.ParseMediaType(in.contentType)
@@ -238,7 +243,7 @@ func BenchmarkInspectJSON(b *testing.B) {
 		`"callback_url":"https://receiver.example/cb","trace_id":"bench-trace"}`)
 	b.ReportAllocs()
 	for b.Loop() {
-		if in, err := inspectJSON(body); err != nil || !in.callback {
+		if in, err := inspectJSON(body, 1<<30); err != nil || !in.callback {
 			b.Fatal(in, err)
 		}
 	}
@@ -251,5 +256,101 @@ func BenchmarkVerdict(b *testing.B) {
 		if _, ok, _ := verdict("7489df4c-ef03-4de0-b598-e9a590793434", "bench-trace", o); !ok {
 			b.Fatal("not ok")
 		}
+	}
+}
+
+// dribble returns its bytes in reads of at most step bytes.
+type dribble struct {
+	b    []byte
+	step int
+}
+
+func (d *dribble) Read(p []byte) (int, error) {
+	if len(d.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), d.step)], d.b)
+	d.b = d.b[n:]
+	return n, nil
+}
+
+// TestReadBodyGrowsWithBytes: a declared length is not allocated before the
+// bytes arrive (a body declaring 32 MiB and sending 10 bytes costs a small
+// buffer), an honest body ends in a buffer of its own size, and the limit
+// holds however the length is declared.
+func TestReadBodyGrowsWithBytes(t *testing.T) {
+	const max = 32 << 20
+	got, err := readBody(&dribble{b: []byte(`{"a":1}   `), step: 3}, max, max)
+	if err != nil || string(got) != `{"a":1}   ` {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	if cap(got) > firstRead {
+		t.Errorf("10 bytes of a body declaring 32 MiB took a %d-byte buffer, want at most %d", cap(got), firstRead)
+	}
+	for _, size := range []int{0, 1, firstRead - 1, firstRead, firstRead + 1, 3 << 20} {
+		body := bytes.Repeat([]byte("x"), size)
+		for _, declared := range []int64{int64(size), -1} {
+			got, err := readBody(&dribble{b: body, step: 1 << 15}, declared, max)
+			if err != nil || !bytes.Equal(got, body) {
+				t.Fatalf("size %d declared %d: %d bytes, %v", size, declared, len(got), err)
+			}
+			if declared >= 0 && cap(got) > size+1 && cap(got) > firstRead {
+				t.Errorf("size %d declared: buffer of %d bytes, want at most %d", size, cap(got), size+1)
+			}
+			if cap(got) > 2*size+firstRead {
+				t.Errorf("size %d declared %d: buffer of %d bytes, more than twice the body", size, declared, cap(got))
+			}
+		}
+	}
+	for _, declared := range []int64{-1, 100, 1000} {
+		if _, err := readBody(&dribble{b: make([]byte, 1001), step: 7}, declared, 1000); !errors.Is(err, errTooLarge) {
+			t.Errorf("1001 bytes, declared %d, limit 1000: %v, want errTooLarge", declared, err)
+		}
+	}
+	if _, err := readBody(&dribble{}, 1001, 1000); !errors.Is(err, errTooLarge) {
+		t.Errorf("declared 1001, limit 1000: %v, want errTooLarge", err)
+	}
+}
+
+// checkStoredLimit checks that a body whose stored request is size bytes is
+// accepted with a limit of size bytes and refused, with a message naming
+// the limit, with one byte less.
+func checkStoredLimit(t *testing.T, size int, inspect func(limit int64) error) {
+	t.Helper()
+	if err := inspect(int64(size)); err != nil {
+		t.Fatalf("a %d-byte stored request refused with a limit of %d: %v", size, size, err)
+	}
+	err := inspect(int64(size - 1))
+	br, ok := errors.AsType[*badRequest](err)
+	if !ok || !strings.Contains(br.msg, strconv.Itoa(size-1)+" bytes") {
+		t.Fatalf("a %d-byte stored request with a limit of %d: %v, want a 400 naming the limit", size, size-1, err)
+	}
+}
+
+// TestStoredSize: the stored form of a multipart form is sized before it
+// is built, exactly; a field of control bytes counts 6 bytes each, a file
+// its description whatever its size.
+func TestStoredSize(t *testing.T) {
+	for _, s := range []string{"", "plain", "\x00\x01\x1f\x7f", "<a&b>", "\\\"\b\f\n\r\t", "é€😀", "\xff\xc3", "\u2028\u2029", strings.Repeat("\x01", 100)} {
+		if got, want := stringSize([]byte(s)), int64(len(taskstore.AppendString(nil, s))); got != want {
+			t.Errorf("stringSize(%q) = %d, want %d", s, got, want)
+		}
+	}
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	mw.WriteField("prompt", strings.Repeat("\x01", 1000))
+	mw.WriteField("n", "1")
+	mw.WriteField("n", "2")
+	fw, _ := mw.CreateFormFile("image", "cat \"1\".png")
+	fw.Write(bytes.Repeat([]byte{0}, 100000))
+	mw.WriteField("async", "true")
+	mw.Close()
+	in, err := inspectMultipart(buf.Bytes(), mw.Boundary(), 1<<30)
+	if err != nil || !in.callback {
+		t.Fatal(in, err)
+	}
+	checkStoredLimit(t, len(in.stored), func(limit int64) error { _, err := inspectMultipart(buf.Bytes(), mw.Boundary(), limit); return err })
+	if len(in.stored) < 6000 || len(in.stored) > 6400 {
+		t.Errorf("a form of 1,000 control bytes and a 100 kB file is stored as %d bytes, want about 6,000 + the file's description", len(in.stored))
 	}
 }

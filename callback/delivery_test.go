@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -148,7 +149,9 @@ func TestRestartResumesDelivery(t *testing.T) {
 	storeA := openSQLite(t, path)
 	long := callback.Schedule{0, 50 * time.Millisecond, 50 * time.Millisecond, 50 * time.Millisecond, 50 * time.Millisecond,
 		50 * time.Millisecond, 50 * time.Millisecond, 50 * time.Millisecond, 50 * time.Millisecond, time.Hour}
-	recA, err := startRecorder(t, storeA, callback.Options{Schedule: long})
+	// HostFailures: every task gets its failed attempt (the receiver's
+	// pause is another test's subject).
+	recA, err := startRecorder(t, storeA, callback.Options{Schedule: long, HostFailures: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +278,7 @@ func TestBacklogClaimedInBatches(t *testing.T) {
 	})
 	storeDue(t, inner, n, rc.URL+"/cb")
 	store := &claimCounter{Store: inner}
-	newRecorder(t, store, callback.Options{DeliveryWorkers: workers})
+	newRecorder(t, store, callback.Options{DeliveryWorkers: workers, DeliveriesPerHost: workers, DeliveriesPerPrincipal: workers})
 	eventually(t, "every callback delivered", func() bool { return rc.count() >= n })
 	// n/workers batches, plus the claims that found nothing left.
 	if calls := store.calls.Load(); calls > n/workers+4 {
@@ -307,13 +310,18 @@ func TestAttemptsRecordedBehindTheSlots(t *testing.T) {
 	rc := newReceiver(t, nil)
 	storeDue(t, inner, n, rc.URL+"/cb")
 	store := &recordGate{Store: inner, open: make(chan struct{})}
-	newRecorder(t, store, callback.Options{DeliveryWorkers: workers})
+	// One receiver may use every slot here (the per-receiver cap is
+	// another test's subject).
+	newRecorder(t, store, callback.Options{DeliveryWorkers: workers, DeliveriesPerHost: workers, DeliveriesPerPrincipal: workers})
+	var opened sync.Once
+	open := func() { opened.Do(func() { close(store.open) }) }
+	t.Cleanup(open) // before the recorder's Close: a failed test must not leave attempts stuck
 	eventually(t, "10 POSTs while nothing is recorded", func() bool { return rc.count() == 10 && store.waiting.Load() == 8 })
 	time.Sleep(50 * time.Millisecond)
 	if got := rc.count(); got != 10 {
 		t.Fatalf("%d POSTs while the store recorded nothing; want 10", got)
 	}
-	close(store.open)
+	open()
 	eventually(t, "every callback delivered", func() bool { return rc.count() >= n })
 	for i := range n {
 		id := fmt.Sprintf("t%02d", i)

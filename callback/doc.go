@@ -50,12 +50,36 @@
 // attempt of a task's callback carries the same webhook-id (the task id) and,
 // with a Secret, a Standard Webhooks signature.
 //
+// Deliveries share Options.DeliveryWorkers slots; one receiver (host and
+// port) takes at most Options.DeliveriesPerHost of them and one principal's
+// tasks Options.DeliveriesPerPrincipal, so that a receiver that hangs, or a
+// tenant with many callbacks, leaves room for the others. A receiver that
+// fails Options.HostFailures attempts in a row (no answer, a timeout, 5xx,
+// 408 or 429) is paused: its due callbacks go back to the store for later
+// without counting an attempt (taskstore.Store.DeferDeliveries), then one
+// attempt at a time probes it, the pause doubling while it fails. Failed
+// attempts are summed up in the log per receiver every Options.LogInterval,
+// with each attempt's details at Debug level.
+//
 // Recorder.Redeliver makes the callbacks of finished tasks due again
 // whatever their status (the Tasks API's redeliver action calls it when
 // given the recorder with handler.WithRedeliverer), and Recorder.Recover
 // does it for every failed callback of the tasks finished since a time; both
 // start the deliveries at once. A redelivered callback keeps its webhook-id
 // and body, and its attempts count on.
+//
+// # Limits
+//
+// Every limit is an Options field with a default. Request bodies are read
+// as their bytes arrive, never sized by a declared Content-Length, up to
+// Options.MaxBodyBytes; a task's stored request is at most
+// Options.MaxRequestBytes. Accepted tasks wait in Options.Queue places, a
+// principal (application and user) taking at most Options.QueuePerPrincipal,
+// and the bodies they hold in memory until their run ends are bounded by
+// Options.QueueBytes (Options.QueueBytesPerPrincipal per principal); beyond
+// any of them a submission gets 429 too_many_requests and nothing is
+// stored. The workers take the principals with queued tasks in turn, so a
+// principal that queued many tasks does not hold up another's.
 //
 // # Failure and shutdown
 //

@@ -412,6 +412,14 @@ func TestOptionsValidated(t *testing.T) {
 		"NegativeRetention":  {Retention: -time.Hour},
 		"NegativeMaxBody":    {MaxBodyBytes: -1},
 		"NegativePollPeriod": {PollInterval: -time.Second},
+		"NegativeRequest":    {MaxRequestBytes: -1},
+		"NegativeQueueBytes": {QueueBytes: -1},
+		"NegativeTenantQ":    {QueuePerPrincipal: -1},
+		"NegativePerHost":    {DeliveriesPerHost: -1},
+		"NegativeFirstByte":  {FirstByteTimeout: -time.Second},
+		"NegativeHostPause":  {HostPause: -time.Second},
+		"MaxPauseBelowPause": {HostPause: time.Minute, MaxHostPause: time.Second},
+		"NegativeLogPeriod":  {LogInterval: -time.Second},
 	} {
 		if rec, err := callback.New(store, o); err == nil {
 			rec.Close(context.Background())

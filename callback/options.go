@@ -30,14 +30,22 @@ func ParseSchedule(s string) (Schedule, error) { return webhook.ParseSchedule(s)
 
 // Defaults applied by New to zero Options fields.
 const (
-	DefaultWorkers         = 8
-	DefaultQueue           = 1024
-	DefaultTaskTimeout     = 10 * time.Minute
-	DefaultMaxBodyBytes    = 32 << 20
-	DefaultAttemptTimeout  = webhook.DefaultTimeout
-	DefaultDeliveryWorkers = 16
-	DefaultPollInterval    = time.Second
-	DefaultLease           = time.Minute
+	DefaultWorkers          = 8
+	DefaultQueue            = 1024
+	DefaultTaskTimeout      = 10 * time.Minute
+	DefaultMaxBodyBytes     = 32 << 20
+	DefaultMaxRequestBytes  = 4 << 20
+	DefaultQueueBytes       = 256 << 20
+	DefaultAttemptTimeout   = webhook.DefaultTimeout
+	DefaultConnectTimeout   = 5 * time.Second
+	DefaultFirstByteTimeout = 10 * time.Second
+	DefaultDeliveryWorkers  = 32
+	DefaultHostFailures     = 5
+	DefaultHostPause        = 10 * time.Second
+	DefaultMaxHostPause     = 5 * time.Minute
+	DefaultLogInterval      = 30 * time.Second
+	DefaultPollInterval     = time.Second
+	DefaultLease            = time.Minute
 )
 
 // Options configure a Recorder. The zero value is usable: every zero field
@@ -55,13 +63,43 @@ type Options struct {
 	// full, Wrap answers 429 too_many_requests and Submit returns
 	// ErrQueueFull; nothing is stored. Default 1024.
 	Queue int
+	// QueuePerPrincipal is how many of the Queue places the tasks of one
+	// principal (an application and user: tasks whose ApplicationID and
+	// UserID are the same) may take. Beyond it that principal's
+	// submissions get 429 (ErrQueueFull) while the others' are accepted.
+	// Queued tasks are run fairly: the workers take the principals that
+	// have tasks waiting in turn, one task each, so a principal that
+	// queued a thousand tasks delays another's next task by at most one
+	// task per worker. Default Queue/4 (at least 1).
+	QueuePerPrincipal int
+	// QueueBytes bounds the bytes held in memory for tasks from their
+	// acceptance to the end of their run: the request body Wrap keeps for
+	// the wrapped handler (for a multipart form, its file parts included),
+	// or the size of Submit's Request. A task that would take the total
+	// past it is refused like a full queue (429, ErrQueueFull), unless
+	// nothing is held (a task larger than the budget then runs alone).
+	// Default 256 MiB.
+	QueueBytes int64
+	// QueueBytesPerPrincipal is the share of QueueBytes one principal's
+	// tasks may hold, with the same rule. Default QueueBytes/4.
+	QueueBytesPerPrincipal int64
 	// TaskTimeout bounds one task's run; a task that takes longer finishes
 	// with the failure code "timeout". Default 10 minutes.
 	TaskTimeout time.Duration
 	// MaxBodyBytes caps the JSON or multipart request bodies that Wrap
 	// reads to look for callback_url; a larger body is refused with 400
-	// bad_request. Default 32 MiB.
+	// bad_request. Synchronous requests pass through with their bodies up
+	// to this size too. Default 32 MiB.
 	MaxBodyBytes int64
+	// MaxRequestBytes caps a task's stored request (Task.Request): a
+	// callback-mode JSON body, compacted; the JSON object describing a
+	// multipart form, in which form fields are JSON strings (escapes
+	// counted: a control byte takes 6) and each file part is its name,
+	// content type, size and SHA-256, whatever its size; or Submit's
+	// Request. A larger one is refused before anything is stored: Wrap
+	// answers 400 bad_request naming the limit, Submit returns
+	// ErrRequestTooLarge. Default 4 MiB.
+	MaxRequestBytes int64
 
 	// Schedule is the callback delivery schedule. Default DefaultSchedule.
 	Schedule Schedule
@@ -76,6 +114,13 @@ type Options struct {
 	// AttemptTimeout bounds one delivery attempt. Default 15 seconds. It
 	// must be shorter than Lease.
 	AttemptTimeout time.Duration
+	// ConnectTimeout bounds the connection of a delivery attempt (name
+	// resolution included) and FirstByteTimeout the wait for the
+	// receiver's answer once the callback is sent, each within
+	// AttemptTimeout. They do not apply with a custom Transport. Defaults
+	// 5 and 10 seconds.
+	ConnectTimeout   time.Duration
+	FirstByteTimeout time.Duration
 	// DeliveryWorkers is how many delivery attempts (POSTs) run at once.
 	// An attempt's slot frees when its POST ends, while the store records
 	// it; up to 4×DeliveryWorkers attempts may wait to be recorded. When
@@ -84,8 +129,42 @@ type Options struct {
 	// still waits for a slot. A claim covers the POST, not the wait to be
 	// recorded: should the store take longer than Lease to record an
 	// attempt, the delivery may be claimed and sent again (delivery is at
-	// least once). Default 16.
+	// least once). Default 32.
 	DeliveryWorkers int
+	// DeliveriesPerHost caps the attempts in flight to one receiver (a
+	// callback URL's host and port), and DeliveriesPerPrincipal those of
+	// the tasks of one principal, so that a receiver that hangs, or one
+	// tenant's many callbacks, hold at most that many of the
+	// DeliveryWorkers slots and the others' callbacks go on. A claimed
+	// delivery that cannot start for a cap waits in memory while its
+	// claim lasts (up to one more round per receiver), else it is handed
+	// back to the store (taskstore.Store.DeferDeliveries) a little later,
+	// without counting an attempt. Defaults DeliveryWorkers/2 and
+	// 3×DeliveryWorkers/4 (at least 1): a principal whose receiver hangs
+	// still has slots for its other receivers, and the other principals
+	// have the rest.
+	DeliveriesPerHost      int
+	DeliveriesPerPrincipal int
+	// HostFailures consecutive failed attempts to one receiver (no answer,
+	// a timeout, or a 5xx, 408 or 429 status) pause deliveries to it for
+	// HostPause: its due callbacks are handed back to the store until then
+	// (DeferDeliveries: no attempt is counted, so a pause does not use up
+	// their Schedule). Then one attempt probes the receiver: an answer
+	// resumes its deliveries, a failure pauses it again for twice as long,
+	// up to MaxHostPause. A receiver that never answers thus costs a probe
+	// per MaxHostPause, and its callbacks stay pending (not given up)
+	// until it answers or the tasks are pruned. Defaults 5, 10 seconds
+	// and 5 minutes.
+	HostFailures int
+	HostPause    time.Duration
+	MaxHostPause time.Duration
+	// LogInterval is how often failed deliveries are summed up in the
+	// log: at most one line per receiver host per interval (failed
+	// attempts, retries scheduled, callbacks given up and deferred, the
+	// last error), plus one line when a receiver is paused and one when it
+	// answers again. Each attempt's details are logged at Debug level.
+	// Default 30 seconds.
+	LogInterval time.Duration
 	// PollInterval is how often the outbox is checked for due deliveries.
 	// Finishing a task, and a retry due sooner than this, wake the delivery
 	// loop at once. Default 1 second.
@@ -186,16 +265,24 @@ type Stats struct {
 	// Redelivered counts the callbacks that Redeliver and Recover made
 	// due again.
 	Redelivered uint64
+	// Deferred counts the deliveries handed back to the store without an
+	// attempt, because their receiver was paused or busy (see
+	// Options.HostFailures and Options.DeliveriesPerHost).
+	Deferred uint64
 	// Queued and Running are the tasks currently waiting for a worker and
-	// running.
-	Queued  int
-	Running int
+	// running; HeldBytes the bytes held for them (see Options.QueueBytes).
+	Queued    int
+	Running   int
+	HeldBytes int64
+	// PausedHosts is how many receiver hosts are paused after failing
+	// (see Options.HostFailures).
+	PausedHosts int
 }
 
 type counters struct {
 	tasksCreated, tasksFinished, tasksFailed atomic.Uint64
 	deliveriesAttempted, delivered, givenUp  atomic.Uint64
-	redelivered                              atomic.Uint64
+	redelivered, deferred                    atomic.Uint64
 }
 
 // withDefaults validates o and fills in its zero fields.
@@ -209,9 +296,21 @@ func (o Options) withDefaults() (Options, error) {
 	neg("Workers", int64(o.Workers))
 	neg("Queue", int64(o.Queue))
 	neg("TaskTimeout", int64(o.TaskTimeout))
+	neg("QueuePerPrincipal", int64(o.QueuePerPrincipal))
+	neg("QueueBytes", o.QueueBytes)
+	neg("QueueBytesPerPrincipal", o.QueueBytesPerPrincipal)
 	neg("MaxBodyBytes", o.MaxBodyBytes)
+	neg("MaxRequestBytes", o.MaxRequestBytes)
 	neg("AttemptTimeout", int64(o.AttemptTimeout))
+	neg("ConnectTimeout", int64(o.ConnectTimeout))
+	neg("FirstByteTimeout", int64(o.FirstByteTimeout))
 	neg("DeliveryWorkers", int64(o.DeliveryWorkers))
+	neg("DeliveriesPerHost", int64(o.DeliveriesPerHost))
+	neg("DeliveriesPerPrincipal", int64(o.DeliveriesPerPrincipal))
+	neg("HostFailures", int64(o.HostFailures))
+	neg("HostPause", int64(o.HostPause))
+	neg("MaxHostPause", int64(o.MaxHostPause))
+	neg("LogInterval", int64(o.LogInterval))
 	neg("PollInterval", int64(o.PollInterval))
 	neg("Lease", int64(o.Lease))
 	neg("Retention", int64(o.Retention))
@@ -229,15 +328,30 @@ func (o Options) withDefaults() (Options, error) {
 	setDefault(&o.Workers, DefaultWorkers)
 	setDefault(&o.Queue, DefaultQueue)
 	setDefault(&o.TaskTimeout, DefaultTaskTimeout)
+	setDefault(&o.QueuePerPrincipal, max(1, o.Queue/4))
+	setDefault(&o.QueueBytes, DefaultQueueBytes)
+	setDefault(&o.QueueBytesPerPrincipal, max(1, o.QueueBytes/4))
 	setDefault(&o.MaxBodyBytes, DefaultMaxBodyBytes)
+	setDefault(&o.MaxRequestBytes, DefaultMaxRequestBytes)
 	setDefault(&o.AttemptTimeout, DefaultAttemptTimeout)
+	setDefault(&o.ConnectTimeout, DefaultConnectTimeout)
+	setDefault(&o.FirstByteTimeout, DefaultFirstByteTimeout)
 	setDefault(&o.DeliveryWorkers, DefaultDeliveryWorkers)
+	setDefault(&o.DeliveriesPerHost, max(1, o.DeliveryWorkers/2))
+	setDefault(&o.DeliveriesPerPrincipal, max(1, 3*o.DeliveryWorkers/4))
+	setDefault(&o.HostFailures, DefaultHostFailures)
+	setDefault(&o.HostPause, DefaultHostPause)
+	setDefault(&o.MaxHostPause, max(DefaultMaxHostPause, o.HostPause))
+	setDefault(&o.LogInterval, DefaultLogInterval)
 	setDefault(&o.PollInterval, DefaultPollInterval)
 	setDefault(&o.Lease, DefaultLease)
 	if len(o.Schedule) == 0 {
 		o.Schedule = DefaultSchedule
 	}
 	o.Schedule = append(Schedule(nil), o.Schedule...) // the caller may reuse its slice
+	if o.MaxHostPause < o.HostPause {
+		return o, fmt.Errorf("callback: invalid options: MaxHostPause (%v) must not be shorter than HostPause (%v)", o.MaxHostPause, o.HostPause)
+	}
 	if o.Lease <= o.AttemptTimeout {
 		return o, fmt.Errorf("callback: invalid options: Lease (%v) must be longer than AttemptTimeout (%v), or a slow delivery attempt could be claimed twice", o.Lease, o.AttemptTimeout)
 	}

@@ -63,12 +63,14 @@ type Recorder struct {
 
 	mu         sync.Mutex
 	closed     bool
-	waiting    int // slots reserved or queued, at most o.Queue
+	waiting    int // places reserved or queued, at most o.Queue
 	running    int
+	heldBytes  int64                      // held by reserved, queued and running tasks
+	queue      fairQueue                  // the queued tasks
 	active     map[string]struct{}        // ids queued or running: their leases are renewed
 	waiters    map[string][]chan struct{} // Wait calls per task id, woken when it finishes
 	submitting sync.WaitGroup             // reservations not yet enqueued or released
-	jobs       chan *job
+	ready      chan struct{}              // one token per queued task
 
 	// hardStop is cancelled when Close's context ends: running tasks are
 	// cancelled and every remaining one is finished as interrupted.
@@ -82,7 +84,10 @@ type Recorder struct {
 	deliverCancel context.CancelFunc
 
 	wake     chan struct{} // wakes the delivery loop
-	stopLoop chan struct{} // stops the delivery loop
+	disp     dispatcher    // delivery scheduling (hosts.go)
+	wakeMu   sync.Mutex
+	wakes    map[time.Time]struct{} // when timers wake the delivery loop (wakeAt)
+	stopLoop chan struct{}          // stops the delivery loop
 	loopDone chan struct{}
 
 	workersWG  sync.WaitGroup
@@ -113,6 +118,8 @@ func New(store taskstore.Store, o Options) (*Recorder, error) {
 		Secret:               o.Secret,
 		AllowPrivateNetworks: o.AllowPrivateNetworks,
 		Timeout:              o.AttemptTimeout,
+		ConnectTimeout:       o.ConnectTimeout,
+		FirstByteTimeout:     o.FirstByteTimeout,
 		Transport:            o.Transport,
 	})
 	if err != nil {
@@ -124,8 +131,11 @@ func New(store taskstore.Store, o Options) (*Recorder, error) {
 		log:       o.Logger,
 		sender:    sender,
 		active:    make(map[string]struct{}),
-		jobs:      make(chan *job, o.Queue),
+		queue:     newFairQueue(),
+		ready:     make(chan struct{}, o.Queue),
 		wake:      make(chan struct{}, 1),
+		disp:      newDispatcher(),
+		wakes:     make(map[time.Time]struct{}),
 		stopLoop:  make(chan struct{}),
 		loopDone:  make(chan struct{}),
 		recording: make(chan struct{}, 4*o.DeliveryWorkers),
@@ -149,6 +159,7 @@ func New(store taskstore.Store, o Options) (*Recorder, error) {
 		go r.worker()
 	}
 	go r.deliveryLoop()
+	r.goBackground(r.deliveryLog)
 	r.goBackground(r.renewer)
 	r.goBackground(r.sweeper)
 	if o.Retention > 0 {
@@ -192,7 +203,7 @@ func (r *Recorder) now() time.Time { return r.o.Now() }
 // Close returns ctx's error when tasks had to be interrupted, else nil. It
 // does not close the store. Calling it again is a no-op that returns nil.
 func (r *Recorder) Close(ctx context.Context) error {
-	if r.jobs == nil {
+	if r.ready == nil {
 		return ErrNotNew
 	}
 	var err error
@@ -205,7 +216,7 @@ func (r *Recorder) close(ctx context.Context) error {
 	r.closed = true
 	r.mu.Unlock()
 	r.submitting.Wait() // reservations being stored finish enqueueing or release
-	close(r.jobs)
+	close(r.ready)
 
 	var err error
 	workersDone := make(chan struct{})
@@ -255,7 +266,7 @@ func (r *Recorder) close(ctx context.Context) error {
 // Stats returns a snapshot of the recorder's counters.
 func (r *Recorder) Stats() Stats {
 	r.mu.Lock()
-	queued, running := r.waiting, r.running
+	queued, running, held := r.waiting, r.running, r.heldBytes
 	r.mu.Unlock()
 	return Stats{
 		TasksCreated:        r.c.tasksCreated.Load(),
@@ -265,8 +276,11 @@ func (r *Recorder) Stats() Stats {
 		Delivered:           r.c.delivered.Load(),
 		GivenUp:             r.c.givenUp.Load(),
 		Redelivered:         r.c.redelivered.Load(),
+		Deferred:            r.c.deferred.Load(),
 		Queued:              queued,
 		Running:             running,
+		HeldBytes:           held,
+		PausedHosts:         r.pausedHosts(),
 	}
 }
 

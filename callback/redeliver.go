@@ -21,12 +21,13 @@ const recoverBatch = 500
 //
 // A delivery in flight at that moment is not sent twice: its id is in the
 // answer and the attempt under way decides what follows (see
-// taskstore.Store.Redeliver).
+// taskstore.Store.Redeliver). A callback to a receiver paused after failing
+// (Options.HostFailures) waits for the pause to end, like any other.
 //
 // Redeliver does not check who may see the tasks: the Tasks API's
 // redeliver action does that before it calls it.
 func (r *Recorder) Redeliver(ctx context.Context, ids ...string) ([]string, error) {
-	if r.jobs == nil {
+	if r.ready == nil {
 		return nil, ErrNotNew
 	}
 	if r.isClosed() {
@@ -47,7 +48,7 @@ func (r *Recorder) Redeliver(ctx context.Context, ids ...string) ([]string, erro
 // ends it stops between batches and returns what it made due so far with
 // ctx's error.
 func (r *Recorder) Recover(ctx context.Context, since time.Time) (int, error) {
-	if r.jobs == nil {
+	if r.ready == nil {
 		return 0, ErrNotNew
 	}
 	if r.isClosed() {

@@ -19,63 +19,106 @@ type job struct {
 	// task id.
 	base context.Context
 	run  func(ctx context.Context) outcome
+	// owner is the queue of the task's principal; bytes what the task holds
+	// in memory until its run ends (see Options.QueueBytes).
+	owner *tenantQueue
+	bytes int64
 }
 
-// reserve takes a queue slot for a task about to be stored. On success the
-// caller must call enqueue or release.
-func (r *Recorder) reserve() error {
-	if r.jobs == nil {
-		return ErrNotNew
+// reserve takes a queue place, and bytes of the memory budget, for a task
+// of principal p about to be stored. On success the caller must call
+// enqueue or release with the returned queue.
+func (r *Recorder) reserve(p taskstore.Principal, bytes int64) (*tenantQueue, error) {
+	if r.ready == nil {
+		return nil, ErrNotNew
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.closed {
+		return nil, ErrClosed
+	}
+	key := principalKey(p)
+	tq := r.queue.byKey[key]
+	if tq == nil {
+		tq = &tenantQueue{}
+	}
 	switch {
-	case r.closed:
-		return ErrClosed
 	case r.waiting >= r.o.Queue:
-		return ErrQueueFull
+		return nil, ErrQueueFull
+	case tq.reserved >= r.o.QueuePerPrincipal:
+		return nil, errPrincipalQueueFull
+	case tq.bytes > 0 && tq.bytes+bytes > r.o.QueueBytesPerPrincipal:
+		return nil, errPrincipalBytesFull
+	case r.heldBytes > 0 && r.heldBytes+bytes > r.o.QueueBytes:
+		return nil, errQueueBytesFull
+	}
+	if r.queue.byKey[key] == nil {
+		r.queue.byKey[key] = tq
+		tq.key = key
 	}
 	r.waiting++
+	r.heldBytes += bytes
+	tq.reserved++
+	tq.bytes += bytes
 	r.submitting.Add(1)
-	return nil
+	return tq, nil
 }
 
-// release gives back a slot whose task was not stored.
-func (r *Recorder) release() {
+// release gives back a place (and its bytes) whose task was not stored.
+func (r *Recorder) release(tq *tenantQueue, bytes int64) {
 	r.mu.Lock()
 	r.waiting--
+	tq.reserved--
+	r.unhold(tq, bytes)
 	r.mu.Unlock()
 	r.submitting.Done()
 }
 
+// unhold gives back bytes of the memory budget, forgetting tq once it
+// holds nothing. r.mu is held.
+func (r *Recorder) unhold(tq *tenantQueue, bytes int64) {
+	r.heldBytes -= bytes
+	tq.bytes -= bytes
+	if tq.reserved == 0 && tq.bytes == 0 && len(tq.jobs) == 0 && r.queue.byKey[tq.key] == tq {
+		delete(r.queue.byKey, tq.key)
+	}
+}
+
 // createTask reserves a place in the queue and stores t as a new task,
-// setting its ID, CreatedAt and LeaseUntil; it returns the id. The store
-// call keeps ctx's values but not its cancellation (it is bounded by
-// storeTimeout instead): once Create has started, a caller that gives up
-// must not leave behind a stored task that nobody queued. On success the
-// caller must enqueue the task; on error the reservation is released. The
-// errors are reserve's (ErrClosed, ErrQueueFull) or the store's.
-func (r *Recorder) createTask(ctx context.Context, t taskstore.Task) (string, error) {
-	if err := r.reserve(); err != nil {
-		return "", err
+// setting its ID, CreatedAt and LeaseUntil; it returns the id and the
+// principal's queue. bytes is what the task will hold in memory until its
+// run ends. The store call keeps ctx's values but not its cancellation (it
+// is bounded by storeTimeout instead): once Create has started, a caller
+// that gives up must not leave behind a stored task that nobody queued. On
+// success the caller must enqueue the task; on error the reservation is
+// released. The errors are reserve's (ErrClosed, or ErrQueueFull alone or
+// wrapped with the principal's or the memory budget's reason) or the
+// store's.
+func (r *Recorder) createTask(ctx context.Context, t taskstore.Task, bytes int64) (string, *tenantQueue, error) {
+	p := taskstore.Principal{ApplicationID: t.ApplicationID, UserID: t.UserID}
+	tq, err := r.reserve(p, bytes)
+	if err != nil {
+		return "", nil, err
 	}
 	t.ID, t.CreatedAt = newTaskID(), r.now()
 	t.LeaseUntil = t.CreatedAt.Add(r.o.Lease)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
-	err := r.store.Create(sctx, t)
+	err = r.store.Create(sctx, t)
 	cancel()
 	if err != nil {
-		r.release()
-		return "", closedErr(err)
+		r.release(tq, bytes)
+		return "", nil, closedErr(err)
 	}
-	return t.ID, nil
+	return t.ID, tq, nil
 }
 
-// enqueue hands a stored task to the workers. The reserved slot guarantees
-// room in the channel, so it never blocks.
+// enqueue hands a stored task to the workers: it joins its principal's
+// queue. The reserved place guarantees a token's room in r.ready, so it
+// never blocks.
 func (r *Recorder) enqueue(j *job) {
 	r.mu.Lock()
 	r.active[j.id] = struct{}{}
+	r.queue.push(j)
 	r.mu.Unlock()
 	// Counted and announced before a worker can take it, so that no
 	// TaskFinished comes before its TaskCreated.
@@ -83,21 +126,26 @@ func (r *Recorder) enqueue(j *job) {
 	if h := r.o.Hooks.TaskCreated; h != nil {
 		h(TaskEvent{ID: j.id, Type: j.typ, TraceID: j.traceID})
 	}
-	r.jobs <- j
+	r.ready <- struct{}{}
 	r.submitting.Done()
 }
 
+// worker runs queued tasks: each token in r.ready stands for one queued
+// task, and the fair queue says which one comes next.
 func (r *Recorder) worker() {
 	defer r.workersWG.Done()
-	for j := range r.jobs {
+	for range r.ready {
 		r.mu.Lock()
+		j := r.queue.pop()
 		r.waiting--
+		j.owner.reserved--
 		r.running++
 		r.mu.Unlock()
 		r.runJob(j)
 		r.mu.Lock()
 		r.running--
 		delete(r.active, j.id)
+		r.unhold(j.owner, j.bytes)
 		r.mu.Unlock()
 	}
 }

@@ -29,11 +29,14 @@ import (
 //     (a string of at most 128 characters) and async (a boolean; for multipart a
 //     form field strconv.ParseBool reads: 1, t, T, true, TRUE, True, or
 //     0, f, F, false, FALSE, False) are validated (400 bad_request, nothing
-//     stored). The task is stored with the caller's principal, queued, and
-//     only then answered 200 {"task_id":"…"} (with "trace_id" when given).
-//     When the queue is full, or the recorder is closed, the answer is 429
-//     too_many_requests and nothing is stored; a store failure is 500
-//     api_error. null counts as an absent field.
+//     stored). A body whose stored form would exceed Options.MaxRequestBytes
+//     is refused with 400 naming the limit. The task is stored with the
+//     caller's principal, queued, and only then answered 200
+//     {"task_id":"…"} (with "trace_id" when given). When the queue is full
+//     (or the caller's share of it, or of Options.QueueBytes), or the
+//     recorder is closed, the answer is 429 too_many_requests and nothing
+//     is stored; a store failure is 500 api_error. null counts as an
+//     absent field.
 //   - Otherwise (other content types, a JSON body that is not an object, a
 //     malformed multipart body, or neither field) h serves the request
 //     synchronously with the original body bytes; nothing is stored.
@@ -55,7 +58,7 @@ func (r *Recorder) Wrap(taskType string, h http.Handler) http.Handler {
 	if h == nil {
 		panic("callback: Wrap: nil handler")
 	}
-	if r.jobs == nil {
+	if r.ready == nil {
 		panic("callback: Wrap: " + ErrNotNew.Error())
 	}
 	return &wrapped{r: r, typ: taskType, h: h}
@@ -93,9 +96,9 @@ func (wh *wrapped) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 
 	var in inspection
 	if kind == kindJSON {
-		in, err = inspectJSON(body)
+		in, err = inspectJSON(body, r.o.MaxRequestBytes)
 	} else {
-		in, err = inspectMultipart(body, boundary)
+		in, err = inspectMultipart(body, boundary, r.o.MaxRequestBytes)
 	}
 	if br, ok := errors.AsType[*badRequest](err); ok {
 		apierr.Write(w, http.StatusBadRequest, apierr.BadRequest, br.msg)
@@ -120,14 +123,17 @@ func (wh *wrapped) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 func (wh *wrapped) accept(w http.ResponseWriter, req *http.Request, in inspection) {
 	r := wh.r
 	p := r.o.Principal(req)
-	id, err := r.createTask(req.Context(), taskstore.Task{
+	id, owner, err := r.createTask(req.Context(), taskstore.Task{
 		TraceID: in.traceID, Type: wh.typ, Request: in.stored,
 		ApplicationID: p.ApplicationID, UserID: p.UserID, CredentialID: p.CredentialID,
 		Callback: taskstore.Callback{URL: in.callbackURL},
-	})
+	}, int64(len(in.upstream)))
 	switch {
 	case errors.Is(err, ErrClosed):
 		apierr.Write(w, http.StatusTooManyRequests, apierr.TooManyRequests, "the server is shutting down; retry later")
+		return
+	case errors.Is(err, errPrincipalQueueFull), errors.Is(err, errPrincipalBytesFull):
+		apierr.Write(w, http.StatusTooManyRequests, apierr.TooManyRequests, "too many of your tasks are waiting; retry later")
 		return
 	case errors.Is(err, ErrQueueFull):
 		apierr.Write(w, http.StatusTooManyRequests, apierr.TooManyRequests, "too many tasks are waiting; retry later")
@@ -150,6 +156,7 @@ func (wh *wrapped) accept(w http.ResponseWriter, req *http.Request, in inspectio
 	h, upstream := wh.h, in.upstream
 	r.enqueue(&job{
 		id: id, typ: wh.typ, traceID: in.traceID, callback: in.callbackURL != "",
+		owner: owner, bytes: int64(len(upstream)),
 		base: taskContext(req.Context(), id, p),
 		run: func(ctx context.Context) outcome {
 			rq := up.WithContext(ctx)
@@ -199,23 +206,57 @@ func bodyKind(req *http.Request) (kind int, boundary string) {
 var errTooLarge = errors.New("callback: request body too large")
 
 // readBody reads all of body, failing with errTooLarge past max bytes.
+//
+// The buffer grows with the bytes that arrive, never ahead of them: it
+// starts small and doubles when full, so it holds at most about twice what
+// was received. A declared length only caps that growth (an honest body
+// ends in a buffer of its exact size, plus one byte to see the end); it is
+// never allocated before the bytes come, so a client that declares 32 MiB
+// and sends nothing costs nothing.
 func readBody(body io.Reader, length, max int64) ([]byte, error) {
 	if length > max {
 		return nil, errTooLarge
 	}
-	size := int64(512)
-	if length > 0 {
-		size = length + 1 // room for the EOF read
+	hard := max + 1 // one byte past max tells a body that is too large
+	soft := hard    // where doubling stops when the length is declared
+	if length >= 0 {
+		soft = length + 1 // room for the EOF read
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, size))
-	n, err := buf.ReadFrom(io.LimitReader(body, max+1))
-	if err != nil {
-		return nil, err
+	buf := make([]byte, 0, min(soft, firstRead))
+	for {
+		if len(buf) == cap(buf) {
+			buf = growBody(buf, soft, hard)
+		}
+		n, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if int64(len(buf)) > max {
+			return nil, errTooLarge
+		}
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
-	if n > max {
-		return nil, errTooLarge
+}
+
+// firstRead is the size of a body buffer before anything arrived.
+const firstRead = 16 << 10
+
+// growBody returns buf with room for more bytes: twice its capacity, but no
+// more than soft (the declared length plus one) while buf is below it, and
+// never more than hard. The caller guarantees len(buf) < hard.
+func growBody(buf []byte, soft, hard int64) []byte {
+	c := int64(cap(buf))
+	next := max(2*c, firstRead)
+	if soft > c {
+		next = min(next, soft)
 	}
-	return buf.Bytes(), nil
+	next = min(next, hard)
+	grown := make([]byte, len(buf), next)
+	copy(grown, buf)
+	return grown
 }
 
 // capture is the in-memory ResponseWriter of a task's run.
@@ -294,12 +335,17 @@ type Submission struct {
 // *TaskError chooses the failure code and message; any other error becomes
 // "api_error" with a generic message, so its text never reaches the client.
 //
-// Errors: ErrBadCallbackURL (wrapped with the reason), ErrQueueFull,
-// ErrClosed, or the store's error (taskstore.ErrInvalid naming the field for
+// Errors: ErrBadCallbackURL (wrapped with the reason), ErrRequestTooLarge
+// (a Request longer than Options.MaxRequestBytes, wrapped with the limit),
+// ErrQueueFull (the queue is full, or the principal's share of it or of
+// Options.QueueBytes is, wrapped with the reason), ErrClosed, or the store's error (taskstore.ErrInvalid naming the field for
 // a missing Type or Request, or a trace id that is too long).
 func (r *Recorder) Submit(ctx context.Context, s Submission, run func(ctx context.Context) (json.RawMessage, error)) (taskID string, err error) {
 	if run == nil {
 		return "", errors.New("callback: Submit: nil run function")
+	}
+	if r.ready == nil {
+		return "", ErrNotNew
 	}
 	if err := ctx.Err(); err != nil {
 		return "", err
@@ -309,26 +355,32 @@ func (r *Recorder) Submit(ctx context.Context, s Submission, run func(ctx contex
 			return "", err
 		}
 	}
+	if int64(len(s.Request)) > r.o.MaxRequestBytes {
+		return "", fmt.Errorf("%w: at most %d bytes", ErrRequestTooLarge, r.o.MaxRequestBytes)
+	}
 	p := s.Principal
-	id, err := r.createTask(ctx, taskstore.Task{
+	held := int64(len(s.Request))
+	id, owner, err := r.createTask(ctx, taskstore.Task{
 		TraceID: s.TraceID, Type: s.Type, Request: s.Request,
 		ApplicationID: p.ApplicationID, UserID: p.UserID, CredentialID: p.CredentialID,
 		Callback: taskstore.Callback{URL: s.CallbackURL},
-	})
+	}, held)
 	switch {
 	case errors.Is(err, ErrClosed), errors.Is(err, ErrQueueFull), errors.Is(err, ErrNotNew):
 		return "", err
 	case err != nil:
 		return "", fmt.Errorf("callback: storing task: %w", err)
 	}
+	typ := s.Type // the closure keeps this, not the Submission and its Request
 	r.enqueue(&job{
-		id: id, typ: s.Type, traceID: s.TraceID, callback: s.CallbackURL != "",
+		id: id, typ: typ, traceID: s.TraceID, callback: s.CallbackURL != "",
+		owner: owner, bytes: held,
 		base: taskContext(ctx, id, p),
 		run: func(ctx context.Context) outcome {
 			body, err := run(ctx)
 			if err != nil {
 				if _, ok := errors.AsType[*TaskError](err); !ok {
-					r.log.Error("callback: task failed", "task_id", id, "type", s.Type, "err", err)
+					r.log.Error("callback: task failed", "task_id", id, "type", typ, "err", err)
 				}
 				return outcome{err: err}
 			}

@@ -70,6 +70,15 @@
 // when no task visible to the caller matches; retrieve_batch answers
 // {"items":[…],"count":N}, newest first, with count the number of matches
 // regardless of offset and limit; delete answers {"id":"…","deleted":bool}.
+//
+// A retrieve_batch answer has a byte budget (WithPageBytes, default
+// DefaultPageBytes): items stop being added once the request and response
+// JSON of those already in the answer reach it, so an answer may hold fewer
+// than limit items (always at least one when a task matches past offset),
+// and the memory a request takes is bounded whatever the tasks weigh. count
+// is still the number of matches. A client that gets fewer items than it
+// asked for while offset plus the number of items is below count asks again
+// with offset increased by the number of items it got, as for the next page.
 // A record always carries "status", and a task with a callback a
 // "callback" member with its status and attempts (taskstore.Task.AppendJSON
 // gives the exact shape).
@@ -102,6 +111,24 @@ type Handler struct {
 	types       []string // nil: every type
 	log         *slog.Logger
 	redeliverer Redeliverer
+	pageBytes   int
+}
+
+// DefaultPageBytes is the default byte budget of a retrieve_batch answer:
+// the request and response JSON of its items (see WithPageBytes).
+const DefaultPageBytes = 16 << 20
+
+// WithPageBytes sets the byte budget of a retrieve_batch answer: once the
+// items already in it hold n bytes of request and response JSON, no more
+// are added (see the package documentation for how a client goes on).
+// An answer takes about twice the budget plus its largest task in memory.
+// n <= 0 keeps DefaultPageBytes.
+func WithPageBytes(n int) Option {
+	return func(h *Handler) {
+		if n > 0 {
+			h.pageBytes = n
+		}
+	}
 }
 
 // Redeliverer makes the callbacks of finished tasks due again and reports
@@ -157,7 +184,7 @@ func New(store taskstore.Store, auth Authenticator, opts ...Option) *Handler {
 		panic("handler.New: nil Authenticator; pass handler.Tokens(…) or your own, " +
 			"or handler.InsecureAnyoneIsOperator to let every caller see every task (tests, trusted networks)")
 	}
-	h := &Handler{store: store, auth: auth}
+	h := &Handler{store: store, auth: auth, pageBytes: DefaultPageBytes}
 	for _, o := range opts {
 		o(h)
 	}
@@ -331,6 +358,7 @@ func (h *Handler) retrieveBatch(ctx context.Context, p taskstore.Principal, req 
 		CallbackStatus: req.callbackStatus,
 		Offset:         req.offset,
 		Limit:          req.limit,
+		PageBytes:      h.pageBytes,
 	}
 	if req.typ != "" {
 		if !h.sees(req.typ) {

@@ -663,3 +663,52 @@ func TestBodyReadError(t *testing.T) {
 	var ids traceIDs
 	ids.checkError(t, rec, http.StatusBadRequest, "bad_request", "the request body could not be read")
 }
+
+// TestPageBytes: a retrieve_batch answer stops adding items once their
+// requests and responses reach the byte budget, with the same count; a
+// client that goes on from offset + len(items) gets every task once.
+func TestPageBytes(t *testing.T) {
+	eachBackend(t, func(t *testing.T, open func(testing.TB) taskstore.Store) {
+		s := open(t)
+		const n, size = 25, 1000
+		for i := range n {
+			mustCreate(t, s, taskstore.Task{
+				ID: fmt.Sprintf("heavy-%02d", i), Type: "images_generations",
+				Request: json.RawMessage(`{"prompt":"` + strings.Repeat("x", size-len(`{"prompt":""}`)) + `"}`),
+			})
+		}
+		h := handler.New(s, handler.InsecureAnyoneIsOperator, handler.WithPageBytes(3500))
+		seen := map[string]bool{}
+		offset, pages := 0, 0
+		for {
+			rec := serve(h, call{auth: "Bearer x", body: fmt.Sprintf(`{"action":"retrieve_batch","limit":100,"offset":%d}`, offset)})
+			var a struct {
+				Items []struct{ ID string } `json:"items"`
+				Count int                   `json:"count"`
+			}
+			if err := json.Unmarshal(rec.Body.Bytes(), &a); err != nil || rec.Code != 200 {
+				t.Fatalf("%d %s: %v", rec.Code, rec.Body, err)
+			}
+			if a.Count != n {
+				t.Fatalf("count %d, want %d (the whole match, whatever the page holds)", a.Count, n)
+			}
+			if len(a.Items) > 4 || (offset+len(a.Items) < n && len(a.Items) != 4) {
+				t.Fatalf("offset %d: %d items of %d bytes under a 3500-byte budget, want 4 (3 fill 3000 bytes, the 4th crosses)", offset, len(a.Items), size)
+			}
+			for _, it := range a.Items {
+				if seen[it.ID] {
+					t.Fatalf("%s listed twice", it.ID)
+				}
+				seen[it.ID] = true
+			}
+			pages++
+			offset += len(a.Items)
+			if offset >= a.Count {
+				break
+			}
+		}
+		if len(seen) != n || pages != 7 {
+			t.Fatalf("%d tasks in %d answers, want %d in 7", len(seen), pages, n)
+		}
+	})
+}

@@ -123,6 +123,11 @@ var errTooLarge = badRequest("the request body must be at most " + strconv.Itoa(
 
 // readBody reads the request body into buf (reusing its capacity) and
 // returns it, or a badRequest when it is larger than MaxBodyBytes.
+//
+// A body that fits buf costs no allocation. A larger one grows the buffer
+// as its bytes arrive, doubling, with the declared Content-Length capping
+// the growth (an honest body ends in a buffer of its size plus one byte):
+// a declared length is never allocated before the bytes come.
 func readBody(body io.Reader, contentLength int64, buf []byte) ([]byte, error) {
 	if contentLength > MaxBodyBytes {
 		return buf, errTooLarge
@@ -131,12 +136,21 @@ func readBody(body io.Reader, contentLength int64, buf []byte) ([]byte, error) {
 	if body == nil {
 		return buf, nil
 	}
-	if contentLength > 0 && int64(cap(buf)) < contentLength+1 {
-		buf = make([]byte, 0, contentLength+1) // +1 to see EOF without growing
+	const hard = MaxBodyBytes + 1 // one byte past the limit tells a body that is too large
+	soft := int64(hard)
+	if contentLength >= 0 {
+		soft = contentLength + 1 // +1 to see EOF without growing
 	}
 	for {
 		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
+			c := int64(cap(buf))
+			next := max(2*c, 512)
+			if soft > c {
+				next = min(next, soft)
+			}
+			grown := make([]byte, len(buf), min(next, hard))
+			copy(grown, buf)
+			buf = grown
 		}
 		n, err := body.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]

@@ -1,6 +1,8 @@
 package handler
 
 import (
+	"bytes"
+	"io"
 	"strings"
 	"testing"
 )
@@ -132,5 +134,60 @@ func TestParseRequestAllocs(t *testing.T) {
 	})
 	if allocs > 1 {
 		t.Errorf("parseRequest allocates %v times, want at most 1", allocs)
+	}
+}
+
+// dribble returns its bytes in reads of at most step bytes.
+type dribble struct {
+	b    []byte
+	step int
+}
+
+func (d *dribble) Read(p []byte) (int, error) {
+	if len(d.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), d.step)], d.b)
+	d.b = d.b[n:]
+	return n, nil
+}
+
+// TestReadBodyGrowsWithBytes: a declared Content-Length is not allocated
+// before the bytes arrive, a body that fits the buffer allocates nothing,
+// and the 1 MiB limit holds however the length is declared.
+func TestReadBodyGrowsWithBytes(t *testing.T) {
+	got, err := readBody(&dribble{b: []byte(`{"id":"x"}`), step: 4}, MaxBodyBytes, nil)
+	if err != nil || string(got) != `{"id":"x"}` {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	if cap(got) > 512 {
+		t.Errorf("10 bytes of a body declaring 1 MiB took a %d-byte buffer", cap(got))
+	}
+	buf := make([]byte, 0, 4096)
+	small := []byte(`{"action":"retrieve","id":"abc"}`)
+	d := &dribble{}
+	allocs := testing.AllocsPerRun(100, func() {
+		*d = dribble{b: small, step: 100}
+		readBody(d, int64(len(small)), buf)
+	})
+	if allocs > 0 {
+		t.Errorf("a small body allocated %v times", allocs)
+	}
+	for _, size := range []int{0, 4095, 4096, 4097, MaxBodyBytes} {
+		body := bytes.Repeat([]byte(" "), size)
+		for _, declared := range []int64{int64(size), -1} {
+			got, err := readBody(&dribble{b: body, step: 1 << 14}, declared, make([]byte, 0, 4096))
+			if err != nil || len(got) != size {
+				t.Fatalf("size %d declared %d: %d bytes, %v", size, declared, len(got), err)
+			}
+			if declared >= 0 && cap(got) > max(size+1, 4096) {
+				t.Errorf("size %d declared: buffer of %d bytes, want at most %d", size, cap(got), size+1)
+			}
+		}
+	}
+	for _, declared := range []int64{-1, 100} {
+		if _, err := readBody(&dribble{b: make([]byte, MaxBodyBytes+1), step: 1 << 16}, declared, nil); err != errTooLarge {
+			t.Errorf("1 MiB + 1, declared %d: %v, want errTooLarge", declared, err)
+		}
 	}
 }

@@ -51,6 +51,17 @@ func (s *Store) Find(ctx context.Context, f taskstore.Filter) ([]taskstore.Task,
 			return nil, 0, err
 		}
 	}
+	if f.PageBytes > 0 {
+		weight := 0
+		for i, slot := range slots {
+			if weight >= f.PageBytes {
+				slots = slots[:i]
+				break
+			}
+			r := s.recs.at(slot)
+			weight += len(r.request) + len(r.response)
+		}
+	}
 	return s.tasks(slots), total, nil
 }
 

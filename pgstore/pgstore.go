@@ -230,6 +230,13 @@ func (s *Store) exec(ctx context.Context, query string, args ...any) (n int64, e
 // bigint column when withLead is set (whose values it returns as leads).
 // capHint is the number of rows expected at most.
 func (s *Store) selectTasks(ctx context.Context, withLead bool, capHint int, query string, args ...any) (out []taskstore.Task, leads []int64, err error) {
+	return s.selectPage(ctx, withLead, capHint, 0, query, args...)
+}
+
+// selectPage is selectTasks that, with pageBytes > 0, stops once the tasks
+// read weigh pageBytes (taskstore.Filter.PageBytes): the rows after are
+// discarded as they arrive, never kept.
+func (s *Store) selectPage(ctx context.Context, withLead bool, capHint, pageBytes int, query string, args ...any) (out []taskstore.Task, leads []int64, err error) {
 	capHint = min(max(capHint, 0), 1000)
 	err = s.conn(ctx, func(c *pgx.Conn) error {
 		rs, err := c.Query(ctx, query, args...)
@@ -247,13 +254,18 @@ func (s *Store) selectTasks(ctx context.Context, withLead bool, capHint int, que
 		if withLead {
 			d = r.dest(&lead)
 		}
+		weight := 0
 		for rs.Next() {
+			if pageBytes > 0 && weight >= pageBytes {
+				break
+			}
 			if err := rs.Scan(d...); err != nil {
 				return err
 			}
 			// Scan gives the JSON columns fresh slices, so tasks never
 			// share memory.
 			out = append(out, r.task())
+			weight += out[len(out)-1].Weight()
 			if withLead {
 				leads = append(leads, lead)
 			}
@@ -359,7 +371,7 @@ func (s *Store) Find(ctx context.Context, f taskstore.Filter) ([]taskstore.Task,
 	var page []taskstore.Task
 	var totals []int64
 	err := s.do(ctx, "find", idempotent, func() (err error) {
-		page, totals, err = s.selectTasks(ctx, true, f.Limit, q.page, q.pageArgs(f)...)
+		page, totals, err = s.selectPage(ctx, true, f.Limit, f.PageBytes, q.page, q.pageArgs(f)...)
 		return err
 	})
 	if err != nil {

@@ -27,6 +27,7 @@ func (s *Store) Find(ctx context.Context, f taskstore.Filter) ([]taskstore.Task,
 	if !ok {
 		return []taskstore.Task{}, 0, nil
 	}
+	q.pageBytes = f.PageBytes
 	var (
 		page  []taskstore.Task
 		total int
@@ -48,6 +49,7 @@ type findQuery struct {
 	pageSQL, countSQL, firstSQL    string
 	pageArgs, countArgs, firstArgs []any
 	limit                          int
+	pageBytes                      int // Filter.PageBytes
 	// choice is set when the page can be read along two routes (a status
 	// filter with a user, an application or types): q itself walks the
 	// key's index, choice.alt the status indexes. Find picks one from the

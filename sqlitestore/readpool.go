@@ -335,6 +335,36 @@ func (c *readConn) queryTasks(ctx context.Context, st readStmt, args []any, out 
 	return out, err
 }
 
+// errPageFull ends the rows of a page whose tasks reached
+// Filter.PageBytes.
+var errPageFull = errors.New("sqlitestore: page full")
+
+// queryPage is queryTasks for a Find page: with pageBytes > 0 it stops
+// reading rows (the next ones are never read) once the tasks appended
+// weigh pageBytes (taskstore.Filter.PageBytes).
+func (c *readConn) queryPage(ctx context.Context, st readStmt, args []any, out []taskstore.Task, pageBytes int) ([]taskstore.Task, error) {
+	if pageBytes <= 0 {
+		return c.queryTasks(ctx, st, args, out)
+	}
+	weight := 0
+	err := c.query(ctx, st, args, 1, func(v []driver.Value) error {
+		if weight >= pageBytes {
+			return errPageFull
+		}
+		t, err := unpackValue(v[0])
+		if err != nil {
+			return err
+		}
+		out = append(out, t)
+		weight += t.Weight()
+		return nil
+	})
+	if err == errPageFull {
+		err = nil
+	}
+	return out, err
+}
+
 // queryInt runs st, which returns one integer.
 func (c *readConn) queryInt(ctx context.Context, st readStmt, args []any) (n int64, err error) {
 	rows := 0
@@ -406,7 +436,11 @@ func (c *readConn) find(ctx context.Context, q findQuery, offset int) (page []ta
 		var n int64
 		// The number of rows is not known before they come.
 		page = make([]taskstore.Task, 0, min(q.limit, 16))
+		weight := 0
 		err = c.query(ctx, st, q.firstArgs, 2, func(v []driver.Value) error {
+			if q.pageBytes > 0 && weight >= q.pageBytes {
+				return errPageFull // the count came with the first row
+			}
 			if err := intValue(v[0], &n); err != nil {
 				return err
 			}
@@ -415,9 +449,10 @@ func (c *readConn) find(ctx context.Context, q findQuery, offset int) (page []ta
 				return err
 			}
 			page = append(page, t)
+			weight += t.Weight()
 			return nil
 		})
-		if err != nil {
+		if err != nil && err != errPageFull {
 			return nil, 0, err
 		}
 		return page, int(n), nil
@@ -454,7 +489,7 @@ func (c *readConn) find(ctx context.Context, q findQuery, offset int) (page []ta
 	page = []taskstore.Task{}
 	if total > offset {
 		page = make([]taskstore.Task, 0, min(q.limit, total-offset))
-		if page, err = c.queryTasks(ctx, pageSt, q.pageArgs, page); err != nil {
+		if page, err = c.queryPage(ctx, pageSt, q.pageArgs, page, q.pageBytes); err != nil {
 			return nil, 0, err
 		}
 	}
@@ -534,7 +569,7 @@ func (c *readConn) findChoosing(ctx context.Context, q findQuery, offset int) (p
 			return nil, 0, err
 		}
 		page = make([]taskstore.Task, 0, min(q.limit, total-offset))
-		page, err = c.queryTasks(ctx, st, route.pageArgs, page)
+		page, err = c.queryPage(ctx, st, route.pageArgs, page, q.pageBytes)
 		done()
 		if err != nil {
 			return nil, 0, err

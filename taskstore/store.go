@@ -83,6 +83,23 @@ type Store interface {
 	// (CheckClaim).
 	ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]Task, error)
 
+	// DeferDeliveries hands claimed deliveries back without an attempt:
+	// for each Deferral whose task's callback is pending and still held by
+	// the claim that ends at its ClaimedUntil (the NextAttemptAt
+	// ClaimDeliveries returned), the delivery becomes due at its Next and
+	// the claim ends; Attempts, LastStatus and LastError are unchanged. A
+	// task that claim no longer holds (unknown, deleted, not pending, never
+	// claimed, or claimed again after the claim expired) is left alone. It
+	// returns how many deliveries it deferred. A zero ClaimedUntil or Next
+	// gives ErrInvalid and changes nothing; an empty list is a no-op.
+	//
+	// A claimer uses it for a delivery it decided not to attempt now (its
+	// receiver is paused or busy), so that the delivery is neither counted
+	// as an attempt nor held until the claim expires. It is atomic with
+	// respect to ClaimDeliveries, RecordAttempt and Redeliver on the same
+	// tasks.
+	DeferDeliveries(ctx context.Context, ds []Deferral) (int, error)
+
 	// RecordAttempt records the outcome of a delivery attempt: Attempts
 	// grows by one, LastStatus and LastError take the attempt's values, and
 	// the callback becomes delivered (DeliveredAt = a.At), rescheduled
@@ -103,8 +120,8 @@ type Store interface {
 	// NextAttemptAt = at), and so does a pending one waiting for a retry.
 	// Attempts, LastStatus and LastError are kept: the next attempt counts
 	// on. A delivery claimed by ClaimDeliveries whose claim has not expired
-	// is under way: it is left to that attempt (whose RecordAttempt decides
-	// what follows) and its id is in the answer, so that a redelivery never
+	// is under way: it is left to that attempt (whose RecordAttempt, or
+	// DeferDeliveries, decides what follows) and its id is in the answer, so that a redelivery never
 	// sends a second copy while one is in flight.
 	//
 	// Redeliver is atomic with respect to ClaimDeliveries, RecordAttempt

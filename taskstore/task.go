@@ -180,7 +180,19 @@ type Filter struct {
 	// Limit 0 returns no tasks, only the total count. Both must be >= 0.
 	Offset int
 	Limit  int
+	// PageBytes, when positive, bounds the page by weight as well: a task
+	// joins the page only while the Request and Response bytes of the
+	// tasks before it on the page total less than PageBytes. The page so
+	// holds at least one task (when one matches past Offset) and at most
+	// Limit, and a store holds in memory about PageBytes plus one task's
+	// bytes for it, whatever the tasks weigh; the total is unaffected. Zero
+	// means no bound; it must be >= 0.
+	PageBytes int
 }
+
+// Weight is what a task counts toward Filter.PageBytes: the length of its
+// Request and Response.
+func (t Task) Weight() int { return len(t.Request) + len(t.Response) }
 
 // Validate checks the filter's fields; the error wraps ErrInvalid.
 func (f Filter) Validate() error {
@@ -189,6 +201,8 @@ func (f Filter) Validate() error {
 		return Invalidf("limit must not be negative")
 	case f.Offset < 0:
 		return Invalidf("offset must not be negative")
+	case f.PageBytes < 0:
+		return Invalidf("page_bytes must not be negative")
 	case f.Status != "" && !f.Status.Valid():
 		return Invalidf("status must be one of pending, running, succeeded, failed")
 	case f.CallbackStatus != "" && !f.CallbackStatus.Valid():

@@ -32,6 +32,7 @@ const (
 	OpRecordAttempt   Op = "RecordAttempt"
 	OpRedeliver       Op = "Redeliver"
 	OpRedeliverFailed Op = "RedeliverFailed"
+	OpDeferDeliveries Op = "DeferDeliveries"
 )
 
 // Fault says what happens to one call.
@@ -225,6 +226,14 @@ func (s *FaultStore) RedeliverFailed(ctx context.Context, since, at time.Time, l
 		return nil, err
 	}
 	return out, nil
+}
+
+func (s *FaultStore) DeferDeliveries(ctx context.Context, ds []taskstore.Deferral) (n int, err error) {
+	err = s.call(OpDeferDeliveries, func() error { n, err = s.inner.DeferDeliveries(ctx, ds); return err })
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // Close closes the wrapped store; it never fails by schedule.

@@ -51,7 +51,10 @@ func TestReceiverOutage(t *testing.T) {
 
 	db := filepath.Join(t.TempDir(), "tasks.db")
 	d := tasksdtest.Start(t, nil, "-db", db, "-tokens", writeTokens(t), "-allow-private-callbacks",
-		"-standin-delay", "10ms", "-callback-schedule", schedule, "-callback-timeout", "1s", "-lease", "3s")
+		"-standin-delay", "10ms", "-callback-schedule", schedule, "-callback-timeout", "1s", "-lease", "3s",
+		// Retried on the schedule throughout, not paused: the pause of a
+		// failing receiver is TestOutageLogs's subject.
+		"-callback-host-failures", "1000000")
 
 	submit := func(url string) string {
 		a := mustPost(t, d.URL()+"/openai/images/generations", tokenA, map[string]any{"prompt": "outage", "callback_url": url})

@@ -314,6 +314,7 @@ func refusedReason4(a netip.Addr) string {
 type dialer struct {
 	allowPrivate bool
 	net          net.Dialer
+	timeout      time.Duration // bounds a whole dial (resolution included); 0: none
 
 	// Seams, replaced only by tests (export_test.go).
 	lookup  func(ctx context.Context, host string) ([]netip.Addr, error)
@@ -350,8 +351,33 @@ func (d *dialer) control(network, address string, _ syscall.RawConn) error {
 	return nil
 }
 
-// DialContext is the http.Transport dial function.
+// DialContext is the http.Transport dial function. It gives up after the
+// dialer's timeout with a *connectTimeoutError.
 func (d *dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	if d.timeout <= 0 {
+		return d.dial(ctx, network, address)
+	}
+	dctx, cancel := context.WithTimeoutCause(ctx, d.timeout, errConnectTimeout)
+	defer cancel()
+	c, err := d.dial(dctx, network, address)
+	if err != nil && ctx.Err() == nil && context.Cause(dctx) == errConnectTimeout {
+		return nil, &connectTimeoutError{err}
+	}
+	return c, err
+}
+
+// errConnectTimeout is the cause of a dial cut by the dialer's timeout.
+var errConnectTimeout = errors.New("connect timeout")
+
+// connectTimeoutError is a dial that the dialer's timeout cut.
+type connectTimeoutError struct{ err error }
+
+func (e *connectTimeoutError) Error() string   { return "connect timeout: " + e.err.Error() }
+func (e *connectTimeoutError) Unwrap() error   { return e.err }
+func (e *connectTimeoutError) Timeout() bool   { return true }
+func (e *connectTimeoutError) Temporary() bool { return true }
+
+func (d *dialer) dial(ctx context.Context, network, address string) (net.Conn, error) {
 	host, portStr, err := net.SplitHostPort(address)
 	if err != nil {
 		return nil, invalidURL("bad address %q", address)

@@ -20,6 +20,8 @@ import (
 // Defaults for Options.
 const (
 	DefaultTimeout          = 15 * time.Second
+	DefaultConnectTimeout   = 5 * time.Second
+	DefaultFirstByteTimeout = 10 * time.Second
 	DefaultMaxResponseBytes = 64 << 10
 	DefaultUserAgent        = "tasks-callback/1"
 )
@@ -57,6 +59,16 @@ type Options struct {
 	// Zero means DefaultTimeout (15s).
 	Timeout time.Duration
 
+	// ConnectTimeout bounds the connection of an attempt: resolving the
+	// host and connecting to its addresses. FirstByteTimeout bounds the
+	// wait for the answer's headers once the request is sent, so that a
+	// receiver that accepts connections and never answers holds an attempt
+	// for that long only. Both are cut short by Timeout and apply to the
+	// Sender's own transport only (not to Options.Transport). Zero means
+	// DefaultConnectTimeout (5s) and DefaultFirstByteTimeout (10s).
+	ConnectTimeout   time.Duration
+	FirstByteTimeout time.Duration
+
 	// MaxResponseBytes is how much of the receiver's answer body is read
 	// (and discarded) before the connection is closed or reused. Zero means
 	// DefaultMaxResponseBytes (64 KiB).
@@ -84,6 +96,8 @@ type Sender struct {
 	macs         sync.Pool // of hash.Hash: HMAC-SHA256 keyed with key
 	allowPrivate bool
 	timeout      time.Duration
+	connect      time.Duration
+	firstByte    time.Duration
 	maxResp      int64
 	userAgent    []string
 	client       *http.Client
@@ -98,6 +112,8 @@ func NewSender(o Options) (*Sender, error) {
 	s := &Sender{
 		allowPrivate: o.AllowPrivateNetworks,
 		timeout:      o.Timeout,
+		connect:      o.ConnectTimeout,
+		firstByte:    o.FirstByteTimeout,
 		maxResp:      o.MaxResponseBytes,
 	}
 	if o.Secret != "" {
@@ -113,6 +129,16 @@ func NewSender(o Options) (*Sender, error) {
 		return nil, fmt.Errorf("webhook: negative Timeout %v", o.Timeout)
 	case s.timeout == 0:
 		s.timeout = DefaultTimeout
+	}
+	switch {
+	case s.connect < 0 || s.firstByte < 0:
+		return nil, fmt.Errorf("webhook: negative ConnectTimeout %v or FirstByteTimeout %v", o.ConnectTimeout, o.FirstByteTimeout)
+	}
+	if s.connect == 0 {
+		s.connect = DefaultConnectTimeout
+	}
+	if s.firstByte == 0 {
+		s.firstByte = DefaultFirstByteTimeout
 	}
 	switch {
 	case s.maxResp < 0:
@@ -132,6 +158,7 @@ func NewSender(o Options) (*Sender, error) {
 	rt := o.Transport
 	if rt == nil {
 		s.dialer = newDialer(o.AllowPrivateNetworks)
+		s.dialer.timeout = s.connect
 		rt = &http.Transport{
 			Proxy:                  nil, // an environment proxy would dial for us, past the guard
 			DialContext:            s.dialer.DialContext,
@@ -140,6 +167,7 @@ func NewSender(o Options) (*Sender, error) {
 			MaxIdleConnsPerHost:    64,
 			IdleConnTimeout:        90 * time.Second,
 			TLSHandshakeTimeout:    10 * time.Second,
+			ResponseHeaderTimeout:  s.firstByte,
 			ExpectContinueTimeout:  time.Second,
 			MaxResponseHeaderBytes: 64 << 10,
 			DisableCompression:     true, // the answer is discarded; do not invite gzip
@@ -283,6 +311,13 @@ func (s *Sender) failure(parent context.Context, err error) Result {
 	}
 	if perr := parent.Err(); perr != nil {
 		return Result{Err: "aborted: " + perr.Error()}
+	}
+	var ce *connectTimeoutError
+	if errors.As(err, &ce) {
+		return Result{Err: fmt.Sprintf("no connection within %v", s.connect)}
+	}
+	if strings.Contains(err.Error(), "timeout awaiting response headers") { // net/http's ResponseHeaderTimeout
+		return Result{Err: fmt.Sprintf("no answer within %v", s.firstByte)}
 	}
 	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
 		return Result{Err: fmt.Sprintf("timeout after %v", s.timeout)}

@@ -292,6 +292,46 @@ func TestSendTimeout(t *testing.T) {
 	}
 }
 
+// TestSendFirstByteTimeout: a receiver that takes the request and never
+// answers holds an attempt for FirstByteTimeout, not for the whole Timeout.
+func TestSendFirstByteTimeout(t *testing.T) {
+	release := make(chan struct{})
+	rcv := newReceiver(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	})
+	t.Cleanup(func() { close(release) })
+	s := mustSender(t, webhook.Options{AllowPrivateNetworks: true, Timeout: 10 * time.Second, FirstByteTimeout: 100 * time.Millisecond})
+	start := time.Now()
+	res := s.Send(t.Context(), rcv.URL, "id-1", []byte(body), time.Now())
+	if res.Delivered || res.Permanent || res.Status != 0 || res.Err != "no answer within 100ms" {
+		t.Errorf("Send = %+v, want a retryable first-byte timeout", res)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("the attempt took %v, want about the 100ms first-byte timeout", took)
+	}
+}
+
+// TestSendConnectTimeout: resolving and connecting are bounded by
+// ConnectTimeout (here a resolver that never answers).
+func TestSendConnectTimeout(t *testing.T) {
+	s := mustSender(t, webhook.Options{AllowPrivateNetworks: true, Timeout: 10 * time.Second, ConnectTimeout: 100 * time.Millisecond})
+	webhook.SetLookup(s, func(ctx context.Context, host string) ([]netip.Addr, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	start := time.Now()
+	res := s.Send(t.Context(), "http://slow.example:8080/cb", "id-1", []byte(body), time.Now())
+	if res.Delivered || res.Permanent || res.Status != 0 || res.Err != "no connection within 100ms" {
+		t.Errorf("Send = %+v, want a retryable connect timeout", res)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("the attempt took %v, want about the 100ms connect timeout", took)
+	}
+}
+
 func TestSendAbortedByCaller(t *testing.T) {
 	rcv := newReceiver(t, nil)
 	s := mustSender(t, webhook.Options{AllowPrivateNetworks: true})
@@ -383,6 +423,8 @@ func TestNewSenderErrors(t *testing.T) {
 		{"SecretBadPadding", webhook.Options{Secret: "whsec_c2VjcmV0c2VjcmV"}},
 		{"SecretURLAlphabet", webhook.Options{Secret: "whsec_-_-_"}},
 		{"NegativeTimeout", webhook.Options{Timeout: -time.Second}},
+		{"NegativeConnectTimeout", webhook.Options{ConnectTimeout: -time.Second}},
+		{"NegativeFirstByteTimeout", webhook.Options{FirstByteTimeout: -time.Second}},
 		{"NegativeMaxResponseBytes", webhook.Options{MaxResponseBytes: -1}},
 		{"UserAgentNewline", webhook.Options{UserAgent: "a\nb"}},
 	}

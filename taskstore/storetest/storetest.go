@@ -118,6 +118,8 @@ func Run(t *testing.T, newStore func(t *testing.T) taskstore.Store) {
 		{"Walk/Invalid", testWalkInvalid},                     // walk.go
 		{"Walk/Claimed", testWalkClaimed},                     // walk.go
 		{"Walk/ConcurrentChanges", testWalkConcurrentChanges}, // walk.go
+		{"Outbox/Defer", testDeferDeliveries},                 // defer.go
+		{"Find/PageBytes", testPageBytes},                     // pagebytes.go
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}
@@ -1061,6 +1063,10 @@ func everyMethod(s taskstore.Store) map[string]func(context.Context) error {
 			return s.RecordAttempt(c, "x", taskstore.Attempt{At: base, Delivered: true})
 		},
 		"Redeliver": func(c context.Context) error { _, err := s.Redeliver(c, []string{"x"}, base); return err },
+		"DeferDeliveries": func(c context.Context) error {
+			_, err := s.DeferDeliveries(c, []taskstore.Deferral{{ID: "x", ClaimedUntil: base, Next: base}})
+			return err
+		},
 		"RedeliverFailed": func(c context.Context) error {
 			_, err := s.RedeliverFailed(c, base, base, 1)
 			return err

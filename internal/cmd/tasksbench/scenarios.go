@@ -776,8 +776,12 @@ func (b *bench) deliveryOver(ctx context.Context, rcv *receiver,
 		do := func(ctx context.Context) (int, error) {
 			start := rcv.n.Load()
 			var err error
+			// One receiver may take every slot: the row compares c POSTs
+			// in flight with the plain client's c (the per-receiver cap
+			// is the reliability tests' subject).
 			rec, err = callback.New(s, callback.Options{
-				AllowPrivateNetworks: true, DeliveryWorkers: c, Workers: 1, Logger: discard,
+				AllowPrivateNetworks: true, DeliveryWorkers: c, DeliveriesPerHost: c, DeliveriesPerPrincipal: c,
+				Workers: 1, Logger: discard,
 			})
 			if err != nil {
 				return 0, err

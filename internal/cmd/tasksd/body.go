@@ -26,10 +26,14 @@ const smallBody = 64 << 10
 //     read, is cut: the read fails and the connection is closed, so a
 //     stalled body's memory is released (deadlines);
 //   - memory: bodies over smallBody hold a share of a budget of bytes from
-//     the moment their handler is called until it returns; the declared
-//     Content-Length is reserved up front (the handlers allocate it), an
-//     unsized (chunked) body reserves the route's cap. A request that finds
-//     no room within timeout is answered 429 too_many_requests (limit).
+//     the moment their handler is called until it returns. The handlers
+//     grow their buffers as the bytes arrive, never past the declared
+//     Content-Length, so the declared length is what a body can cost; it is
+//     reserved up front, an unsized (chunked) body reserving the route's
+//     cap, so that a request that finds no room within timeout is answered
+//     429 too_many_requests before a byte of it is read (limit). A body
+//     declared but not sent holds budget, not memory, and only until the
+//     deadlines cut it.
 type bodyGuard struct {
 	timeout time.Duration
 	minRate int64 // bytes per second; 0: no minimum

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tasksapi/tasks/callback"
+	"github.com/tasksapi/tasks/handler"
 	"github.com/tasksapi/tasks/internal/webhook"
 	"github.com/tasksapi/tasks/taskstore"
 )
@@ -36,6 +37,24 @@ type config struct {
 	Grace                 time.Duration
 	CallbackTimeout       time.Duration
 	Lease                 time.Duration
+
+	// Limits of callback mode and the Tasks API (package callback's and
+	// handler's options).
+	MaxBodyBytes             byteSize
+	MaxRequestBytes          byteSize
+	TenantQueue              int // 0: Queue/4
+	QueueBytes               byteSize
+	TenantQueueBytes         byteSize // 0: QueueBytes/4
+	CallbackWorkers          int
+	CallbacksPerHost         int // 0: CallbackWorkers/2
+	TenantCallbacks          int // 0: 3×CallbackWorkers/4
+	CallbackConnectTimeout   time.Duration
+	CallbackFirstByteTimeout time.Duration
+	CallbackHostFailures     int
+	CallbackHostPause        time.Duration
+	CallbackHostMaxPause     time.Duration
+	CallbackLogInterval      time.Duration
+	BatchBytes               byteSize
 
 	// Limits of the HTTP server.
 	MaxConns          int
@@ -143,6 +162,28 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, errors.New("-burst must not be negative")
 	case c.ShutdownDelay < 0:
 		return c, errors.New("-shutdown-delay must not be negative")
+	case c.MaxBodyBytes < 1<<10:
+		return c, errors.New("-max-body-bytes must be at least 1KiB")
+	case c.MaxRequestBytes < 1<<10:
+		return c, errors.New("-max-request-bytes must be at least 1KiB")
+	case c.TenantQueue < 0:
+		return c, errors.New("-tenant-queue must not be negative")
+	case c.QueueBytes < 1<<20:
+		return c, errors.New("-queue-bytes must be at least 1MiB")
+	case c.CallbackWorkers < 1:
+		return c, errors.New("-callback-workers must be at least 1")
+	case c.CallbacksPerHost < 0 || c.TenantCallbacks < 0:
+		return c, errors.New("-callbacks-per-host and -tenant-callbacks must not be negative")
+	case c.CallbackConnectTimeout <= 0 || c.CallbackFirstByteTimeout <= 0:
+		return c, errors.New("-callback-connect-timeout and -callback-first-byte-timeout must be positive")
+	case c.CallbackHostFailures < 1:
+		return c, errors.New("-callback-host-failures must be at least 1")
+	case c.CallbackHostPause <= 0 || c.CallbackHostMaxPause < c.CallbackHostPause:
+		return c, errors.New("-callback-host-pause must be positive and -callback-host-max-pause at least as long")
+	case c.CallbackLogInterval <= 0:
+		return c, errors.New("-callback-log-interval must be positive")
+	case c.BatchBytes < 1<<10:
+		return c, errors.New("-batch-bytes must be at least 1KiB")
 	}
 	return c, nil
 }
@@ -222,5 +263,24 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.IntVar(&c.Burst, "burst", 0, `requests a token may make at once; 0 = -rate rounded up, at least 1 (a tokens file entry's "burst" overrides it)`)
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "also serve /metrics on this address without a token, for a scraper on a private port (e.g. 127.0.0.1:9090)")
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "on SIGINT/SIGTERM, how long /readyz answers 503 while requests are still served, before shutting down")
+	c.MaxBodyBytes = callback.DefaultMaxBodyBytes
+	fs.Var(&c.MaxBodyBytes, "max-body-bytes", "largest JSON or multipart body the image routes read (to look for callback_url); larger ones get 400")
+	c.MaxRequestBytes = callback.DefaultMaxRequestBytes
+	fs.Var(&c.MaxRequestBytes, "max-request-bytes", "largest request a task stores (compacted JSON; a form's fields as JSON strings, its files by name, type, size and hash); larger callback-mode requests get 400")
+	fs.IntVar(&c.TenantQueue, "tenant-queue", 0, "of the -queue places, how many one tenant (application and user) may take; beyond it that tenant gets 429; 0 means -queue/4")
+	c.QueueBytes = callback.DefaultQueueBytes
+	fs.Var(&c.QueueBytes, "queue-bytes", "bytes of request bodies held for tasks from acceptance to the end of their run; beyond it 429")
+	fs.Var(&c.TenantQueueBytes, "tenant-queue-bytes", "of -queue-bytes, how much one tenant's tasks may hold; 0 means -queue-bytes/4")
+	fs.IntVar(&c.CallbackWorkers, "callback-workers", callback.DefaultDeliveryWorkers, "callback deliveries in flight at once")
+	fs.IntVar(&c.CallbacksPerHost, "callbacks-per-host", 0, "callback deliveries in flight to one receiver (host and port); 0 means -callback-workers/2")
+	fs.IntVar(&c.TenantCallbacks, "tenant-callbacks", 0, "callback deliveries in flight for one tenant's tasks; 0 means 3/4 of -callback-workers")
+	fs.DurationVar(&c.CallbackConnectTimeout, "callback-connect-timeout", callback.DefaultConnectTimeout, "longest a callback delivery may take to resolve and connect")
+	fs.DurationVar(&c.CallbackFirstByteTimeout, "callback-first-byte-timeout", callback.DefaultFirstByteTimeout, "longest a receiver may take to answer a callback once sent")
+	fs.IntVar(&c.CallbackHostFailures, "callback-host-failures", callback.DefaultHostFailures, "failed attempts in a row (no answer, timeout, 5xx, 408, 429) after which a receiver is paused")
+	fs.DurationVar(&c.CallbackHostPause, "callback-host-pause", callback.DefaultHostPause, "first pause of a failing receiver; doubled while its probe fails")
+	fs.DurationVar(&c.CallbackHostMaxPause, "callback-host-max-pause", callback.DefaultMaxHostPause, "longest pause of a failing receiver")
+	fs.DurationVar(&c.CallbackLogInterval, "callback-log-interval", callback.DefaultLogInterval, "failed callback deliveries are summed up in the log once per receiver per interval")
+	c.BatchBytes = handler.DefaultPageBytes
+	fs.Var(&c.BatchBytes, "batch-bytes", "a retrieve_batch answer stops adding items once their requests and responses hold this many bytes (fewer items, same count)")
 	return fs
 }

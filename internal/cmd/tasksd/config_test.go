@@ -47,7 +47,11 @@ func readmeFlags(t *testing.T) map[string]string {
 // readmeDefaults are the flags whose default the README writes in words,
 // not as the flag package prints it.
 var readmeDefaults = map[string]string{
-	"workers": "4 × CPUs",
+	"workers":            "4 × CPUs",
+	"tenant-queue":       "-queue`/4",
+	"tenant-queue-bytes": "-queue-bytes`/4",
+	"callbacks-per-host": "-callback-workers`/2",
+	"tenant-callbacks":   "-callback-workers`×3/4",
 }
 
 // TestREADMEFlags: the README's flag table lists exactly the flags tasksd

@@ -94,13 +94,28 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Lease:                cfg.Lease,
 		Logger:               log,
 		Hooks:                op.metrics.Hooks(),
+
+		MaxBodyBytes:           int64(cfg.MaxBodyBytes),
+		MaxRequestBytes:        int64(cfg.MaxRequestBytes),
+		QueuePerPrincipal:      cfg.TenantQueue,
+		QueueBytes:             int64(cfg.QueueBytes),
+		QueueBytesPerPrincipal: int64(cfg.TenantQueueBytes),
+		DeliveryWorkers:        cfg.CallbackWorkers,
+		DeliveriesPerHost:      cfg.CallbacksPerHost,
+		DeliveriesPerPrincipal: cfg.TenantCallbacks,
+		ConnectTimeout:         cfg.CallbackConnectTimeout,
+		FirstByteTimeout:       cfg.CallbackFirstByteTimeout,
+		HostFailures:           cfg.CallbackHostFailures,
+		HostPause:              cfg.CallbackHostPause,
+		MaxHostPause:           cfg.CallbackHostMaxPause,
+		LogInterval:            cfg.CallbackLogInterval,
 	})
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("starting the callback recorder: %w", err)
 	}
 
-	guard := newBodyGuard(cfg.BodyTimeout, int64(cfg.BodyMinRate), callback.DefaultMaxBodyBytes, int64(cfg.BodyBudget), log)
+	guard := newBodyGuard(cfg.BodyTimeout, int64(cfg.BodyMinRate), int64(cfg.MaxBodyBytes), int64(cfg.BodyBudget), log)
 	mux, upstreamDesc, err := newMux(cfg, baseURL, store, auth, rec, guard, log)
 	if err != nil {
 		ln.Close()
@@ -152,7 +167,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log.Info("route", "method", "GET", "path", "/console/", "token", "operator")
 	log.Info("rate limits", "rate", cfg.Rate, "burst", cfg.Burst)
 	log.Info("callbacks", "signing", onOff(cfg.CallbackSecret != ""), "private_networks", onOff(cfg.AllowPrivateCallbacks),
-		"attempts", len(cfg.CallbackSchedule))
+		"attempts", len(cfg.CallbackSchedule), "workers", cfg.CallbackWorkers)
+	log.Info("queue", "queue", cfg.Queue, "queue_bytes", int64(cfg.QueueBytes), "max_request_bytes", int64(cfg.MaxRequestBytes),
+		"batch_bytes", int64(cfg.BatchBytes))
 	if cfg.Tokens != "" {
 		log.Info("authentication", "tokens_file", cfg.Tokens)
 	} else {
@@ -191,7 +208,7 @@ func fitConns(cfg config, log *slog.Logger) (int, error) {
 	if !ok {
 		return cfg.MaxConns, nil
 	}
-	n := connsForFiles(nofile, cfg.Upstream != "", 64+cfg.Workers+callback.DefaultDeliveryWorkers)
+	n := connsForFiles(nofile, cfg.Upstream != "", 64+cfg.Workers+cfg.CallbackWorkers)
 	if n < 1 {
 		return 0, fmt.Errorf("the open-file limit (%d) leaves no room for client connections: raise it (ulimit -n)", nofile)
 	}
@@ -278,11 +295,12 @@ func newMux(cfg config, baseURL string, store taskstore.Store, auth handler.Auth
 		desc = "built-in stand-in generator (delay " + cfg.StandinDelay.String() + ")"
 	}
 	for _, r := range imageRoutes {
-		wrapped := rec.Wrap(r.taskType, upstream(r)) // reads JSON and multipart bodies of up to callback.DefaultMaxBodyBytes
-		mux.Handle(r.path, postOnly(handler.Authenticate(auth, guard.limit(callback.DefaultMaxBodyBytes, wrapped))))
+		wrapped := rec.Wrap(r.taskType, upstream(r)) // reads JSON and multipart bodies of up to -max-body-bytes
+		mux.Handle(r.path, postOnly(handler.Authenticate(auth, guard.limit(int64(cfg.MaxBodyBytes), wrapped))))
 	}
 	mux.Handle("/openai/tasks", guard.limit(handler.MaxBodyBytes,
-		handler.New(store, auth, handler.WithTypes(taskTypes...), handler.WithLogger(log), handler.WithRedeliverer(rec))))
+		handler.New(store, auth, handler.WithTypes(taskTypes...), handler.WithLogger(log), handler.WithRedeliverer(rec),
+			handler.WithPageBytes(int(cfg.BatchBytes)))))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
