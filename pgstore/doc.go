@@ -40,7 +40,11 @@
 // another has just made due. Run leases are simpler: Abandoned neither locks nor claims,
 // so every replica may see the same task once its lease has run out, and
 // Finish's exactly-once rule (the first Finish wins, the others get
-// ErrConflict) is what makes finishing it as interrupted safe.
+// ErrConflict) is what makes finishing it as interrupted safe. FinishMany,
+// which the sweepers use, locks the unfinished tasks among those listed in
+// id order (two of them over overlapping lists never deadlock), re-checks
+// each on the version it waited for, and finishes only those still
+// unfinished, in one statement.
 //
 // # Storage
 //

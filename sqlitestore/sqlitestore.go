@@ -122,6 +122,8 @@
 // transaction (BEGIN IMMEDIATE holds SQLite's write lock), so that no claim
 // or attempt of this or another process comes in between. RedeliverFailed
 // walks the failed callbacks' ranges of tasks_done, never every task.
+// FinishMany is one UPDATE … FROM json_each(…) RETURNING over the id index,
+// one write call however many tasks it finishes.
 //
 // Opening a database of schema version 2 (the previous release) migrates it
 // in one transaction: the three columns are added (old rows read their
