@@ -146,6 +146,18 @@
 // SQLite's lock, waiting up to the busy timeout); group commit works within
 // each process.
 //
+// # Space
+//
+// Deleted tasks (Prune, Delete) leave free pages in the file, which later
+// writes reuse. A file created by this package has auto_vacuum=INCREMENTAL:
+// after deletes, a background vacuumer gives the free pages beyond a
+// reserve (4 MiB, or an eighth of the pages in use when that is more) back
+// to the file system, 2 MiB per write call of the writer and at most a
+// quarter of its time, and logs one line (WithLogger) for each run of such
+// work; the file shrinks as checkpoints copy the change. A file created by
+// an older version (auto_vacuum off) keeps its size: Open logs that a VACUUM,
+// run offline, changes it (vacuum.go).
+//
 // # Errors
 //
 // Methods return the taskstore sentinels (ErrNotFound, ErrConflict,
@@ -227,6 +239,7 @@ type Store struct {
 	wdb   *sqlx.DB // the single writer connection, owned by w
 	w     *writer
 	reads *readPool // the query_only read connections
+	vac   *vacuumer // nil when the file has auto_vacuum off
 
 	mu       sync.RWMutex // guards closed; held for reading while entering a call
 	closed   bool
@@ -278,6 +291,10 @@ func Open(path string, opts ...Option) (*Store, error) {
 	if err := migrate(ctx, conn, log); err != nil {
 		return fail("migrate", err)
 	}
+	var autoVacuum int
+	if err := conn.GetContext(ctx, &autoVacuum, "PRAGMA auto_vacuum"); err != nil {
+		return fail("open", err)
+	}
 	w, err := newWriter(ctx, conn)
 	if err != nil {
 		return fail("prepare", err)
@@ -313,6 +330,12 @@ func Open(path string, opts ...Option) (*Store, error) {
 	w.ckpt = newCheckpointer(cdb, log)
 	w.started = true
 	go w.run()
+	if autoVacuum == autoVacuumIncremental {
+		s.vac = newVacuumer(s, log)
+	} else {
+		log.Info("sqlitestore: this database file keeps its size when tasks are deleted (auto_vacuum is off: "+
+			"it was created by an older version); VACUUM it offline to have space given back (see the README)", "path", path)
+	}
 	return s, nil
 }
 
@@ -349,6 +372,8 @@ func dsn(path string, o options, writer bool) string {
 	q := url.Values{}
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", o.busyTimeout.Milliseconds()))
 	if writer {
+		// Only a database without tables takes it: new files (vacuum.go).
+		q.Add("_pragma", "auto_vacuum(INCREMENTAL)")
 		sync := "NORMAL"
 		if o.syncFull {
 			sync = "FULL"
@@ -409,6 +434,7 @@ func (s *Store) Close() error {
 		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()
+		s.vac.close()
 		s.inflight.Wait()
 		errR := s.reads.close()
 		errC := s.w.ckpt.close()
