@@ -115,7 +115,8 @@
 // apart while their sum stays exact; Prune ends by folding up to 10,000
 // stripe rows of each table into one row per key (tasks_fold_counts, which
 // skips rows a writer holds and never waits for one) and drops the keys
-// whose count is zero. Other totals count the matching index range. A page
+// whose count is zero; during a pass of many Prune calls, at most every
+// 10 seconds. Other totals count the matching index range. A page
 // and its total come from one statement, hence from one snapshot.
 // Statements are prepared and cached per connection by pgx, except those of
 // a Find with a created_at window, which PostgreSQL plans for their values
