@@ -104,10 +104,10 @@ type Options struct {
 	SoleOwner bool
 	// Retention, when positive, prunes tasks created longer ago than this,
 	// in the background, every min(Retention/10, 1h) but not more often
-	// than once a second. A pass deletes a few hundred tasks per store call
-	// and pauses after each call for three times as long as it took, so
-	// that it takes at most a quarter of the store's time and backs off
-	// when the store is busy.
+	// than once a second. A pass deletes 100 tasks per store call and
+	// pauses after each call for three times as long as it took, so that
+	// it takes at most a quarter of the store's time and backs off when the
+	// store is busy.
 	Retention time.Duration
 
 	// Logger receives the recorder's logs. Default slog.Default().

@@ -153,7 +153,7 @@
 // after deletes, a background vacuumer gives the free pages beyond a
 // reserve (4 MiB, or an eighth of the pages in use when that is more) back
 // to the file system, 2 MiB per write call of the writer and at most a
-// quarter of its time, and logs one line (WithLogger) for each run of such
+// tenth of its time, and logs one line (WithLogger) for each run of such
 // work; the file shrinks as checkpoints copy the change. A file created by
 // an older version (auto_vacuum off) keeps its size: Open logs that a VACUUM,
 // run offline, changes it (vacuum.go).

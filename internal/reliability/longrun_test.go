@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -162,6 +163,19 @@ func (s *loadStats) String() string {
 		len(s.retrieve), pct(s.retrieve, 0.99).Round(10*time.Microsecond), s.statuses)
 }
 
+// add merges what another load saw into s.
+func (s *loadStats) add(o *loadStats) {
+	s.elapsed += o.elapsed
+	s.submitOK = append(s.submitOK, o.submitOK...)
+	s.retrieve = append(s.retrieve, o.retrieve...)
+	for k, v := range o.statuses {
+		s.statuses[k] += v
+	}
+	s.created = append(s.created, o.created...)
+	s.failures = append(s.failures, o.failures...)
+	s.queueFull += o.queueFull
+}
+
 // runLoad runs lrClients clients against the daemon at url until stop
 // returns true (checked every 100 ms): 40% callback-mode submits (half
 // with a callback to cb, half async), 40% retrieve of a known id (lookup
@@ -260,20 +274,22 @@ func runLoad(url, cb string, lookup func(rng *rand.Rand) string, stop func(elaps
 var prunedRE = regexp.MustCompile(`msg="callback: pruned old tasks".* deleted=(\d+)`)
 
 // TestLongRunPrune: retention expires 90% of a large SQLite file while 16
-// clients mix submits, retrieves and batches. The same load runs on a copy
-// of the file with retention off (-retention 0), for the same time, and
-// the two are compared: submits refused 429 and submit p99 (a report, not
-// an assertion). Asserted: no 5xx or transport error, the old tasks gone
-// and the others (the kept tenth and every task the load created) still
-// there, integrity_check ok. Then the file size once pruning (and any
-// vacuum) has settled.
+// clients submit, retrieve and list. A second tasksd serves a copy of the
+// file with retention off (-retention 0), and the load alternates between
+// the two in short rounds (A B B A …), the daemon not under load stopped
+// with SIGSTOP, so that both meet the same machine, whatever else runs on
+// it; the rounds go on until the pass ends. The two are compared: submits
+// refused 429, submit p50 and p99, submits accepted (a report, not an
+// assertion). Asserted: no 5xx or transport error, the old tasks gone and
+// the others (the kept tenth and every task the load created) still there,
+// integrity_check ok. Then the file's size once it settles.
 func TestLongRunPrune(t *testing.T) {
 	n := pick(10_000, 1_000_000)
 	old := n * 9 / 10
-	minLoad, maxLoad := pick(2*time.Second, 30*time.Second), pick(60*time.Second, 10*time.Minute)
+	round, minRounds, maxActive := pick(time.Second, 5*time.Second), pick(2, 6), pick(time.Minute, 10*time.Minute)
 
 	dir := t.TempDir()
-	db, control := filepath.Join(dir, "prune.db"), filepath.Join(dir, "control.db")
+	db, controlDB := filepath.Join(dir, "prune.db"), filepath.Join(dir, "control.db")
 	now := time.Now()
 	buildDB(t, db, n, func(i int) taskstore.Task {
 		created := now.Add(-48*time.Hour + time.Duration(i)*time.Millisecond) // older than 24h
@@ -282,7 +298,7 @@ func TestLongRunPrune(t *testing.T) {
 		}
 		return lrTask(i, created, true, "", time.Time{})
 	})
-	copyFile(t, db, control)
+	copyFile(t, db, controlDB)
 	sizeBefore := fileSize(db)
 	rcv := tasksdtest.NewReceiver(t, tasksdtest.ReceiverConfig{})
 	lookup := func(rng *rand.Rand) string { return lrID(old + rng.IntN(n-old)) } // kept tasks
@@ -290,35 +306,62 @@ func TestLongRunPrune(t *testing.T) {
 		return []string{"-db", path, "-tokens", writeTokens(t), "-allow-private-callbacks", "-standin-delay", "0s",
 			"-callback-schedule", "0s,100ms,200ms", "-callback-timeout", "2s", "-retention", retention}
 	}
-
-	// With pruning: the load runs until the pass ends (at least minLoad).
-	d := tasksdtest.Start(t, nil, args(db, "24h")...)
-	started := time.Now()
-	var pruneTook time.Duration
-	withPrune := runLoad(d.URL(), rcv.URL+"/cb", lookup, func(el time.Duration) bool {
-		if pruneTook == 0 && prunedRE.MatchString(d.Logs()) {
-			pruneTook = time.Since(started)
+	signal := func(d *tasksdtest.Daemon, sig syscall.Signal) {
+		if err := syscall.Kill(d.PID(), sig); err != nil {
+			t.Fatalf("signal %v: %v", sig, err)
 		}
-		return el >= maxLoad || (el >= minLoad && pruneTook != 0)
-	})
+	}
+
+	without := tasksdtest.Start(t, nil, args(controlDB, "0")...)
+	signal(without, syscall.SIGSTOP)
+	with := tasksdtest.Start(t, nil, args(db, "24h")...)
+	var (
+		pruning, control = &loadStats{statuses: map[string]int{}}, &loadStats{statuses: map[string]int{}}
+		pruneTook        time.Duration // the time with served until the round in which the pass ended
+		rounds           [2]int
+	)
+	for i := 0; ; i++ {
+		on, off, into := with, without, pruning
+		if i%4 == 1 || i%4 == 2 {
+			on, off, into = without, with, control
+		}
+		signal(off, syscall.SIGSTOP)
+		signal(on, syscall.SIGCONT)
+		st := runLoad(on.URL(), rcv.URL+"/cb", lookup, func(el time.Duration) bool { return el >= round })
+		into.add(st)
+		if on == with {
+			rounds[0]++
+			if pruneTook == 0 && prunedRE.MatchString(with.Logs()) {
+				pruneTook = pruning.elapsed
+			}
+		} else {
+			rounds[1]++
+		}
+		if i%4 == 3 && min(rounds[0], rounds[1]) >= minRounds && (pruneTook != 0 || pruning.elapsed >= maxActive) {
+			break
+		}
+	}
+	signal(without, syscall.SIGCONT)
+	without.Stop()
 	if pruneTook == 0 {
-		waitFor(maxLoad, 250*time.Millisecond, func() bool { return prunedRE.MatchString(d.Logs()) })
-		pruneTook = time.Since(started)
+		t.Errorf("the pass did not end within %v of load", pruning.elapsed)
+		waitFor(maxActive, 250*time.Millisecond, func() bool { return prunedRE.MatchString(with.Logs()) })
 	}
-	m := prunedRE.FindStringSubmatch(d.Logs())
+	m := prunedRE.FindStringSubmatch(with.Logs())
 	// Kept: the last tenth and everything the load created.
-	b, _ := retrieveBatch(t, d.URL(), tokenOp, map[string]any{"limit": 1})
-	if want := n - old + len(withPrune.created); *b.Count != want {
+	b, _ := retrieveBatch(t, with.URL(), tokenOp, map[string]any{"limit": 1})
+	if want := n - old + len(pruning.created); *b.Count != want {
 		t.Errorf("after pruning: %d tasks, want %d (%d kept + %d created by the load); log: %v",
-			*b.Count, want, n-old, len(withPrune.created), m)
+			*b.Count, want, n-old, len(pruning.created), m)
 	}
-	got := fetchByIDs(t, d.URL(), append([]string{lrID(0), lrID(old - 1), lrID(old), lrID(n - 1)}, withPrune.created[:min(100, len(withPrune.created))]...))
+	sample := append([]string{lrID(old), lrID(n - 1)}, pruning.created[:min(100, len(pruning.created))]...)
+	got := fetchByIDs(t, with.URL(), append([]string{lrID(0), lrID(old - 1)}, sample...))
 	for _, id := range []string{lrID(0), lrID(old - 1)} {
 		if _, ok := got[id]; ok {
 			t.Errorf("task %s, older than the retention, was not pruned", id)
 		}
 	}
-	for _, id := range append([]string{lrID(old), lrID(n - 1)}, withPrune.created[:min(100, len(withPrune.created))]...) {
+	for _, id := range sample {
 		if _, ok := got[id]; !ok {
 			t.Errorf("task %s, newer than the retention, is gone", id)
 		}
@@ -333,36 +376,27 @@ func TestLongRunPrune(t *testing.T) {
 		}
 	}
 	walAfter := fileSize(db + "-wal")
-	d.Stop()
+	with.Stop()
 	sizeAfter := fileSize(db)
 	if res := integrityCheck(t, db); res != "ok" {
 		t.Errorf("PRAGMA integrity_check: %s", res)
 	}
-
-	// Without pruning, the same load for the same time.
-	dc := tasksdtest.Start(t, nil, args(control, "0")...)
-	without := runLoad(dc.URL(), rcv.URL+"/cb", lookup, func(el time.Duration) bool { return el >= withPrune.elapsed })
-	dc.Stop()
-
-	for _, st := range []*loadStats{withPrune, without} {
+	for _, st := range []*loadStats{pruning, control} {
 		for _, f := range st.failures {
 			t.Error(f)
 		}
 	}
-	t.Logf("prune: %d of %d tasks older than -retention 24h; the pass took %v under load (%v)", old, n, pruneTook.Round(100*time.Millisecond), m)
-	t.Logf("prune: with pruning:    %v", withPrune)
-	t.Logf("prune: without pruning: %v", without)
-	withPrune.mu.Lock()
-	without.mu.Lock()
-	p99w, p99o := pct(withPrune.submitOK, 0.99), pct(without.submitOK, 0.99)
+	t.Logf("prune: %d of %d tasks older than -retention 24h; the pass ended within %v of load (%d rounds of %v each way) (%v)",
+		old, n, pruneTook.Round(100*time.Millisecond), rounds[0], round, m)
+	t.Logf("prune: with pruning:    %v", pruning)
+	t.Logf("prune: without pruning: %v", control)
+	p99w, p99o := pct(pruning.submitOK, 0.99), pct(control.submitOK, 0.99)
 	t.Logf("prune: 429 with / without pruning: %d / %d; submit p99 ratio %.2fx; accepted submits ratio %.2fx",
-		withPrune.queueFull, without.queueFull, float64(p99w)/float64(max(p99o, 1)),
-		float64(len(withPrune.submitOK))/float64(max(len(without.submitOK), 1)))
-	without.mu.Unlock()
-	withPrune.mu.Unlock()
-	t.Logf("prune: file %.1f MB before, %.1f MB after pruning (%.0f%%; its size settled %v after tasksd started); WAL %.1f MB",
+		pruning.queueFull, control.queueFull, float64(p99w)/float64(max(p99o, 1)),
+		float64(len(pruning.submitOK))/float64(max(len(control.submitOK), 1)))
+	t.Logf("prune: file %.1f MB before, %.1f MB after pruning (%.0f%%; settled %v after the rounds); WAL %.1f MB",
 		float64(sizeBefore)/1e6, float64(sizeAfter)/1e6, 100*float64(sizeAfter)/float64(sizeBefore),
-		since.Sub(started).Round(100*time.Millisecond), float64(walAfter)/1e6)
+		since.Sub(t0).Round(100*time.Millisecond), float64(walAfter)/1e6)
 }
 
 // TestLongRunRestart: a SQLite file holds many unfinished tasks (as a
