@@ -485,6 +485,8 @@ func TestLongRunRestart(t *testing.T) {
 		t.Fatalf("%d tasks still unfinished %v after start", unfinished(), deadline)
 	}
 	recovered := time.Since(start)
+	// The clients go on until each has had an answer.
+	waitFor(deadline, 10*time.Millisecond, func() bool { return firstLookup.Load() != 0 && firstSubmit.Load() != 0 })
 	cancel()
 	wg.Wait()
 	b, _ := retrieveBatch(t, d.URL(), tokenOp, map[string]any{"limit": 1, "status": "failed"})
