@@ -88,5 +88,7 @@
 // the rest as "interrupted"; a task whose process crashed is found by the
 // sweeper of any recorder once its lease expires (at once with
 // Options.SoleOwner) and finished as "interrupted", so no task stays
-// unfinished forever and its callback is still sent.
+// unfinished forever and its callback is still sent. The sweeper finishes
+// such tasks in batches, in the background (New never waits for it), and
+// logs one line per pass.
 package callback

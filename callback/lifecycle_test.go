@@ -187,8 +187,8 @@ func TestSoleOwnerRecovery(t *testing.T) {
 	}
 	rec := newRecorder(t, store, callback.Options{SoleOwner: true})
 
-	// New returns only once the task is finished.
-	task := getTask(t, store, left.ID)
+	// The sweeper finishes it in the background, lease or not.
+	task := waitFinished(t, store, left.ID)
 	want := `{"success":false,"task_id":"` + left.ID + `","trace_id":"crashed","error":{"code":"interrupted","message":"the task was interrupted: the process running it stopped before it finished"}}`
 	if string(task.Response) != want {
 		t.Fatalf("response\n got %s\nwant %s", task.Response, want)

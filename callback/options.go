@@ -176,13 +176,17 @@ type Options struct {
 	// Default 1 minute.
 	Lease time.Duration
 	// SoleOwner declares that this recorder is the only one using the store
-	// (SQLite, memstore): New then finishes every unfinished task at once
-	// as "interrupted", since it can only belong to a process that died,
-	// instead of waiting for its lease to expire.
+	// (SQLite, memstore): every task left unfinished when New runs can only
+	// belong to a process that died, so the sweeper's first pass finishes
+	// them all as "interrupted" at once, in the background, instead of
+	// waiting for their leases to expire (see New).
 	SoleOwner bool
 	// Retention, when positive, prunes tasks created longer ago than this,
-	// in the background, in batches of 1000, every min(Retention/10, 1h)
-	// but not more often than once a second.
+	// in the background, every min(Retention/10, 1h) but not more often
+	// than once a second. A pass deletes 100 tasks per store call and
+	// pauses after each call for three times as long as it took, so that
+	// it takes at most a quarter of the store's time and backs off when the
+	// store is busy.
 	Retention time.Duration
 
 	// Logger receives the recorder's logs. Default slog.Default().

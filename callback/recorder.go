@@ -39,10 +39,6 @@ const (
 	// deliveryGrace is how long in-flight delivery attempts may still run
 	// once Close's context has ended.
 	deliveryGrace = 500 * time.Millisecond
-	// sweepBatch is how many abandoned tasks are fetched at a time.
-	sweepBatch = 100
-	// pruneBatch is how many old tasks are deleted at a time.
-	pruneBatch = 1000
 	// renewChunk is how many ids go into one RenewLeases call.
 	renewChunk = 500
 )
@@ -76,6 +72,9 @@ type Recorder struct {
 	// cancelled and every remaining one is finished as interrupted.
 	hardStop       context.Context
 	hardStopCancel context.CancelFunc
+	// started is when New ran, to the millisecond: the tasks this recorder
+	// creates are created from then on.
+	started time.Time
 	// bg is cancelled last, stopping the renewer, sweeper and pruner.
 	bg       context.Context
 	bgCancel context.CancelFunc
@@ -102,10 +101,15 @@ type Recorder struct {
 // background work: the task workers, the delivery loop (which at once
 // resumes every delivery that is due, e.g. left by a previous process), the
 // lease renewer, the sweeper that finishes abandoned tasks as "interrupted"
-// (at once and then every Lease) and, with a Retention, the pruner.
+// (at once and then every Lease) and, with a Retention, the pruner. It
+// returns at once, whatever the store holds: the recorder takes tasks while
+// its background work goes on.
 //
-// With Options.SoleOwner, New first finishes every unfinished task in the
-// store as "interrupted" and returns an error if it cannot.
+// With Options.SoleOwner, the sweeper's first pass finishes every task a
+// previous process left unfinished (whatever its lease says) as
+// "interrupted", in batches, and logs one line with how many and how long
+// it took; tasks submitted to this recorder meanwhile are never among them.
+// Should the store fail, the pass is tried again every Lease.
 func New(store taskstore.Store, o Options) (*Recorder, error) {
 	if store == nil {
 		return nil, errors.New("callback: New: nil store")
@@ -140,19 +144,10 @@ func New(store taskstore.Store, o Options) (*Recorder, error) {
 		loopDone:  make(chan struct{}),
 		recording: make(chan struct{}, 4*o.DeliveryWorkers),
 	}
+	r.started = taskstore.Millis(r.now())
 	r.hardStop, r.hardStopCancel = context.WithCancel(context.Background())
 	r.bg, r.bgCancel = context.WithCancel(context.Background())
 	r.deliverCtx, r.deliverCancel = context.WithCancel(context.Background())
-
-	if o.SoleOwner {
-		// Nothing else uses the store: every unfinished task belongs to a
-		// process that is gone, whatever its lease says.
-		farFuture := r.now().AddDate(100, 0, 0)
-		if err := r.sweep(context.Background(), farFuture); err != nil {
-			r.stopBackground()
-			return nil, fmt.Errorf("callback: finishing the tasks of a previous process: %w", err)
-		}
-	}
 
 	r.workersWG.Add(o.Workers)
 	for range o.Workers {
@@ -174,12 +169,6 @@ func (r *Recorder) goBackground(f func()) {
 		defer r.bgWG.Done()
 		f()
 	}()
-}
-
-func (r *Recorder) stopBackground() {
-	r.hardStopCancel()
-	r.bgCancel()
-	r.deliverCancel()
 }
 
 func (r *Recorder) now() time.Time { return r.o.Now() }

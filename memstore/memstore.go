@@ -68,8 +68,9 @@
 // # Times
 //
 // Like every store it keeps times in Unix milliseconds, in UTC. The zero
-// time passed as the time of Start, Finish, Redeliver, RedeliverFailed or a
-// delivered Attempt means the current time, as a zero CreatedAt does on Create.
+// time passed as the time of Start, Finish, FinishMany, Redeliver,
+// RedeliverFailed or a delivered Attempt means the current time, as a zero
+// CreatedAt does on Create.
 package memstore
 
 import (
@@ -414,18 +415,26 @@ func (s *Store) Finish(ctx context.Context, id string, response json.RawMessage,
 		if r.finished != 0 {
 			return fmt.Errorf("%w: task %q has already finished", taskstore.ErrConflict, id)
 		}
-		old := r.state()
-		s.leases.remove(&s.recs, byLease, slot)
-		r.response, r.finished, r.lease, r.ok = response, ms, 0, ok
-		if r.url != "" {
-			r.next = ms
-		}
-		if r.pending() {
-			s.due.insert(&s.recs, byDue, slot)
-		}
-		s.restate(slot, old)
+		s.finish(slot, response, ms, ok)
 		return nil
 	})
+}
+
+// finish records the response of the unfinished task in slot (the store
+// owns response; ok is whether it is a success) and moves the task from the
+// leases to the callback outbox; the caller holds the write lock.
+func (s *Store) finish(slot uint32, response json.RawMessage, ms int64, ok bool) {
+	r := s.recs.at(slot)
+	old := r.state()
+	s.leases.remove(&s.recs, byLease, slot)
+	r.response, r.finished, r.lease, r.ok = response, ms, 0, ok
+	if r.url != "" {
+		r.next = ms
+	}
+	if r.pending() {
+		s.due.insert(&s.recs, byDue, slot)
+	}
+	s.restate(slot, old)
 }
 
 // Delete removes the task and its pending delivery; see taskstore.Store.

@@ -40,7 +40,11 @@
 // another has just made due. Run leases are simpler: Abandoned neither locks nor claims,
 // so every replica may see the same task once its lease has run out, and
 // Finish's exactly-once rule (the first Finish wins, the others get
-// ErrConflict) is what makes finishing it as interrupted safe.
+// ErrConflict) is what makes finishing it as interrupted safe. FinishMany,
+// which the sweepers use, locks the unfinished tasks among those listed in
+// id order (two of them over overlapping lists never deadlock), re-checks
+// each on the version it waited for, and finishes only those still
+// unfinished, in one statement.
 //
 // # Storage
 //
@@ -111,7 +115,8 @@
 // apart while their sum stays exact; Prune ends by folding up to 10,000
 // stripe rows of each table into one row per key (tasks_fold_counts, which
 // skips rows a writer holds and never waits for one) and drops the keys
-// whose count is zero. Other totals count the matching index range. A page
+// whose count is zero; during a pass of many Prune calls, at most every
+// 10 seconds. Other totals count the matching index range. A page
 // and its total come from one statement, hence from one snapshot.
 // Statements are prepared and cached per connection by pgx, except those of
 // a Find with a created_at window, which PostgreSQL plans for their values

@@ -2,9 +2,11 @@ package sqlitestore
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,5 +61,46 @@ func TestBackgroundCheckpoint(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the database file holds %d of %d tasks after %d checkpoints", got, n, s.w.ckpt.runs.Load())
 		}
+	}
+}
+
+// TestWALRestarted writes until the checkpointer has restarted the WAL a
+// few times and checks that the WAL file, which the writes grew past
+// journal_size_limit, came back down to it: once the WAL holds
+// walTargetPages, a RESTART checkpoint lets the next commit start it over
+// and cut the file. Before, the file stayed at its largest (up to 64 MiB)
+// for as long as writes went on.
+func TestWALRestarted(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tasks.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	request := json.RawMessage(`{"prompt":"` + strings.Repeat("x", 3000) + `"}`) // about a page a task
+	const limit = walTargetPages * pageSize
+	var largest int64
+	exceeded, shrank := false, false
+	for i := 0; s.w.ckpt.restarts.Load() < 3; i++ {
+		if i > 40*walSafetyPages {
+			t.Fatalf("%d RESTART checkpoints after %d tasks", s.w.ckpt.restarts.Load(), i)
+		}
+		task := mkTask(fmt.Sprintf("task-%06d", i))
+		task.Request = request
+		if err := s.Create(ctx, task); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(path + "-wal")
+		if err != nil {
+			t.Fatal(err)
+		}
+		largest = max(largest, fi.Size())
+		exceeded = exceeded || fi.Size() > limit
+		shrank = shrank || (exceeded && fi.Size() <= limit)
+	}
+	t.Logf("%d RESTART checkpoints; the WAL file reached %.1f MiB", s.w.ckpt.restarts.Load(), float64(largest)/(1<<20))
+	if !exceeded || !shrank {
+		t.Errorf("the WAL file exceeded %d bytes: %v; came back down to it: %v", limit, exceeded, shrank)
 	}
 }

@@ -329,8 +329,8 @@ func indexesOf(states []int) []string {
 	return out
 }
 
-// TestOtherPlans checks that the outbox, lease, prune, id lookups and
-// redeliveries run on their indexes: RedeliverFailed on the failed
+// TestOtherPlans checks that the outbox, lease, prune, id lookups, bulk
+// finishes and redeliveries run on their indexes: RedeliverFailed on the failed
 // callbacks' ranges of tasks_done.
 func TestOtherPlans(t *testing.T) {
 	s := openInternal(t)
@@ -351,6 +351,7 @@ func TestOtherPlans(t *testing.T) {
 		{"redeliverUpdate", redeliverUpdateSQL, "tasks_id", []any{1, `["a","b"]`, 1, 1}},
 		{"failedSelect", failedSelectSQL, "tasks_done (state=?)", []any{1, 10}},
 		{"failedUpdate", failedUpdateSQL, "PRIMARY KEY", []any{1, `[1,2]`}},
+		{"finishMany", finishManySQL, "tasks_id", []any{1, `[["a","{}",0],["b","{}",1]]`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			plan := explain(t, s, tc.sql, tc.args)

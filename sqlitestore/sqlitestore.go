@@ -21,6 +21,10 @@
 // connection checkpoints the WAL in the background, at most every 100ms
 // while there are writes, so that writes do not wait for checkpoints (the
 // writer's own checkpoint remains as a safety net for a WAL of 64 MiB).
+// Once the WAL holds 16 MiB, that connection also makes SQLite start it
+// over (a RESTART checkpoint, during which writes wait a few milliseconds),
+// and the WAL file is cut back to 16 MiB: under a steady load the WAL stays
+// near 16 MiB instead of growing to the safety net (checkpoint.go).
 //
 // Reads (Get, Find, Abandoned, Walk) do not go through database/sql: each call
 // borrows one of the read connections of the driver for its duration
@@ -122,6 +126,8 @@
 // transaction (BEGIN IMMEDIATE holds SQLite's write lock), so that no claim
 // or attempt of this or another process comes in between. RedeliverFailed
 // walks the failed callbacks' ranges of tasks_done, never every task.
+// FinishMany is one UPDATE … FROM json_each(…) RETURNING over the id index,
+// one write call however many tasks it finishes.
 //
 // Opening a database of schema version 2 (the previous release) migrates it
 // in one transaction: the three columns are added (old rows read their
@@ -139,6 +145,18 @@
 // Several processes may open the same file (their writes serialize on
 // SQLite's lock, waiting up to the busy timeout); group commit works within
 // each process.
+//
+// # Space
+//
+// Deleted tasks (Prune, Delete) leave free pages in the file, which later
+// writes reuse. A file created by this package has auto_vacuum=INCREMENTAL:
+// after deletes, a background vacuumer gives the free pages beyond a
+// reserve (4 MiB, or an eighth of the pages in use when that is more) back
+// to the file system, 2 MiB per write call of the writer and at most a
+// tenth of its time, and logs one line (WithLogger) for each run of such
+// work; the file shrinks as checkpoints copy the change. A file created by
+// an older version (auto_vacuum off) keeps its size: Open logs that a VACUUM,
+// run offline, changes it (vacuum.go).
 //
 // # Errors
 //
@@ -188,6 +206,7 @@ type options struct {
 	readConns   int
 	busyTimeout time.Duration
 	logger      *slog.Logger
+	newFile     bool // set by Open: the file is absent or empty, so auto_vacuum can be set
 }
 
 // WithSynchronousFull sets PRAGMA synchronous=FULL: every commit is synced to
@@ -221,6 +240,7 @@ type Store struct {
 	wdb   *sqlx.DB // the single writer connection, owned by w
 	w     *writer
 	reads *readPool // the query_only read connections
+	vac   *vacuumer // nil when the file has auto_vacuum off
 
 	mu       sync.RWMutex // guards closed; held for reading while entering a call
 	closed   bool
@@ -253,6 +273,9 @@ func Open(path string, opts ...Option) (*Store, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 
+	if fi, err := os.Stat(path); errors.Is(err, os.ErrNotExist) || (err == nil && fi.Size() == 0) {
+		o.newFile = true
+	}
 	ctx := context.Background()
 	wdb, err := sqlx.Open("sqlite", dsn(path, o, true))
 	if err != nil {
@@ -272,6 +295,10 @@ func Open(path string, opts ...Option) (*Store, error) {
 	if err := migrate(ctx, conn, log); err != nil {
 		return fail("migrate", err)
 	}
+	var autoVacuum int
+	if err := conn.GetContext(ctx, &autoVacuum, "PRAGMA auto_vacuum"); err != nil {
+		return fail("open", err)
+	}
 	w, err := newWriter(ctx, conn)
 	if err != nil {
 		return fail("prepare", err)
@@ -283,7 +310,10 @@ func Open(path string, opts ...Option) (*Store, error) {
 	}
 	w.guard = func() error { return checkSameFile(path, opened) }
 
-	cdb, err := sqlx.Open("sqlite", dsn(path, o, true))
+	co := o
+	co.busyTimeout = restartWait // see checkpoint.go
+	co.newFile = false
+	cdb, err := sqlx.Open("sqlite", dsn(path, co, true))
 	if err != nil {
 		w.close()
 		return fail("open checkpoint connection", err)
@@ -305,6 +335,12 @@ func Open(path string, opts ...Option) (*Store, error) {
 	w.ckpt = newCheckpointer(cdb, log)
 	w.started = true
 	go w.run()
+	if autoVacuum == autoVacuumIncremental {
+		s.vac = newVacuumer(s, log)
+	} else {
+		log.Info("sqlitestore: this database file keeps its size when tasks are deleted (auto_vacuum is off: "+
+			"it was created by an older version); VACUUM it offline to have space given back (see the README)", "path", path)
+	}
 	return s, nil
 }
 
@@ -341,6 +377,13 @@ func dsn(path string, o options, writer bool) string {
 	q := url.Values{}
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", o.busyTimeout.Milliseconds()))
 	if writer {
+		if o.newFile {
+			// Only a database without tables takes it (vacuum.go), and
+			// setting it is a write: given on new files only, so that
+			// opening an existing file changes nothing in it unless a
+			// migration is due.
+			q.Add("_pragma", "auto_vacuum(INCREMENTAL)")
+		}
 		sync := "NORMAL"
 		if o.syncFull {
 			sync = "FULL"
@@ -354,7 +397,7 @@ func dsn(path string, o options, writer bool) string {
 		// writer's own is a safety net.
 		q.Add("_pragma", fmt.Sprintf("wal_autocheckpoint(%d)", walSafetyPages))
 		// Keep the WAL file from staying large after a burst of writes.
-		q.Add("_pragma", "journal_size_limit(67108864)")
+		q.Add("_pragma", fmt.Sprintf("journal_size_limit(%d)", walTargetPages*pageSize))
 		q.Set("_txlock", "immediate")
 	} else {
 		q.Add("_pragma", "query_only(1)")
@@ -410,6 +453,7 @@ func (s *Store) Close() error {
 		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()
+		s.vac.close()
 		s.inflight.Wait()
 		errR := s.reads.close()
 		errC := s.w.ckpt.close()

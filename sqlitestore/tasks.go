@@ -293,6 +293,9 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 		}
 		return nil
 	})
+	if err == nil {
+		s.vac.deleted()
+	}
 	return s.translate(op, err)
 }
 
@@ -318,6 +321,9 @@ func (s *Store) Prune(ctx context.Context, before time.Time, limit int) (int, er
 	})
 	if err != nil {
 		return 0, s.translate(op, err)
+	}
+	if deleted > 0 {
+		s.vac.deleted()
 	}
 	return int(deleted), nil
 }

@@ -70,6 +70,7 @@ type writer struct {
 	claimSelect, claimUpdate                         *sqlx.Stmt
 	redeliverSelect, redeliverUpdate                 *sqlx.Stmt
 	failedSelect, failedUpdate                       *sqlx.Stmt
+	finishMany                                       *sqlx.Stmt
 }
 
 func newWriter(ctx context.Context, conn *sqlx.Conn) (*writer, error) {
@@ -97,6 +98,7 @@ func newWriter(ctx context.Context, conn *sqlx.Conn) (*writer, error) {
 		{&w.redeliverUpdate, redeliverUpdateSQL},
 		{&w.failedSelect, failedSelectSQL},
 		{&w.failedUpdate, failedUpdateSQL},
+		{&w.finishMany, finishManySQL},
 	} {
 		st, err := conn.PreparexContext(ctx, p.sql)
 		if err != nil {
@@ -312,7 +314,7 @@ func (w *writer) close() error {
 	}
 	for _, st := range []*sqlx.Stmt{w.begin, w.commit, w.rollback, w.insert, w.start, w.finish,
 		w.exists, w.del, w.prune, w.renew, w.recordDelivered, w.recordRetry, w.recordGiveUp,
-		w.claimSelect, w.claimUpdate, w.redeliverSelect, w.redeliverUpdate, w.failedSelect, w.failedUpdate} {
+		w.claimSelect, w.claimUpdate, w.redeliverSelect, w.redeliverUpdate, w.failedSelect, w.failedUpdate, w.finishMany} {
 		if st != nil {
 			st.Close()
 		}

@@ -50,6 +50,25 @@ type Store interface {
 	// response is never without its pending delivery.
 	Finish(ctx context.Context, id string, response json.RawMessage, at time.Time) error
 
+	// FinishMany finishes many tasks in one atomic write, each as Finish
+	// would: every listed task that exists and is unfinished gets its
+	// response, FinishedAt = at, its run lease cleared and, when it has a
+	// callback URL, its callback due at at. It returns the ids it finished,
+	// in the order given, each once. Unknown ids and tasks already finished
+	// are left out of the answer and unchanged: where Finish gives
+	// ErrNotFound or ErrConflict, FinishMany skips the task. An id listed
+	// twice is finished with its first response. Every response is checked
+	// first, as Finish checks it: one that is not valid JSON gives
+	// ErrInvalid and finishes none. An empty list is a no-op.
+	//
+	// The write is all or nothing: once it returns nil, every task of the
+	// answer is finished; after a system failure, either every task it
+	// would have finished is, or none is. Since a finished task is skipped,
+	// calling again with the same list is safe. It is meant for finishing
+	// tasks in bulk (callback.Recorder finishes abandoned tasks with it),
+	// in lists of some hundreds.
+	FinishMany(ctx context.Context, outcomes []Outcome, at time.Time) ([]string, error)
+
 	// Delete removes the task and its pending delivery. An unknown id gives
 	// ErrNotFound.
 	Delete(ctx context.Context, id string) error

@@ -12,8 +12,8 @@
 // Stores keep times with millisecond precision, in UTC. A time handed to a
 // store is truncated to the millisecond; a time read back is the truncated
 // value in UTC. In a Task the zero time.Time means "not set"; as an argument
-// of Start, Finish or RecordAttempt it means the current time, and
-// ClaimDeliveries refuses a zero now (see Store).
+// of Start, Finish, FinishMany or RecordAttempt it means the current time,
+// and ClaimDeliveries refuses a zero now (see Store).
 //
 // # Errors
 //

@@ -105,7 +105,7 @@ func testStoreFaults(t *testing.T, inner taskstore.Store) {
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
-	for i, op := range []Op{OpCreate, OpGet, OpFind, OpStart, OpFinish, OpClaimDeliveries, OpRecordAttempt, OpRenewLeases, OpAbandoned} {
+	for i, op := range []Op{OpCreate, OpGet, OpFind, OpStart, OpFinish, OpClaimDeliveries, OpRecordAttempt, OpRenewLeases, OpAbandoned, OpFinishMany} {
 		fs.Fail(op, Randomly(uint64(i+1), 0.2, 0.05))
 	}
 

@@ -24,6 +24,7 @@ const (
 	OpFind            Op = "Find"
 	OpStart           Op = "Start"
 	OpFinish          Op = "Finish"
+	OpFinishMany      Op = "FinishMany"
 	OpDelete          Op = "Delete"
 	OpPrune           Op = "Prune"
 	OpRenewLeases     Op = "RenewLeases"
@@ -174,6 +175,14 @@ func (s *FaultStore) Start(ctx context.Context, id string, at time.Time) error {
 
 func (s *FaultStore) Finish(ctx context.Context, id string, response json.RawMessage, at time.Time) error {
 	return s.call(OpFinish, func() error { return s.inner.Finish(ctx, id, response, at) })
+}
+
+func (s *FaultStore) FinishMany(ctx context.Context, outcomes []taskstore.Outcome, at time.Time) (done []string, err error) {
+	err = s.call(OpFinishMany, func() error { done, err = s.inner.FinishMany(ctx, outcomes, at); return err })
+	if err != nil {
+		return nil, err
+	}
+	return done, nil
 }
 
 func (s *FaultStore) Delete(ctx context.Context, id string) error {

@@ -13,12 +13,13 @@
 // Run gives every subtest a fresh, empty store from newStore, and checks the
 // rules stated in the doc comments of taskstore.Store: validation, byte-exact
 // round trips, filters alone and combined, counts, ordering and paging,
-// exactly-once finishing, deletion, pruning, leases, the callback outbox, the
-// task and callback statuses (filters and counts through every state change),
+// exactly-once finishing (one task at a time and in bulk, FinishMany),
+// deletion, pruning, leases, the callback outbox and its deferrals, the task
+// and callback statuses (filters and counts through every state change),
 // redelivery and its races with claims and attempts, walks in (CreatedAt, ID)
-// order with the claims they show, and a concurrent run
-// under load. The suite closes each store itself at the end of
-// the subtest (Close must be idempotent, so a Cleanup that closes it again is
+// order with the claims they show, pages bounded in bytes, and a concurrent
+// run under load. The suite closes each store itself at the end of the
+// subtest (Close must be idempotent, so a Cleanup that closes it again is
 // fine).
 package storetest
 
@@ -120,6 +121,10 @@ func Run(t *testing.T, newStore func(t *testing.T) taskstore.Store) {
 		{"Walk/ConcurrentChanges", testWalkConcurrentChanges}, // walk.go
 		{"Outbox/Defer", testDeferDeliveries},                 // defer.go
 		{"Find/PageBytes", testPageBytes},                     // pagebytes.go
+		{"FinishMany", testFinishMany},                        // finishmany.go
+		{"FinishMany/Edges", testFinishManyEdges},             // finishmany.go
+		{"FinishMany/Invalid", testFinishManyInvalid},         // finishmany.go
+		{"Concurrent/FinishManyOnce", testFinishManyRace},     // finishmany.go
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}
@@ -1049,8 +1054,12 @@ func everyMethod(s taskstore.Store) map[string]func(context.Context) error {
 			_, _, err := s.Find(c, taskstore.Filter{Limit: 1})
 			return err
 		},
-		"Start":       func(c context.Context) error { return s.Start(c, "x", base) },
-		"Finish":      func(c context.Context) error { return s.Finish(c, "x", json.RawMessage(`{}`), base) },
+		"Start":  func(c context.Context) error { return s.Start(c, "x", base) },
+		"Finish": func(c context.Context) error { return s.Finish(c, "x", json.RawMessage(`{}`), base) },
+		"FinishMany": func(c context.Context) error {
+			_, err := s.FinishMany(c, []taskstore.Outcome{{ID: "x", Response: json.RawMessage(`{}`)}}, base)
+			return err
+		},
 		"Delete":      func(c context.Context) error { return s.Delete(c, "x") },
 		"Prune":       func(c context.Context) error { _, err := s.Prune(c, base, 1); return err },
 		"RenewLeases": func(c context.Context) error { return s.RenewLeases(c, []string{"x"}, base) },

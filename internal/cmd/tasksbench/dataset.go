@@ -17,7 +17,7 @@ import (
 
 // datasetVersion changes whenever genTask changes, so that kept datasets of
 // the old shape are rebuilt.
-const datasetVersion = 3
+const datasetVersion = 4
 
 // One task in failedEvery (task i with i%failedEvery == failedAt) has a
 // failed callback (given up after seven attempts answered 500); the others
@@ -34,7 +34,22 @@ const (
 	callbackURL = "https://client.example.com/hooks/images/v1"
 )
 
-var base = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+// Task i is created at base + i×step: the tasks of the largest dataset
+// (-rows) end when the run starts and span at most a week, so that tasksd
+// -db on a dataset, with its default retention of 30 days, prunes none of
+// it. A kept SQLite dataset ages: it is rebuilt once its oldest task is
+// older than datasetMaxAge, which leaves the default retention nine days.
+var base, step = dates(time.Now(), 1_000_000)
+
+const datasetMaxAge = 21 * 24 * time.Hour
+
+// dates returns base and step for a run at now whose largest dataset holds
+// rows tasks: a second apart (1009 ms, not a round number), or closer when
+// that would span more than a week.
+func dates(now time.Time, rows int) (time.Time, time.Duration) {
+	step := min(1009*time.Millisecond, 7*24*time.Hour/time.Duration(max(rows, 1)))
+	return now.Add(-time.Duration(rows) * step).Truncate(time.Second), step
+}
 
 var types = [...]string{"images_generations", "images_edits", "images_variations"}
 
@@ -71,7 +86,7 @@ var prompts = [...]string{
 // in two has a trace id.
 func genTask(i int) taskstore.Task {
 	id := taskID(i)
-	created := base.Add(time.Duration(i) * 1009 * time.Millisecond)
+	created := base.Add(time.Duration(i) * step)
 	trace := ""
 	if i%2 == 0 {
 		trace = fmt.Sprintf("trace-%010d", i)
@@ -140,11 +155,18 @@ const importChunk = 10_000
 
 // sqliteDataset returns the path of a SQLite database holding tasks
 // 0…n-1, building it (with Store.Import, in chunks) when it is not kept in
-// dir yet.
+// dir yet, or the one kept has tasks older than datasetMaxAge.
 func sqliteDataset(ctx context.Context, cfg config, n int) (string, error) {
 	path := sqlitePath(cfg.Dir, n)
 	if _, err := os.Stat(path); err == nil {
-		return path, nil
+		stale, err := tooOld(ctx, path)
+		if err != nil || !stale {
+			return path, err
+		}
+		status(cfg, "sqlite dataset %d: tasks older than %v, rebuilding it", n, datasetMaxAge)
+		for _, suffix := range []string{"", "-wal", "-shm"} {
+			os.Remove(path + suffix)
+		}
 	}
 	tmp := path + ".building"
 	for _, suffix := range []string{"", "-wal", "-shm"} {
@@ -178,6 +200,18 @@ func sqliteDataset(ctx context.Context, cfg config, n int) (string, error) {
 		os.Remove(tmp + suffix)
 	}
 	return path, nil
+}
+
+// tooOld reports whether the dataset at path holds a task created more than
+// datasetMaxAge ago.
+func tooOld(ctx context.Context, path string) (bool, error) {
+	s, err := sqlitestore.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer s.Close()
+	_, n, err := s.Find(ctx, taskstore.Filter{CreatedMax: time.Now().Add(-datasetMaxAge)})
+	return n > 0, err
 }
 
 // memDataset builds a memstore holding tasks 0…n-1.

@@ -164,6 +164,7 @@ func (c *config) finish() error {
 
 // run measures everything and writes the report to out.
 func run(ctx context.Context, cfg config, out io.Writer) error {
+	base, step = dates(time.Now(), cfg.Rows)
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return err
 	}

@@ -154,3 +154,39 @@ func TestPayloadSizes(t *testing.T) {
 		t.Error("request or response is not JSON")
 	}
 }
+
+// Datasets are dated relative to the run: the newest task of the largest
+// one about now, the whole within a week, so that tasksd's default
+// retention (30 days) prunes none of it; a kept SQLite dataset holding
+// tasks older than datasetMaxAge is built anew.
+func TestDatasetDates(t *testing.T) {
+	now := time.Now()
+	for _, rows := range []int{1000, 1_000_000, 50_000_000} {
+		b, s := dates(now, rows)
+		last := b.Add(time.Duration(rows-1) * s)
+		if now.Sub(last) > 2*time.Second || last.After(now) || now.Sub(b) > 7*24*time.Hour+time.Second {
+			t.Errorf("rows %d: tasks from %v to %v (now %v)", rows, b, last, now)
+		}
+	}
+
+	dir := t.TempDir()
+	cfg := config{Dir: dir}
+	ctx := context.Background()
+	saved, savedStep := base, step
+	t.Cleanup(func() { base, step = saved, savedStep })
+	base, step = now.Add(-30*24*time.Hour), time.Millisecond // as a dataset kept for a month
+	path, err := sqliteDataset(ctx, cfg, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old, err := tooOld(ctx, path); err != nil || !old {
+		t.Fatalf("a month-old dataset: tooOld = %v, %v", old, err)
+	}
+	base, step = dates(now, 1000)
+	if path, err = sqliteDataset(ctx, cfg, 1000); err != nil {
+		t.Fatal(err)
+	}
+	if old, err := tooOld(ctx, path); err != nil || old {
+		t.Fatalf("the dataset was not rebuilt: tooOld = %v, %v", old, err)
+	}
+}
