@@ -386,7 +386,8 @@ func (s *Store) count(ctx context.Context, q findQuery) (int, error) {
 
 const (
 	startTask = `UPDATE tasks SET started_ms = $2 WHERE id = $1 AND started_ms = 0 AND finished_ms = 0`
-	taskState = `SELECT started_ms, finished_ms, callback_url, delivered_ms, next_attempt_ms FROM tasks WHERE id = $1`
+	taskState = `SELECT started_ms, finished_ms, callback_url, delivered_ms, next_attempt_ms, claim_ms,
+last_status, last_error FROM tasks WHERE id = $1`
 )
 
 // Start records that work on the task started; see taskstore.Store. A zero
@@ -405,6 +406,8 @@ func (s *Store) Start(ctx context.Context, id string, at time.Time) error {
 	switch {
 	case err != nil:
 		return err
+	case st.FinishedMs == 0 && st.StartedMs == ms:
+		return nil // a repeat (see taskstore.Store)
 	case st.FinishedMs != 0:
 		return fmt.Errorf("%w: task %q has already finished", taskstore.ErrConflict, id)
 	case st.StartedMs != 0:
@@ -417,6 +420,11 @@ func (s *Store) Start(ctx context.Context, id string, at time.Time) error {
 const finishTask = `UPDATE tasks SET response = $2, finished_ms = $3, success = $4, lease_ms = 0,
 next_attempt_ms = CASE WHEN callback_url <> '' THEN $3 ELSE next_attempt_ms END
 WHERE id = $1 AND finished_ms = 0`
+
+// sameFinish tells whether a finished task holds exactly this response
+// (json keeps its input text, so ::text gives the stored bytes back) and
+// finish time; no row means no such task.
+const sameFinish = `SELECT finished_ms = $2 AND response::text = $3 FROM tasks WHERE id = $1`
 
 // Finish records the task's response and whether it is a success
 // (taskstore.Succeeded) once, clears its lease and makes its callback due,
@@ -434,8 +442,21 @@ func (s *Store) Finish(ctx context.Context, id string, response json.RawMessage,
 	if err != nil || n == 1 {
 		return err
 	}
-	if _, err := s.state(ctx, "finish", id); err != nil {
+	// Nothing changed: no such task, another finish, or this one already
+	// applied (a repeat, see taskstore.Store).
+	var same bool
+	err = s.do(ctx, "finish", idempotent, func() error {
+		return s.conn(ctx, func(c *pgx.Conn) error {
+			return c.QueryRow(ctx, sameFinish, id, ms, string(response)).Scan(&same)
+		})
+	})
+	switch {
+	case errors.Is(err, taskstore.ErrNotFound):
+		return fmt.Errorf("%w: task %q", taskstore.ErrNotFound, id)
+	case err != nil:
 		return err
+	case same:
+		return nil
 	}
 	return fmt.Errorf("%w: task %q has already finished", taskstore.ErrConflict, id)
 }
@@ -460,6 +481,9 @@ type state struct {
 	CallbackURL   string `db:"callback_url"`
 	DeliveredMs   int64  `db:"delivered_ms"`
 	NextAttemptMs int64  `db:"next_attempt_ms"`
+	ClaimMs       int64  `db:"claim_ms"`
+	LastStatus    int    `db:"last_status"`
+	LastError     string `db:"last_error"`
 }
 
 // state reads the columns that explain why a conditional update changed
@@ -660,9 +684,14 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, lease time.D
 	return out, nil
 }
 
+// recordAttempt records an attempt on a pending callback, unless the
+// callback records it already (unclaimed and due at the attempt's next
+// time, with its status and error: a repeat of a rescheduling attempt, see
+// taskstore.Store).
 const recordAttempt = `UPDATE tasks SET attempts = attempts + 1, last_status = $2, last_error = $3,
 delivered_ms = $4, next_attempt_ms = $5, claim_ms = 0
-WHERE id = $1 AND callback_url <> '' AND finished_ms <> 0 AND delivered_ms = 0 AND next_attempt_ms <> 0`
+WHERE id = $1 AND callback_url <> '' AND finished_ms <> 0 AND delivered_ms = 0 AND next_attempt_ms <> 0
+AND NOT (claim_ms = 0 AND next_attempt_ms = $5 AND last_status = $2 AND last_error = $3)`
 
 // RecordAttempt records the outcome of a delivery attempt and ends the claim
 // on it; see taskstore.Store. A delivered attempt with a zero At is
@@ -682,6 +711,12 @@ func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attemp
 	st, err := s.state(ctx, "record attempt", id)
 	if err != nil {
 		return err
+	}
+	// Every outcome ends the claim and sets delivered_ms and
+	// next_attempt_ms: a callback that shows them all is a repeat.
+	if st.CallbackURL != "" && st.FinishedMs != 0 && st.DeliveredMs == delivered && st.NextAttemptMs == next &&
+		st.ClaimMs == 0 && st.LastStatus == a.Status && st.LastError == msg {
+		return nil
 	}
 	why := taskstore.Task{
 		FinishedAt: taskstore.FromMillis(st.FinishedMs),

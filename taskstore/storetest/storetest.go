@@ -15,8 +15,9 @@
 // round trips, filters alone and combined, counts, ordering and paging,
 // exactly-once finishing, deletion, pruning, leases, the callback outbox, the
 // task and callback statuses (filters and counts through every state change),
-// redelivery and its races with claims and attempts, and a concurrent run
-// under load. The suite closes each store itself at the end of
+// redelivery and its races with claims and attempts, repeated writes (Start,
+// Finish and RecordAttempt called again with the same arguments), and a
+// concurrent run under load. The suite closes each store itself at the end of
 // the subtest (Close must be idempotent, so a Cleanup that closes it again is
 // fine).
 package storetest
@@ -113,6 +114,9 @@ func Run(t *testing.T, newStore func(t *testing.T) taskstore.Store) {
 		{"Status/SuccessBit", testStatusSuccessBit},         // status_extra.go
 		{"Redeliver/FailedSince", testRedeliverFailedSince}, // status_extra.go
 		{"Status/EscapedResponses", testStatusEscapedResponses},
+		{"Repeat/Start", testRepeatStart},     // repeat.go
+		{"Repeat/Finish", testRepeatFinish},   // repeat.go
+		{"Repeat/Attempt", testRepeatAttempt}, // repeat.go
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}
