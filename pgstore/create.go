@@ -159,10 +159,12 @@ func (s *Store) insertBatch(batch []*pendingCreate) {
 		}
 		return
 	case err != nil:
-		// Anything else (a lost connection, a closing store) may have
-		// come after the commit: inserting again would answer a stored
-		// task with ErrConflict. Every caller gets the error; its task
-		// may have been stored, as with any failed write.
+		// Anything else (the database unavailable past the retry grace,
+		// a closing store) may have come after the commit: inserting
+		// again would answer a stored task with ErrConflict. Every caller
+		// gets the error; its task may have been stored, as with any
+		// failed write. (A lost answer that a retry could settle is
+		// settled by insertMany.)
 		for _, p := range live {
 			p.complete(err)
 		}
@@ -208,18 +210,56 @@ func (s *Store) insertOne(ctx context.Context, t taskstore.Task) error {
 		string(t.Request), response, success,
 	}
 	var n int64
-	err := s.do(ctx, "create", safeIfUnsent, func() (err error) {
+	doubt := false // an attempt's answer was lost: its INSERT may have been applied
+	err := s.do(ctx, "create", idempotent, func() (err error) {
 		n, err = s.exec(ctx, insertTask, args...)
+		doubt = doubt || classify(err) == failLost
 		return err
 	})
 	if err != nil {
 		return err
+	}
+	if n == 0 && doubt {
+		mine, err := s.ownRows(ctx, []string{t.ID}, []int64{args[3].(int64)}, []string{string(t.Request)})
+		if err != nil || mine[t.ID] {
+			return err
+		}
 	}
 	if n == 0 {
 		return fmt.Errorf("%w: task %q already exists", taskstore.ErrConflict, t.ID)
 	}
 	return nil
 }
+
+// ownRows returns which of the tasks (ids, with their creation times and
+// requests) are stored with exactly that creation time and request: after
+// an INSERT whose answer was lost, the rows it wrote, since task ids are
+// fresh UUIDs that nobody else creates.
+func (s *Store) ownRows(ctx context.Context, ids []string, created []int64, requests []string) (map[string]bool, error) {
+	mine := make(map[string]bool, len(ids))
+	err := s.do(ctx, "create", idempotent, func() error {
+		clear(mine)
+		return s.conn(ctx, func(c *pgx.Conn) error {
+			rows, err := c.Query(ctx, ownRows, ids, created, requests)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					return err
+				}
+				mine[id] = true
+			}
+			return rows.Err()
+		})
+	})
+	return mine, err
+}
+
+const ownRows = `SELECT t.id FROM unnest($1::text[], $2::bigint[], $3::text[]) AS u(id, created_ms, request)
+JOIN tasks t ON t.id = u.id AND t.created_ms = u.created_ms AND t.request::text = u.request`
 
 // insertMany stores the batch with one statement and returns the ids it
 // stored. It runs under the store's own context (closed by Close), not one
@@ -250,7 +290,9 @@ func (s *Store) insertMany(batch []*pendingCreate) (map[string]bool, error) {
 	}
 	inserted := make(map[string]bool, n)
 	ctx := s.bgCtx
-	err := s.do(ctx, "create", safeIfUnsent, func() error {
+	doubt := false // an attempt's answer was lost: its INSERT may have been applied
+	err := s.do(ctx, "create", idempotent, func() (err error) {
+		defer func() { doubt = doubt || classify(err) == failLost }()
 		clear(inserted)
 		return s.conn(ctx, func(c *pgx.Conn) error {
 			rows, err := c.Query(ctx, insertTasks, ids, traces, types, created, started, finished, apps, users,
@@ -269,5 +311,14 @@ func (s *Store) insertMany(batch []*pendingCreate) (map[string]bool, error) {
 			return rows.Err()
 		})
 	})
+	if err != nil || !doubt || len(inserted) == n {
+		return inserted, err
+	}
+	// The rows the lost attempt stored are found as already there: those
+	// holding exactly this task are this batch's.
+	mine, err := s.ownRows(ctx, ids, created, requests)
+	for id := range mine {
+		inserted[id] = true
+	}
 	return inserted, err
 }

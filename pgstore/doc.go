@@ -148,9 +148,47 @@
 // Errors are translated in one place: a missing row is taskstore.ErrNotFound,
 // a unique violation taskstore.ErrConflict, use after Close
 // taskstore.ErrClosed, a cancelled context the context's error. Other errors
-// name the operation and PostgreSQL's message and SQLSTATE, never the SQL.
-// Serialization failures and deadlocks are retried (a few attempts with
-// jittered backoff); lost connections are retried for operations that are
-// safe to repeat (reads, lease renewals, claims, Redeliver) and for any
-// operation when the statement provably never reached the server.
+// are *Error values naming the operation and PostgreSQL's message and
+// SQLSTATE, never the SQL; those that say the database could not be reached
+// or the connection broke also wrap taskstore.ErrUnavailable.
+//
+// Serialization failures and deadlocks are retried a few times
+// (WithRetries). A database that cannot be reached is retried with backoff
+// (10 ms, 40 ms, 160 ms, then every half second) for as long as
+// WithRetryGrace allows (DefaultRetryGrace, 5 s), so that a restart of the
+// server, which takes about a second, costs its callers a wait rather than
+// an error. How a failure is retried depends on whether the statement may
+// have reached the server:
+//
+//   - It provably did not when connecting failed (connection refused,
+//     57P03 the database system is starting up or shutting down, 53300 too
+//     many connections), or when pgx (pgconn.SafeToRetry) or database/sql
+//     (driver.ErrBadConn) gave up before sending anything. Every operation
+//     retries these.
+//   - It may have when the connection broke afterwards, or when the server
+//     ended the session (57P01 and 57P02: a statement whose commit had
+//     completed just before may have been applied, its answer lost). Only
+//     the operations that are safe to repeat retry these: reads, lease
+//     renewals, claims, Redeliver, and the writes whose repeat is
+//     recognised. Start, Finish and RecordAttempt follow the Store
+//     contract's rule that a repeat of a write already applied succeeds:
+//     Start finds started_ms equal to the time it writes, Finish finds
+//     finished_ms equal to its time and the stored response text equal to
+//     its response byte for byte (json keeps the text as written),
+//     RecordAttempt finds the claim ended and delivered_ms,
+//     next_attempt_ms, last_status and last_error as it writes them (a
+//     rescheduling attempt's UPDATE excludes such a row, so a repeat does
+//     not count the attempt twice). Create, after a lost answer, takes a
+//     row found under its id with its own creation time and request text
+//     as its own (ids are fresh UUIDs); in a group-commit batch, each
+//     task of the batch is checked so. Delete, Prune and RedeliverFailed
+//     are not repeated once sent: a repeat of an applied one would
+//     misreport (not found, or a second batch).
+//
+// Past the grace, or once the call's context ends or the store is closed,
+// the call fails with an error wrapping taskstore.ErrUnavailable (and the
+// context's error when that ended it). The store logs the database
+// becoming unavailable once (Warn) and answering again once (Info), not
+// every retry (Debug). Ping asks once, without retrying, for a readiness
+// check. WithStartupWait makes Open wait for a database that is not up yet.
 package pgstore

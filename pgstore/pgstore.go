@@ -37,6 +37,7 @@ type config struct {
 	lifetime, idle   time.Duration
 	logger           *slog.Logger
 	retries          int
+	grace, wait      time.Duration
 }
 
 // WithMaxOpenConns limits the number of open connections to PostgreSQL
@@ -57,25 +58,59 @@ func WithConnMaxLifetime(d time.Duration) Option { return func(c *config) { c.li
 // DefaultConnMaxIdleTime). d <= 0 keeps them.
 func WithConnMaxIdleTime(d time.Duration) Option { return func(c *config) { c.idle = d } }
 
-// WithLogger sets the logger for migrations (Info) and retried transient
-// errors (Warn). By default nothing is logged.
+// WithLogger sets the logger for migrations (Info), the database becoming
+// unavailable (Warn, once) and available again (Info), the waits of
+// WithStartupWait (Warn) and each retry (Debug). By default nothing is
+// logged.
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
 
-// WithRetries sets how many times an operation is retried after a transient
-// error (serialization failure, deadlock, lost connection where safe);
-// default 3. 0 disables retries.
+// WithRetries sets how many times an operation is retried after a
+// serialization failure or a deadlock; default 3. 0 disables those
+// retries.
 func WithRetries(n int) Option { return func(c *config) { c.retries = max(n, 0) } }
+
+// DefaultRetryGrace is how long a call keeps retrying while the database is
+// unavailable, unless WithRetryGrace says otherwise.
+const DefaultRetryGrace = 5 * time.Second
+
+// WithRetryGrace sets how long a call keeps retrying, with backoff (up to
+// half a second between tries), while the database cannot be reached:
+// connecting fails, the server is starting up or shutting down, or the
+// connection broke. Reads and the writes that are safe to repeat (see the
+// package documentation) retry all of these; the others (Delete, Prune,
+// RedeliverFailed) only the failures that prove their statement never
+// reached the server. Past the grace, or when the call's context ends
+// first, the call fails with an error that wraps taskstore.ErrUnavailable.
+// Default DefaultRetryGrace; 0 turns these retries off.
+func WithRetryGrace(d time.Duration) Option { return func(c *config) { c.grace = max(d, 0) } }
+
+// WithStartupWait makes Open wait up to d for a database that cannot be
+// reached (not yet started, restarting, or refusing connections while it
+// starts up): it tries to connect again with backoff (a quarter of a second,
+// doubling up to 5 s), logging each wait at Warn level, until it succeeds,
+// d has passed or ctx ends. Errors that waiting does not cure (a refused
+// password, a missing database, a schema too new) fail Open at once.
+// Default 0: Open fails at the first unavailable answer.
+func WithStartupWait(d time.Duration) Option { return func(c *config) { c.wait = max(d, 0) } }
 
 // Store is a taskstore.Store on PostgreSQL. It is safe for concurrent use by
 // many goroutines and many processes.
 type Store struct {
-	db       *sqlx.DB
-	log      *slog.Logger
-	retries  int
-	closed   atomic.Bool
-	mu       sync.RWMutex   // held for reading while a call enters; Close takes it to shut the door
-	inflight sync.WaitGroup // calls admitted by enter
-	creates  createQueue
+	db      *sqlx.DB
+	log     *slog.Logger
+	retries int
+	grace   time.Duration
+	// closing is closed when Close starts: calls stop waiting to retry.
+	closing chan struct{}
+	// down: the last call found the database unavailable (since
+	// downSince); see health.
+	down      atomic.Bool
+	healthMu  sync.Mutex
+	downSince time.Time
+	closed    atomic.Bool
+	mu        sync.RWMutex   // held for reading while a call enters; Close takes it to shut the door
+	inflight  sync.WaitGroup // calls admitted by enter
+	creates   createQueue
 	// bgCtx is the context of statements that serve several callers (a
 	// batch of creates); Close cancels it.
 	bgCtx    context.Context
@@ -86,12 +121,14 @@ var _ taskstore.Store = (*Store)(nil)
 
 // Open connects to the PostgreSQL database at url (a URL or keyword/value
 // connection string as pgx accepts it), brings its schema up to date and
-// returns the store. ctx bounds connecting and migrating only.
+// returns the store. ctx bounds connecting and migrating only. When the
+// database cannot be reached, Open fails with an error wrapping
+// taskstore.ErrUnavailable, or first waits for it with WithStartupWait.
 func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	c := config{
 		maxOpen: DefaultMaxOpenConns, maxIdle: DefaultMaxIdleConns,
 		lifetime: DefaultConnMaxLifetime, idle: DefaultConnMaxIdleTime,
-		retries: 3,
+		retries: 3, grace: DefaultRetryGrace,
 	}
 	for _, o := range opts {
 		o(&c)
@@ -112,14 +149,71 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	db.SetMaxIdleConns(c.maxIdle)
 	db.SetConnMaxLifetime(c.lifetime)
 	db.SetConnMaxIdleTime(c.idle)
-	s := &Store{db: sqlx.NewDb(db, "pgx"), log: c.logger, retries: c.retries}
+	s := &Store{db: sqlx.NewDb(db, "pgx"), log: c.logger, retries: c.retries, grace: c.grace, closing: make(chan struct{})}
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
-	if err := s.migrate(ctx); err != nil {
+	if err := s.waitAndMigrate(ctx, c.wait); err != nil {
 		s.bgCancel()
 		db.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// Backoff of WithStartupWait.
+const (
+	startupFirst = 250 * time.Millisecond
+	startupMax   = 5 * time.Second
+)
+
+// waitAndMigrate migrates the schema, trying again with backoff for up to
+// wait while the database is unavailable.
+func (s *Store) waitAndMigrate(ctx context.Context, wait time.Duration) error {
+	began := time.Now()
+	pause := startupFirst
+	for {
+		err := s.migrate(ctx)
+		if err == nil || !errors.Is(err, taskstore.ErrUnavailable) || ctx.Err() != nil {
+			return err
+		}
+		left := wait - time.Since(began)
+		if left <= 0 {
+			if wait > 0 {
+				return fmt.Errorf("%w (waited %v for the database)", err, wait)
+			}
+			return err
+		}
+		pause = min(pause, left)
+		s.log.LogAttrs(ctx, slog.LevelWarn, "pgstore: waiting for the database",
+			slog.String("error", err.Error()), slog.Duration("retry_in", pause),
+			slog.Duration("waited", time.Since(began).Round(time.Millisecond)), slog.Duration("wait", wait))
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("pgstore: open: %w (while waiting for the database: %w)", ctx.Err(), err)
+		case <-t.C:
+		}
+		pause = min(2*pause, startupMax)
+	}
+}
+
+// Ping asks the database for an answer, once, without retrying, within
+// ctx: nil when it answers, else an error that wraps
+// taskstore.ErrUnavailable when it cannot be reached (taskstore.ErrClosed
+// after Close). It suits a readiness check.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.enter(ctx); err != nil {
+		return err
+	}
+	defer s.leave()
+	err := s.conn(ctx, func(c *pgx.Conn) error { return c.Ping(ctx) })
+	switch f := classify(err); {
+	case err == nil && s.down.Load():
+		s.health(ctx, nil)
+	case err != nil && (f == failUnsent || f == failLost):
+		s.health(ctx, err)
+	}
+	return s.translate(ctx, "ping", err)
 }
 
 // Close waits for the calls in flight, closes the connection pool and
@@ -132,6 +226,7 @@ func (s *Store) Close() error {
 	if !s.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	close(s.closing) // calls waiting to retry give up now
 	// No call enters once closed is set and mu has been taken; the calls
 	// already in (a Create included, whose batch runs under bgCtx) finish
 	// before the pool closes and the batch context is cancelled, so a
@@ -398,7 +493,7 @@ func (s *Store) Start(ctx context.Context, id string, at time.Time) error {
 	}
 	defer s.leave()
 	ms := taskstore.MillisOrNow(at)
-	n, err := s.update(ctx, "start", startTask, id, ms)
+	n, err := s.update(ctx, "start", idempotent, startTask, id, ms)
 	if err != nil || n == 1 {
 		return err
 	}
@@ -438,7 +533,7 @@ func (s *Store) Finish(ctx context.Context, id string, response json.RawMessage,
 		return err
 	}
 	ms := taskstore.MillisOrNow(at)
-	n, err := s.update(ctx, "finish", finishTask, id, string(response), ms, taskstore.Succeeded(response))
+	n, err := s.update(ctx, "finish", idempotent, finishTask, id, string(response), ms, taskstore.Succeeded(response))
 	if err != nil || n == 1 {
 		return err
 	}
@@ -461,14 +556,15 @@ func (s *Store) Finish(ctx context.Context, id string, response json.RawMessage,
 	return fmt.Errorf("%w: task %q has already finished", taskstore.ErrConflict, id)
 }
 
-// update runs a single-row UPDATE keyed by id (the first argument) and
-// returns the number of rows changed. An unstorable id changes nothing.
-func (s *Store) update(ctx context.Context, op, query, id string, args ...any) (int64, error) {
+// update runs a single-row UPDATE keyed by id (the first argument) under
+// retry policy p and returns the number of rows changed. An unstorable id
+// changes nothing.
+func (s *Store) update(ctx context.Context, op string, p retryPolicy, query, id string, args ...any) (int64, error) {
 	if !storable(id) {
 		return 0, nil
 	}
 	var n int64
-	err := s.do(ctx, op, safeIfUnsent, func() (err error) {
+	err := s.do(ctx, op, p, func() (err error) {
 		n, err = s.exec(ctx, query, append([]any{id}, args...)...)
 		return err
 	})
@@ -508,7 +604,9 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 		return err
 	}
 	defer s.leave()
-	n, err := s.update(ctx, "delete", `DELETE FROM tasks WHERE id = $1`, id)
+	// Not retried once it may have reached the server: a repeat of a
+	// delete that was applied would answer ErrNotFound.
+	n, err := s.update(ctx, "delete", safeIfUnsent, `DELETE FROM tasks WHERE id = $1`, id)
 	if err != nil {
 		return err
 	}
@@ -704,7 +802,7 @@ func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attemp
 	defer s.leave()
 	delivered, next := a.Millis()
 	msg := strings.ReplaceAll(strings.ToValidUTF8(a.Error, "\uFFFD"), "\x00", "")
-	n, err := s.update(ctx, "record attempt", recordAttempt, id, a.Status, msg, delivered, next)
+	n, err := s.update(ctx, "record attempt", idempotent, recordAttempt, id, a.Status, msg, delivered, next)
 	if err != nil || n == 1 {
 		return err
 	}
