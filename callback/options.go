@@ -96,6 +96,20 @@ type Options struct {
 	// is finished as "interrupted" by whichever recorder sweeps first.
 	// Default 1 minute.
 	Lease time.Duration
+	// StoreGrace is how long the recorder keeps retrying a write that the
+	// store reports unavailable (taskstore.ErrUnavailable: its database
+	// restarting, say) and that must not be lost: a task's start, its
+	// response, and the outcome of a delivery attempt (a callback the
+	// receiver accepted is not sent again because its recording failed).
+	// The result waits in memory, and is written within about a second
+	// of the store answering again. Meanwhile the task's lease is renewed
+	// as soon as the store answers; an outage longer than about two
+	// thirds of Lease may let another process sweep the task or claim the
+	// delivery first. Past StoreGrace, or when Close gives up, the write is
+	// dropped: the task is finished as "interrupted" once its lease
+	// expires, the delivery retried once its claim does. Default 5
+	// minutes.
+	StoreGrace time.Duration
 	// SoleOwner declares that this recorder is the only one using the store
 	// (SQLite, memstore): New then finishes every unfinished task at once
 	// as "interrupted", since it can only belong to a process that died,
@@ -215,6 +229,7 @@ func (o Options) withDefaults() (Options, error) {
 	neg("PollInterval", int64(o.PollInterval))
 	neg("Lease", int64(o.Lease))
 	neg("Retention", int64(o.Retention))
+	neg("StoreGrace", int64(o.StoreGrace))
 	if len(o.Schedule) > 0 {
 		if err := o.Schedule.Validate(); err != nil {
 			errs = append(errs, err)
@@ -234,6 +249,7 @@ func (o Options) withDefaults() (Options, error) {
 	setDefault(&o.DeliveryWorkers, DefaultDeliveryWorkers)
 	setDefault(&o.PollInterval, DefaultPollInterval)
 	setDefault(&o.Lease, DefaultLease)
+	setDefault(&o.StoreGrace, DefaultStoreGrace)
 	if len(o.Schedule) == 0 {
 		o.Schedule = DefaultSchedule
 	}
