@@ -182,13 +182,25 @@ func (c *Cluster) URL(db string) string {
 // Start starts the server and waits until it accepts connections.
 func (c *Cluster) Start() {
 	c.tb.Helper()
+	if err := c.Boot(); err != nil {
+		c.tb.Fatal(err)
+	}
+}
+
+// Boot is Start returning its failure instead of failing the test, for
+// goroutines other than the test's own.
+func (c *Cluster) Boot() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.running {
+		return nil
+	}
 	if out, err := c.run("pg_ctl", "-D", c.data(), "-l", filepath.Join(c.dir, "server.log"), "-w", "-t", "60",
 		"-o", "-p "+strconv.Itoa(c.port), "start"); err != nil {
-		c.tb.Fatalf("pgtest: pg_ctl start: %v\n%s\n%s", err, out, c.Log())
+		return fmt.Errorf("pgtest: pg_ctl start: %v\n%s\n%s", err, out, c.Log())
 	}
 	c.running = true
+	return nil
 }
 
 // Stop stops the server as `pg_ctl stop -m fast` does: sessions are ended
