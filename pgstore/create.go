@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -170,6 +171,7 @@ func (s *Store) insertBatch(batch []*pendingCreate) {
 		}
 		return
 	}
+	s.grew(len(inserted))
 	for _, p := range live {
 		if inserted[p.t.ID] {
 			inserted[p.t.ID] = false // a second create of the same id in the batch conflicts
@@ -228,7 +230,51 @@ func (s *Store) insertOne(ctx context.Context, t taskstore.Task) error {
 	if n == 0 {
 		return fmt.Errorf("%w: task %q already exists", taskstore.ErrConflict, t.ID)
 	}
+	s.grew(1)
 	return nil
+}
+
+// Statistics of a new table: a store that opened on an empty or never
+// analysed tasks table analyses it once it has stored youngAnalyze1 tasks,
+// and again at youngAnalyze2.
+const (
+	youngAnalyze1 = 1_000
+	youngAnalyze2 = 10_000
+)
+
+// grew counts k tasks stored by this store, and analyses a young table
+// (see Store.young) when the count passes youngAnalyze1 or youngAnalyze2,
+// in the background. Without statistics the planner takes a filter on
+// types or a status for a selective one: on 100,000 fresh tasks, a
+// retrieve_batch with the status pending took 54 ms through a bitmap scan
+// of every task, against 0.4 ms once analysed; autovacuum analyses a new
+// table only at its first visit, up to autovacuum_naptime (a minute by
+// default) later.
+func (s *Store) grew(k int) {
+	if !s.young.Load() {
+		return
+	}
+	n := s.created.Add(int64(k))
+	for _, at := range []int64{youngAnalyze1, youngAnalyze2} {
+		if n >= at && n-int64(k) < at {
+			s.creates.workers.Go(s.analyzeYoung)
+		}
+	}
+	if n >= youngAnalyze2 {
+		s.young.Store(false)
+	}
+}
+
+// analyzeYoung analyses the tasks table, under the store's own context.
+func (s *Store) analyzeYoung() {
+	ctx := s.bgCtx
+	err := s.do(ctx, "analyze", idempotent, func() error {
+		_, err := s.exec(ctx, `ANALYZE tasks`)
+		return err
+	})
+	if err != nil && ctx.Err() == nil {
+		s.log.LogAttrs(ctx, slog.LevelWarn, "pgstore: analysing the new tasks table", slog.String("error", err.Error()))
+	}
 }
 
 // ownRows returns which of the tasks (ids, with their creation times and

@@ -107,10 +107,15 @@ type Store struct {
 	down      atomic.Bool
 	healthMu  sync.Mutex
 	downSince time.Time
-	closed    atomic.Bool
-	mu        sync.RWMutex   // held for reading while a call enters; Close takes it to shut the door
-	inflight  sync.WaitGroup // calls admitted by enter
-	creates   createQueue
+	// young: the tasks table was empty or had never been analysed when the
+	// store opened; created counts the tasks it has stored since (see
+	// grew).
+	young    atomic.Bool
+	created  atomic.Int64
+	closed   atomic.Bool
+	mu       sync.RWMutex   // held for reading while a call enters; Close takes it to shut the door
+	inflight sync.WaitGroup // calls admitted by enter
+	creates  createQueue
 	// bgCtx is the context of statements that serve several callers (a
 	// batch of creates); Close cancels it.
 	bgCtx    context.Context
@@ -666,15 +671,19 @@ func (s *Store) foldCounts(ctx context.Context) error {
 	})
 }
 
-// renewLeases locks the rows in id order, so that two renewals over
-// overlapping ids never deadlock.
+// renewLeases locks the unfinished rows among $1 that no other statement
+// holds, skipping the others rather than waiting for them (a Start or
+// Finish being written, a Delete or Prune), and sets their lease. It never
+// waits for a row lock, so it never deadlocks either; lease_ms is in no
+// index, so the update is HOT where the page has room.
 const renewLeases = `WITH l AS MATERIALIZED (
-	SELECT id FROM tasks WHERE id = ANY($1) AND finished_ms = 0 ORDER BY id FOR UPDATE
+	SELECT id FROM tasks WHERE id = ANY($1) AND finished_ms = 0 FOR UPDATE SKIP LOCKED
 )
 UPDATE tasks SET lease_ms = $2 WHERE id = ANY(ARRAY(SELECT id FROM l)) AND finished_ms = 0`
 
 // RenewLeases sets the lease of the given unfinished tasks; see
-// taskstore.Store.
+// taskstore.Store. A task whose row another statement holds at that moment
+// is skipped, as the Store contract allows: the next renewal covers it.
 func (s *Store) RenewLeases(ctx context.Context, ids []string, until time.Time) error {
 	if err := s.enter(ctx); err != nil {
 		return err
@@ -691,6 +700,9 @@ func (s *Store) RenewLeases(ctx context.Context, ids []string, until time.Time) 
 	})
 }
 
+// abandonedTasks reads the unfinished tasks (tasks_unfinished) and sorts
+// those whose lease ended by lease: no index holds lease_ms, so that lease
+// renewals are HOT updates.
 const abandonedTasks = `SELECT ` + taskColumns + ` FROM tasks
 WHERE finished_ms = 0 AND lease_ms < $1 ORDER BY lease_ms, id LIMIT $2`
 

@@ -77,7 +77,11 @@ type Store interface {
 	Prune(ctx context.Context, before time.Time, limit int) (int, error)
 
 	// RenewLeases sets LeaseUntil of the given unfinished tasks to until.
-	// Unknown or finished ids are ignored. An empty list is a no-op.
+	// Unknown or finished ids are ignored. An empty list is a no-op. A
+	// store shared by several processes may skip, rather than wait for, a
+	// task that another call is writing at that very moment (its Start or
+	// Finish, say): callers renew long before a lease ends (the recorder
+	// every third of it), so the next renewal covers a skipped one.
 	RenewLeases(ctx context.Context, ids []string, until time.Time) error
 
 	// Abandoned returns at most limit (> 0) unfinished tasks whose
