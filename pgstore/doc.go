@@ -175,7 +175,11 @@
 // fewer than four INSERTs in flight runs its own at once; those arriving
 // while four are in flight are stored together by the next one, with one
 // multi-row INSERT, so that many clients creating at once cost the server
-// a few statements and commits instead of one each.
+// a few statements and commits instead of one each. Start, Finish and
+// RecordAttempt do the same, each kind with one UPDATE … FROM unnest(…)
+// that keeps the single-row statement's conditions row by row (a row it did
+// not change is explained as a single call's would be); two calls for one
+// task never share a statement.
 //
 // # Errors and retries
 //
