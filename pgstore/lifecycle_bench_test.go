@@ -41,7 +41,11 @@ import (
 // own (pgtest.Cluster, or .ci/start-postgres.sh with nothing else running).
 // With pg_stat_statements loaded (shared_preload_libraries, and
 // pg_stat_statements.track = all to see the statements of the triggers)
-// and the extension created, it logs the statements by total time (-v):
+// and the extension created, it also reports writes/task, the top-level
+// INSERT, UPDATE, DELETE and WITH statements (the store's reads are plain
+// SELECTs; each statement is its own transaction, so these are the commits
+// that write, without the reads'), and logs the statements by total time
+// (-v):
 //
 //	go test -run '^$' -bench Lifecycle -benchtime 20000x -v ./pgstore/
 func BenchmarkLifecycle(b *testing.B) {
@@ -176,6 +180,14 @@ func BenchmarkLifecycle(b *testing.B) {
 		b.ReportMetric(100*float64(hot)/float64(upd), "hot-%")
 	}
 	if statements {
+		var writes float64
+		err := admin.QueryRowContext(ctx, `SELECT coalesce(sum(calls), 0) FROM public.pg_stat_statements
+			WHERE toplevel AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+			AND query ~* '^\s*(INSERT|UPDATE|DELETE|WITH)'`).Scan(&writes)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(writes/n, "writes/task")
 		logStatements(b, admin)
 	}
 }
@@ -210,7 +222,7 @@ func logStatements(b *testing.B, db *sql.DB) {
 	rows, err := db.QueryContext(context.Background(), `SELECT calls, round(total_exec_time::numeric, 1), round(mean_exec_time::numeric, 3),
 		rows, regexp_replace(query, '\s+', ' ', 'g')
 		FROM public.pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-		ORDER BY total_exec_time DESC LIMIT 25`)
+		ORDER BY total_exec_time DESC LIMIT 30`)
 	if err != nil {
 		b.Logf("pg_stat_statements: %v", err)
 		return
