@@ -33,8 +33,12 @@ import (
 // In Restart and Cut every acknowledged task must be retrievable and
 // finished with its real result (the stand-in's success: no
 // "interrupted"), its callback delivered exactly once (the receiver
-// answers 2xx to every first try), and no answer may be a 500 (503 with
-// Retry-After is allowed while the database is out).
+// answers 2xx to every first try), no answer may be a 500 (503 with
+// Retry-After is allowed while the database is out), and no replica may
+// have dropped a write of its own as somebody else's (the warnings "task
+// not run", "task response not recorded", "delivery attempt not recorded",
+// logged when a repeat after a lost answer finds the write already there
+// and takes it for a conflict: the task's events and counters are lost).
 //
 // The wait settings are passed as TASKSD_* variables rather than flags, so
 // that the same test runs against an older build (TASKSDTEST_BINARY) to
@@ -281,6 +285,22 @@ func testPostgresRestart(t *testing.T, c *pgtest.Cluster, tokens string) {
 		t.Logf("replica %d logged: the database unavailable %d times, recorder writes waiting for the store %d times",
 			i+1, strings.Count(logs, "database unavailable"), strings.Count(logs, "store unavailable; retrying"))
 	}
+	checkNotDropped(t, d1, d2)
+}
+
+// checkNotDropped fails the test if a replica logged that it dropped a
+// write of its own (see TestPostgresFaults).
+func checkNotDropped(t *testing.T, daemons ...*tasksdtest.Daemon) {
+	t.Helper()
+	for i, d := range daemons {
+		logs := d.Logs()
+		notRun, response, attempt := strings.Count(logs, "task not run"), strings.Count(logs, "task response not recorded"),
+			strings.Count(logs, "delivery attempt not recorded")
+		t.Logf("replica %d: %d tasks not run, %d responses and %d delivery attempts taken for another's", i+1, notRun, response, attempt)
+		if notRun+response+attempt > 0 {
+			t.Errorf("replica %d took its own writes for another's: %d starts, %d responses, %d delivery attempts", i+1, notRun, response, attempt)
+		}
+	}
 }
 
 // cutKind is where a Cut test task has its connection cut.
@@ -372,6 +392,7 @@ func testPostgresCut(t *testing.T, c *pgtest.Cluster, tokens string) {
 	}
 	mu.Unlock()
 	load.check(t, o, rcv)
+	checkNotDropped(t, d1, d2)
 }
 
 func testPostgresWaitAtStart(t *testing.T, c *pgtest.Cluster, tokens string) {
