@@ -190,6 +190,32 @@ func BenchmarkLifecycle(b *testing.B) {
 		b.ReportMetric(writes/n, "writes/task")
 		logStatements(b, admin)
 	}
+	logIndexes(b, admin)
+}
+
+// logIndexes logs how often each index of the tasks table was scanned and
+// its size.
+func logIndexes(b *testing.B, db *sql.DB) {
+	rows, err := db.QueryContext(context.Background(), `SELECT indexrelname, idx_scan, idx_tup_read,
+		pg_relation_size(indexrelid) FROM pg_stat_user_indexes
+		WHERE schemaname = current_schema() AND relname = 'tasks' ORDER BY indexrelname`)
+	if err != nil {
+		b.Logf("pg_stat_user_indexes: %v", err)
+		return
+	}
+	defer rows.Close()
+	var out strings.Builder
+	fmt.Fprintf(&out, "%-32s %10s %12s %10s\n", "index", "scans", "tuples read", "KiB")
+	for rows.Next() {
+		var name string
+		var scans, read, size int64
+		if err := rows.Scan(&name, &scans, &read, &size); err != nil {
+			b.Logf("pg_stat_user_indexes: %v", err)
+			return
+		}
+		fmt.Fprintf(&out, "%-32s %10d %12d %10d\n", name, scans, read, size>>10)
+	}
+	b.Logf("indexes of tasks:\n%s", out.String())
 }
 
 type dbStats struct{ commits, wal, upd, hot int64 }
