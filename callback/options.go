@@ -104,8 +104,9 @@ type Options struct {
 	// The result waits in memory, and is written within about a second
 	// of the store answering again. Meanwhile the task's lease is renewed
 	// as soon as the store answers; an outage longer than about two
-	// thirds of Lease may let another process sweep the task or claim the
-	// delivery first. Past StoreGrace, or when Close gives up, the write is
+	// thirds of Lease (for a delivery, than what is left of its claim)
+	// may let another process sweep the task, or claim and send the
+	// delivery again, first. Past StoreGrace, or when Close gives up, the write is
 	// dropped: the task is finished as "interrupted" once its lease
 	// expires, the delivery retried once its claim does. Default 5
 	// minutes.
