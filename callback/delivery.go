@@ -440,7 +440,10 @@ func (r *Recorder) deliver(t taskstore.Task, h *hostState, pk string, probe bool
 		// Retried on the schedule; past its end a.Next stays zero: given up.
 		a.Next, _ = r.o.Schedule.Next(attempt, now, res.RetryAfter, nil)
 	}
-	err := r.retryStore(context.WithoutCancel(r.deliverCtx), func(ctx context.Context) error {
+	// A delivered callback whose recording fails while the store is
+	// unavailable is held here and recorded once it answers: sending it
+	// again after the claim would be a duplicate.
+	err := r.untilStored(r.deliverCtx.Done(), "delivery attempt", t.ID, func(ctx context.Context) error {
 		return r.store.RecordAttempt(ctx, t.ID, a)
 	})
 	if err != nil {

@@ -91,4 +91,16 @@
 // unfinished forever and its callback is still sent. The sweeper finishes
 // such tasks in batches, in the background (New never waits for it), and
 // logs one line per pass.
+//
+// A store that cannot reach its data for a while (an error wrapping
+// taskstore.ErrUnavailable, such as pgstore's while PostgreSQL restarts)
+// loses no result: a task's start, its response and the outcome of a
+// delivery attempt are kept in memory and written again and again, with
+// backoff, for up to Options.StoreGrace, within about a second of the store
+// answering again, while the lease renewer goes on renewing. A callback the
+// receiver accepted is therefore not sent a second time because its
+// recording failed. The Store contract makes these writes safe to repeat (a
+// repeat of a write whose answer was lost succeeds), and the recorder passes
+// the same explicit times each time. A callback-mode request that cannot be
+// stored meanwhile is answered 503 with Retry-After.
 package callback

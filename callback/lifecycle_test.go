@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -451,6 +452,8 @@ func TestStoreFailureNotAcknowledged(t *testing.T) {
 	}{
 		{"SystemFailure", errors.New("sqlitestore: disk I/O error at /var/lib/secret/tasks.db"), 500, "api_error", "", "/var/lib"},
 		{"Invalid", taskstore.Invalidf("user_id must be at most 128 bytes"), 400, "bad_request", "user_id must be at most 128 bytes", ""},
+		{"Unavailable", fmt.Errorf("pgstore: create: failed to connect to 10.9.8.7:5432: %w", taskstore.ErrUnavailable),
+			503, "api_error", "the task store is unavailable; retry later", "10.9.8.7"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -458,6 +461,9 @@ func TestStoreFailureNotAcknowledged(t *testing.T) {
 			rec := newRecorder(t, failingStore{mem, tc.err}, callback.Options{})
 			w := post(rec.Wrap("images_generations", jsonHandler(&up, 200, `{}`)), "application/json", `{"async":true}`)
 			errorBody(t, w, tc.status, tc.code, tc.message)
+			if ra := w.Header().Get("Retry-After"); (tc.status == 503) != (ra != "") {
+				t.Errorf("status %d with Retry-After %q", tc.status, ra)
+			}
 			if tc.mustHide != "" && strings.Contains(w.Body.String(), tc.mustHide) {
 				t.Errorf("the answer leaks the store error: %s", w.Body)
 			}

@@ -175,6 +175,21 @@ type Options struct {
 	// is finished as "interrupted" by whichever recorder sweeps first.
 	// Default 1 minute.
 	Lease time.Duration
+	// StoreGrace is how long the recorder keeps retrying a write that the
+	// store reports unavailable (taskstore.ErrUnavailable: its database
+	// restarting, say) and that must not be lost: a task's start, its
+	// response, and the outcome of a delivery attempt (a callback the
+	// receiver accepted is not sent again because its recording failed).
+	// The result waits in memory, and is written within about a second
+	// of the store answering again. Meanwhile the task's lease is renewed
+	// as soon as the store answers; an outage longer than about two
+	// thirds of Lease (for a delivery, than what is left of its claim)
+	// may let another process sweep the task, or claim and send the
+	// delivery again, first. Past StoreGrace, or when Close gives up, the write is
+	// dropped: the task is finished as "interrupted" once its lease
+	// expires, the delivery retried once its claim does. Default 5
+	// minutes.
+	StoreGrace time.Duration
 	// SoleOwner declares that this recorder is the only one using the store
 	// (SQLite, memstore): every task left unfinished when New runs can only
 	// belong to a process that died, so the sweeper's first pass finishes
@@ -318,6 +333,7 @@ func (o Options) withDefaults() (Options, error) {
 	neg("PollInterval", int64(o.PollInterval))
 	neg("Lease", int64(o.Lease))
 	neg("Retention", int64(o.Retention))
+	neg("StoreGrace", int64(o.StoreGrace))
 	if len(o.Schedule) > 0 {
 		if err := o.Schedule.Validate(); err != nil {
 			errs = append(errs, err)
@@ -349,6 +365,7 @@ func (o Options) withDefaults() (Options, error) {
 	setDefault(&o.LogInterval, DefaultLogInterval)
 	setDefault(&o.PollInterval, DefaultPollInterval)
 	setDefault(&o.Lease, DefaultLease)
+	setDefault(&o.StoreGrace, DefaultStoreGrace)
 	if len(o.Schedule) == 0 {
 		o.Schedule = DefaultSchedule
 	}

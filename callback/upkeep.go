@@ -178,10 +178,10 @@ func (r *Recorder) finishAbandoned(ctx context.Context, tasks []taskstore.Task) 
 		outcomes[i] = taskstore.Outcome{ID: t.ID, Response: failure(t.ID, t.TraceID, CodeInterrupted, msgAbandoned)}
 	}
 	var done []string
-	start := time.Now()
+	start, at := time.Now(), r.now() // at: the same for every try
 	err := r.retryStore(ctx, func(ctx context.Context) error {
 		var err error
-		done, err = r.store.FinishMany(ctx, outcomes, r.now())
+		done, err = r.store.FinishMany(ctx, outcomes, at)
 		return err
 	})
 	took := time.Since(start)

@@ -157,7 +157,7 @@ func (r *Recorder) runJob(j *job) {
 		return
 	}
 	started := r.now()
-	err := r.retryStore(context.Background(), func(ctx context.Context) error { return r.store.Start(ctx, j.id, started) })
+	err := r.untilStored(r.hardStop.Done(), "task start", j.id, func(ctx context.Context) error { return r.store.Start(ctx, j.id, started) })
 	switch {
 	case errors.Is(err, taskstore.ErrNotFound), errors.Is(err, taskstore.ErrConflict):
 		// Deleted, or finished by someone else (its lease had expired).
@@ -225,8 +225,9 @@ func (r *Recorder) safeRun(ctx context.Context, j *job) (o outcome) {
 // finishTask records j's response and reports it (finished). A task someone
 // else already finished (or deleted) is left alone.
 func (r *Recorder) finishTask(j *job, resp []byte, ok bool, code string, dur time.Duration) {
-	err := r.retryStore(context.Background(), func(ctx context.Context) error {
-		return r.store.Finish(ctx, j.id, resp, r.now())
+	at := r.now() // the same for every try, so that a repeat is recognised
+	err := r.untilStored(r.hardStop.Done(), "task response", j.id, func(ctx context.Context) error {
+		return r.store.Finish(ctx, j.id, resp, at)
 	})
 	switch {
 	case errors.Is(err, taskstore.ErrNotFound), errors.Is(err, taskstore.ErrConflict):
@@ -280,7 +281,7 @@ func (r *Recorder) renewer() {
 			n := min(len(ids), renewChunk)
 			chunk := ids[:n]
 			ids = ids[n:]
-			err := r.retryStore(r.bg, func(ctx context.Context) error { return r.store.RenewLeases(ctx, chunk, until) })
+			err := r.retryUnavailable(r.bg.Done(), r.o.Lease/3, "task leases", "", func(ctx context.Context) error { return r.store.RenewLeases(ctx, chunk, until) })
 			if err != nil && r.bg.Err() == nil {
 				r.log.Error("callback: renewing task leases", "tasks", len(chunk), "err", err)
 			}

@@ -35,8 +35,9 @@ import (
 //     {"task_id":"…"} (with "trace_id" when given). When the queue is full
 //     (or the caller's share of it, or of Options.QueueBytes), or the
 //     recorder is closed, the answer is 429 too_many_requests and nothing
-//     is stored; a store failure is 500 api_error. null counts as an
-//     absent field.
+//     is stored; a store that cannot be reached (taskstore.ErrUnavailable)
+//     is 503 api_error with Retry-After, any other store failure 500
+//     api_error. null counts as an absent field.
 //   - Otherwise (other content types, a JSON body that is not an object, a
 //     malformed multipart body, or neither field) h serves the request
 //     synchronously with the original body bytes; nothing is stored.
@@ -137,6 +138,9 @@ func (wh *wrapped) accept(w http.ResponseWriter, req *http.Request, in inspectio
 		return
 	case errors.Is(err, ErrQueueFull):
 		apierr.Write(w, http.StatusTooManyRequests, apierr.TooManyRequests, "too many tasks are waiting; retry later")
+		return
+	case errors.Is(err, taskstore.ErrUnavailable):
+		apierr.Unavailable(req.Context(), w, r.log, "callback: storing task: store unavailable", err)
 		return
 	case err != nil:
 		if reason := taskstore.Reason(err); reason != "" {

@@ -82,11 +82,14 @@
 // A record always carries "status", and a task with a callback a
 // "callback" member with its status and attempts (taskstore.Task.AppendJSON
 // gives the exact shape).
-// A store's taskstore.ErrInvalid answers 400 with its reason; any other
-// store failure 500 api_error with a generic message, the error itself
-// going to the logger with the answer's trace_id, except the request's own
-// cancellation, answered 500 "the request was cancelled" and logged at
-// Debug level.
+// A store's taskstore.ErrInvalid answers 400 with its reason. A store that
+// cannot reach its data (an error wrapping taskstore.ErrUnavailable, such
+// as pgstore's while PostgreSQL restarts) answers 503 api_error with
+// Retry-After: 2 (the contract has no other code for it), logged at Warn
+// level. Any other store failure answers 500 api_error with a generic
+// message, the error itself going to the logger with the answer's
+// trace_id, except the request's own cancellation, answered 500 "the
+// request was cancelled" and logged at Debug level.
 package handler
 
 import (
@@ -289,8 +292,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Write(out)
 }
 
-// storeError answers a store failure: ErrInvalid is the client's fault, any
-// other error an internal failure.
+// storeError answers a store failure: ErrInvalid is the client's fault,
+// ErrUnavailable an outage to retry after, any other error an internal
+// failure.
 func (h *Handler) storeError(ctx context.Context, w http.ResponseWriter, err error) {
 	if errors.Is(err, taskstore.ErrInvalid) {
 		msg := taskstore.Reason(err)
@@ -305,6 +309,10 @@ func (h *Handler) storeError(ctx context.Context, w http.ResponseWriter, err err
 		// nothing wrong.
 		id := apierr.Write(w, http.StatusInternalServerError, apierr.APIError, "the request was cancelled")
 		h.logger().DebugContext(ctx, "handler: request cancelled", "trace_id", id, "err", err)
+		return
+	}
+	if errors.Is(err, taskstore.ErrUnavailable) {
+		apierr.Unavailable(ctx, w, h.logger(), "handler: store unavailable", err)
 		return
 	}
 	apierr.Internal(ctx, w, h.logger(), "handler: store failure", err)

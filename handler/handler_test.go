@@ -442,7 +442,8 @@ func TestDeleteEffect(t *testing.T) {
 }
 
 // TestStoreErrors: a store failure answers 500 without leaking anything and
-// is logged with the answer's trace_id; ErrInvalid answers its reason.
+// is logged with the answer's trace_id; ErrInvalid answers its reason;
+// ErrUnavailable answers 503 with Retry-After.
 func TestStoreErrors(t *testing.T) {
 	secret := errors.New("sqlite: disk I/O error at /var/lib/secret/tasks.db: SELECT * FROM tasks")
 	var ids traceIDs
@@ -483,6 +484,28 @@ func TestStoreErrors(t *testing.T) {
 			call{auth: "Bearer x", body: `{"action":"retrieve_batch"}`})
 		ids.checkError(t, rec, 400, "bad_request", "the request is invalid")
 	})
+	// A store that cannot reach its data answers 503 with Retry-After, on
+	// every action, and is logged as a warning, not an internal error.
+	for _, body := range []string{retrieveFinished, `{"trace_id":"t"}`, `{"action":"retrieve_batch"}`,
+		`{"action":"delete","id":"x"}`, `{"action":"redeliver","id":"x"}`} {
+		t.Run("Unavailable/"+body, func(t *testing.T) {
+			var logs bytes.Buffer
+			down := fmt.Errorf("pgstore: get: failed to connect to 10.1.2.3:5432: %w", taskstore.ErrUnavailable)
+			h := handler.New(brokenStore{err: down}, handler.InsecureAnyoneIsOperator,
+				handler.WithLogger(slog.New(slog.NewJSONHandler(&logs, nil))))
+			rec := serve(h, call{auth: "Bearer x", body: body})
+			id := ids.checkError(t, rec, 503, "api_error", "the task store is unavailable; retry later")
+			if got := rec.Header().Get("Retry-After"); got != "2" {
+				t.Errorf("Retry-After %q, want 2", got)
+			}
+			if strings.Contains(rec.Body.String(), "10.1.2.3") {
+				t.Errorf("the answer leaks the store error: %s", rec.Body)
+			}
+			if !strings.Contains(logs.String(), `"level":"WARN"`) || !strings.Contains(logs.String(), id) {
+				t.Errorf("log %s: want a warning with trace_id %s", logs.String(), id)
+			}
+		})
+	}
 	t.Run("Cancelled", func(t *testing.T) {
 		var logs bytes.Buffer
 		h := handler.New(brokenStore{err: fmt.Errorf("get: %w", context.Canceled)}, handler.InsecureAnyoneIsOperator,

@@ -389,6 +389,8 @@ func (s *Store) Start(ctx context.Context, id string, at time.Time) error {
 		switch {
 		case r.finished != 0:
 			return fmt.Errorf("%w: task %q has already finished", taskstore.ErrConflict, id)
+		case r.started == ms:
+			return nil // a repeat
 		case r.started != 0:
 			return fmt.Errorf("%w: task %q has already started", taskstore.ErrConflict, id)
 		}
@@ -412,7 +414,10 @@ func (s *Store) Finish(ctx context.Context, id string, response json.RawMessage,
 	response = bytes.Clone(response)
 	ok := taskstore.Succeeded(response)
 	return s.update(id, func(slot uint32, r *rec) error {
-		if r.finished != 0 {
+		switch {
+		case r.finished == ms && bytes.Equal(r.response, response):
+			return nil // a repeat
+		case r.finished != 0:
 			return fmt.Errorf("%w: task %q has already finished", taskstore.ErrConflict, id)
 		}
 		s.finish(slot, response, ms, ok)
@@ -578,6 +583,9 @@ func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attemp
 	}
 	delivered, next := a.Millis()
 	return s.update(id, func(slot uint32, r *rec) error {
+		if r.recorded(a, delivered, next) {
+			return nil // a repeat
+		}
 		if !r.pending() {
 			return fmt.Errorf("%w: the callback of task %q is %s, not pending", taskstore.ErrConflict, id, taskstore.Task{
 				FinishedAt: taskstore.FromMillis(r.finished),

@@ -40,6 +40,22 @@ func (r *rec) gaveUp() bool {
 	return r.url != "" && r.finished != 0 && r.delivered == 0 && r.next == 0
 }
 
+// recorded reports whether the callback already records attempt a, whose
+// delivery time and next attempt (Attempt.Millis) are given: the repeat of
+// a RecordAttempt (see taskstore.Store).
+func (r *rec) recorded(a taskstore.Attempt, delivered, next int64) bool {
+	if r.url == "" || r.finished == 0 || r.lastStatus != int32(a.Status) || r.lastErr != a.Error {
+		return false
+	}
+	switch {
+	case delivered != 0:
+		return r.delivered == delivered
+	case next != 0:
+		return r.pending() && !r.claimed && r.next == next
+	}
+	return r.gaveUp()
+}
+
 // task returns the task as a value; its JSON is carved out of *buf, which the
 // caller sized for every task it converts (one allocation per page).
 func (r *rec) task(buf *[]byte) taskstore.Task {

@@ -44,7 +44,10 @@
 // which the sweepers use, locks the unfinished tasks among those listed in
 // id order (two of them over overlapping lists never deadlock), re-checks
 // each on the version it waited for, and finishes only those still
-// unfinished, in one statement.
+// unfinished, in one statement. RenewLeases takes its rows with FOR UPDATE
+// SKIP LOCKED: it never waits for a row that another statement holds (a
+// Start or Finish of that task) and never holds up one; the skipped task is
+// renewed by the next call, a third of a lease later with the recorder.
 //
 // # Storage
 //
@@ -84,12 +87,18 @@
 // (tasks_failed) and failed callbacks (tasks_callback_failed, newest first;
 // tasks_callback_failed_finished, by finish time, for RedeliverFailed).
 // Unfinished tasks (status pending or running, callback waiting) are the
-// rows of tasks_lease and pending callbacks those of tasks_outbox, both
-// small sets; succeeded tasks and delivered callbacks are most rows, found
-// by walking the other indexes newest first. None of these indexes holds
-// started_ms or claim_ms, so Start and ClaimDeliveries write no new index
-// entries, and Finish and RecordAttempt only when a task or a callback
-// fails.
+// rows of tasks_unfinished, newest first, and pending callbacks those of
+// tasks_outbox, both small sets; succeeded tasks and delivered callbacks are
+// most rows, found by walking the other indexes newest first.
+//
+// No index holds started_ms, lease_ms or claim_ms, so Start and lease
+// renewals change no indexed column: with room on the row's page (the table
+// keeps a fifth of each page free, fillfactor 80) they are HOT updates,
+// which write no index entry at all. Abandoned reads the unfinished tasks
+// and sorts them by lease; finding nothing among 3,000 unfinished tasks
+// costs it about 30 ms, once per lease and replica. Finish, claims and
+// RecordAttempt change indexed columns (the status and outbox columns) and
+// write an entry in each index whose predicate the new row meets.
 //
 // # Filters and totals
 //
@@ -97,18 +106,24 @@
 // ending in (created_ms, id) so that pages come out in order and LIMIT stops
 // early, plus the status indexes above. The total of a filter made only of
 // application, user, types and the two statuses is summed from counters
-// that statement-level triggers keep up to date from the transition tables
-// of each INSERT, UPDATE and DELETE: task_counts, keyed by application, user
+// that triggers keep up to date: task_counts, keyed by application, user
 // and type (the only one before there were statuses, and unchanged, so a
 // total without a status filter sums as few rows as before),
 // task_status_counts, keyed by the same and the task and callback statuses,
 // and task_totals, keyed by the two statuses alone, for the filters that
 // name no application, user or type (its rows with both statuses '*' count
 // every task). retrieve_batch with only callback_status failed thus sums a
-// few rows, however many tasks there are. An UPDATE counts its old rows -1
-// and its new rows +1 and writes only the keys that changed; every UPDATE
-// pays for that statement in its trigger (about 0.1 ms of server time on a
-// small machine), even one that changes no status, such as a claim. Counter
+// few rows, however many tasks there are. INSERT and DELETE are counted by
+// statement-level triggers from their transition tables (a batch of
+// creates, or a Prune, updates each key once). An UPDATE is counted by a
+// row trigger that runs only for the rows whose status, callback status or
+// key may change: its column list and WHEN condition (column comparisons
+// only; PostgreSQL prepares them for each statement) let Start, Finish, a
+// settling RecordAttempt and Redeliver through, and nothing else; it adds
+// -1 to the row's old key and +1 to its new one. A lease renewal runs no
+// trigger at all, a claim or a rescheduled attempt only the condition
+// (about 10 µs of server time); the version 3 statement trigger cost every
+// UPDATE 40 to 80 µs, claims and renewals included. Counter
 // rows come in stripes, one per server process modulo 16, so that
 // concurrent writes for one key do not queue on one row. Status changes
 // often land on other stripes than the task's insert, so stripes drift
@@ -142,20 +157,80 @@
 // tasks_succeeded trigger, its claims are not seen as in flight, and its
 // RecordAttempt ends a claim by moving next_attempt_ms.
 //
+// Version 4 cuts the index and trigger work of a task's life (measured with
+// BenchmarkLifecycle and BenchmarkServerCPU; see the migration's comments):
+// tasks_lease, which made every lease renewal write an entry in every index,
+// gives way to tasks_unfinished; the table gets fillfactor 80 (for pages
+// written from then on); the statement trigger on UPDATE gives way to the
+// row trigger above. On an existing database it builds tasks_unfinished
+// with the table locked against writes, which reads the whole table once.
+// A replica of the previous release keeps working against it: its
+// statements are the same, and the triggers count its writes.
+//
+// Open analyses the tables after applying any migration, so that the
+// planner has statistics for what changed from the first query on. A store
+// that opens on an empty (or never analysed) tasks table also analyses it
+// once it has stored 1,000 tasks and again at 10,000: without statistics the
+// planner takes a filter on types or a status for a selective one, and on
+// 100,000 fresh tasks a retrieve_batch for pending tasks took 54 ms instead
+// of 0.4 ms, until autovacuum came by (up to a minute later by default).
+//
 // Concurrent Creates share statements (group commit): a Create that finds
 // fewer than four INSERTs in flight runs its own at once; those arriving
 // while four are in flight are stored together by the next one, with one
 // multi-row INSERT, so that many clients creating at once cost the server
-// a few statements and commits instead of one each.
+// a few statements and commits instead of one each. Start, Finish and
+// RecordAttempt do the same, each kind with one UPDATE … FROM unnest(…)
+// that keeps the single-row statement's conditions row by row (a row it did
+// not change is explained as a single call's would be); two calls for one
+// task never share a statement.
 //
 // # Errors and retries
 //
 // Errors are translated in one place: a missing row is taskstore.ErrNotFound,
 // a unique violation taskstore.ErrConflict, use after Close
 // taskstore.ErrClosed, a cancelled context the context's error. Other errors
-// name the operation and PostgreSQL's message and SQLSTATE, never the SQL.
-// Serialization failures and deadlocks are retried (a few attempts with
-// jittered backoff); lost connections are retried for operations that are
-// safe to repeat (reads, lease renewals, claims, Redeliver) and for any
-// operation when the statement provably never reached the server.
+// are *Error values naming the operation and PostgreSQL's message and
+// SQLSTATE, never the SQL; those that say the database could not be reached
+// or the connection broke also wrap taskstore.ErrUnavailable.
+//
+// Serialization failures and deadlocks are retried a few times
+// (WithRetries). A database that cannot be reached is retried with backoff
+// (10 ms, 40 ms, 160 ms, then every half second) for as long as
+// WithRetryGrace allows (DefaultRetryGrace, 5 s), so that a restart of the
+// server, which takes about a second, costs its callers a wait rather than
+// an error. How a failure is retried depends on whether the statement may
+// have reached the server:
+//
+//   - It provably did not when connecting failed (connection refused,
+//     57P03 the database system is starting up or shutting down, 53300 too
+//     many connections), or when pgx (pgconn.SafeToRetry) or database/sql
+//     (driver.ErrBadConn) gave up before sending anything. Every operation
+//     retries these.
+//   - It may have when the connection broke afterwards, or when the server
+//     ended the session (57P01 and 57P02: a statement whose commit had
+//     completed just before may have been applied, its answer lost). Only
+//     the operations that are safe to repeat retry these: reads, lease
+//     renewals, claims, Redeliver, and the writes whose repeat is
+//     recognised. Start, Finish and RecordAttempt follow the Store
+//     contract's rule that a repeat of a write already applied succeeds:
+//     Start finds started_ms equal to the time it writes, Finish finds
+//     finished_ms equal to its time and the stored response text equal to
+//     its response byte for byte (json keeps the text as written),
+//     RecordAttempt finds the claim ended and delivered_ms,
+//     next_attempt_ms, last_status and last_error as it writes them (a
+//     rescheduling attempt's UPDATE excludes such a row, so a repeat does
+//     not count the attempt twice). Create, after a lost answer, takes a
+//     row found under its id with its own creation time and request text
+//     as its own (ids are fresh UUIDs); in a group-commit batch, each
+//     task of the batch is checked so. Delete, Prune and RedeliverFailed
+//     are not repeated once sent: a repeat of an applied one would
+//     misreport (not found, or a second batch).
+//
+// Past the grace, or once the call's context ends or the store is closed,
+// the call fails with an error wrapping taskstore.ErrUnavailable (and the
+// context's error when that ended it). The store logs the database
+// becoming unavailable once (Warn) and answering again once (Info), not
+// every retry (Debug). Ping asks once, without retrying, for a readiness
+// check. WithStartupWait makes Open wait for a database that is not up yet.
 package pgstore

@@ -2,11 +2,13 @@ package pgstore
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -15,9 +17,10 @@ import (
 )
 
 func TestRetry(t *testing.T) {
-	s := &Store{retries: 3}
+	s := &Store{retries: 3, grace: time.Minute, closing: make(chan struct{})}
 	s.log = discardLogger()
 	ctx := context.Background()
+	refused := connectError(t)
 	for _, tc := range []struct {
 		name      string
 		err       error
@@ -29,9 +32,13 @@ func TestRetry(t *testing.T) {
 		{"Deadlock", &pgconn.PgError{Code: "40P01"}, safeIfUnsent, 3, nil},
 		{"UniqueViolation", &pgconn.PgError{Code: "23505", Message: "duplicate key"}, idempotent, 1, taskstore.ErrConflict},
 		{"LostConnectionRead", io.ErrUnexpectedEOF, idempotent, 3, nil},
-		{"LostConnectionWrite", io.ErrUnexpectedEOF, safeIfUnsent, 1, io.ErrUnexpectedEOF},
+		{"LostConnectionWrite", io.ErrUnexpectedEOF, safeIfUnsent, 1, taskstore.ErrUnavailable},
 		{"AdminShutdownRead", &pgconn.PgError{Code: "57P01"}, idempotent, 3, nil},
-		{"AdminShutdownWrite", &pgconn.PgError{Code: "57P01"}, safeIfUnsent, 1, &Error{}},
+		{"AdminShutdownWrite", &pgconn.PgError{Code: "57P01"}, safeIfUnsent, 1, taskstore.ErrUnavailable},
+		{"ConnectRefusedWrite", refused, safeIfUnsent, 3, nil},
+		{"CannotConnectNowWrite", &pgconn.PgError{Code: "57P03"}, safeIfUnsent, 3, nil},
+		{"BadConnWrite", driver.ErrBadConn, safeIfUnsent, 3, nil},
+		{"SyntaxError", &pgconn.PgError{Code: "42601"}, idempotent, 1, &Error{}},
 		{"Canceled", context.Canceled, idempotent, 1, context.Canceled},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -57,6 +64,12 @@ func TestRetry(t *testing.T) {
 			case tc.want != nil && !errors.Is(err, tc.want):
 				t.Fatalf("err = %v, want %v", err, tc.want)
 			}
+			if tc.want != nil && errors.Is(tc.want, taskstore.ErrUnavailable) {
+				var pe *Error
+				if !errors.As(err, &pe) || !pe.Unavailable {
+					t.Fatalf("err = %#v, want a *pgstore.Error with Unavailable set", err)
+				}
+			}
 		})
 	}
 	t.Run("GivesUp", func(t *testing.T) {
@@ -69,6 +82,61 @@ func TestRetry(t *testing.T) {
 			t.Fatalf("calls = %d, err = %v; want 4 calls and the SQLSTATE in the error", calls, err)
 		}
 	})
+	t.Run("GraceEnds", func(t *testing.T) {
+		s := &Store{retries: 3, grace: 300 * time.Millisecond, closing: make(chan struct{}), log: discardLogger()}
+		calls := 0
+		began := time.Now()
+		err := s.do(ctx, "test", safeIfUnsent, func() error { calls++; return refused })
+		took := time.Since(began)
+		if !errors.Is(err, taskstore.ErrUnavailable) || calls < 3 || took < s.grace {
+			t.Fatalf("after %v and %d calls: %v; want ErrUnavailable after at least the grace (%v) and several calls",
+				took, calls, err, s.grace)
+		}
+		if !strings.Contains(err.Error(), "connect") {
+			t.Fatalf("error %q does not say what failed", err)
+		}
+	})
+	t.Run("NoGrace", func(t *testing.T) {
+		s := &Store{retries: 3, closing: make(chan struct{}), log: discardLogger()}
+		calls := 0
+		err := s.do(ctx, "test", idempotent, func() error { calls++; return refused })
+		if calls != 1 || !errors.Is(err, taskstore.ErrUnavailable) {
+			t.Fatalf("calls = %d, err = %v; want one call and ErrUnavailable", calls, err)
+		}
+	})
+	t.Run("ContextEnds", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		err := s.do(ctx, "test", idempotent, func() error { return refused })
+		if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, taskstore.ErrUnavailable) {
+			t.Fatalf("err = %v; want both the context's error and ErrUnavailable", err)
+		}
+	})
+	t.Run("CloseEnds", func(t *testing.T) {
+		s := &Store{retries: 3, grace: time.Hour, closing: make(chan struct{}), log: discardLogger()}
+		time.AfterFunc(100*time.Millisecond, func() { close(s.closing) })
+		err := s.do(ctx, "test", idempotent, func() error { return refused })
+		if !errors.Is(err, taskstore.ErrUnavailable) {
+			t.Fatalf("err = %v; want ErrUnavailable once Close started", err)
+		}
+	})
+}
+
+// connectError returns a real connect error: nothing listens on port 1.
+func connectError(t *testing.T) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := pgconn.Connect(ctx, "postgres://nobody@127.0.0.1:1/none?sslmode=disable")
+	if err == nil {
+		c.Close(ctx)
+		t.Skip("something listens on 127.0.0.1:1")
+	}
+	var ce *pgconn.ConnectError
+	if !errors.As(err, &ce) {
+		t.Fatalf("connecting to port 1: %v (%T), want a *pgconn.ConnectError", err, err)
+	}
+	return err
 }
 
 // TestErrorMessages breaks the schema under a store: the errors name the

@@ -23,7 +23,9 @@ func ExampleOpen() {
 		return
 	}
 	ctx := context.Background()
-	store, err := pgstore.Open(ctx, url, pgstore.WithMaxOpenConns(20))
+	store, err := pgstore.Open(ctx, url, pgstore.WithMaxOpenConns(20),
+		pgstore.WithStartupWait(time.Minute),   // a replica may start before its database
+		pgstore.WithRetryGrace(10*time.Second)) // calls ride out a restart of up to 10 s
 	if err != nil {
 		log.Fatal(err)
 	}

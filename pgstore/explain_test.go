@@ -273,6 +273,9 @@ func checkPlans(t *testing.T, conn *sqlx.Conn, guessing bool) {
 			}
 			return l
 		}(), now}},
+		{"startBatch", startBatch, []any{[]string{id(1), id(2), id(3)}, []int64{now, now, now}}},
+		{"finishBatch", finishBatch, []any{[]string{id(1), id(2)}, []string{`{}`, `{}`}, []int64{now, now}, []bool{true, false}}},
+		{"recordBatch", recordBatch, []any{[]string{id(1), id(2)}, []int32{204, 500}, []string{"", "x"}, []int64{now, 0}, []int64{0, now}}},
 		{"redeliverFailed", redeliverFailed, []any{int64(0), now, 500}},
 		{"redeliverFailedSince", redeliverFailed, []any{now, now, 500}},
 	} {
@@ -336,6 +339,26 @@ func sqlLiteral(v any) string {
 		return strconv.Itoa(v)
 	case int64:
 		return strconv.FormatInt(v, 10)
+	case bool:
+		return strconv.FormatBool(v)
+	case []int64:
+		parts := make([]string, len(v))
+		for i, n := range v {
+			parts[i] = strconv.FormatInt(n, 10)
+		}
+		return "ARRAY[" + strings.Join(parts, ", ") + "]::bigint[]"
+	case []int32:
+		parts := make([]string, len(v))
+		for i, n := range v {
+			parts[i] = strconv.Itoa(int(n))
+		}
+		return "ARRAY[" + strings.Join(parts, ", ") + "]::integer[]"
+	case []bool:
+		parts := make([]string, len(v))
+		for i, b := range v {
+			parts[i] = strconv.FormatBool(b)
+		}
+		return "ARRAY[" + strings.Join(parts, ", ") + "]::boolean[]"
 	}
 	panic(fmt.Sprintf("sqlLiteral: %T", v))
 }

@@ -82,7 +82,10 @@ const createMigrationsTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
 
 // migrate brings the schema up to SchemaVersion: each pending migration runs
 // in its own transaction, under the advisory lock, after re-reading the
-// version (another replica may have applied it meanwhile).
+// version (another replica may have applied it meanwhile). After applying
+// any, it analyses the tables, so that the planner has statistics for what
+// changed from the first query on. It then notes whether the tasks table
+// has ever been analysed (see grew).
 func (s *Store) migrate(ctx context.Context) error {
 	conn, err := s.db.Connx(ctx)
 	if err != nil {
@@ -97,12 +100,29 @@ func (s *Store) migrate(ctx context.Context) error {
 	if !schema.Valid {
 		return fmt.Errorf("pgstore: open: no schema to create tables in: the search_path names no existing schema")
 	}
+	applied := 0
 	for {
 		done, err := s.migrateStep(ctx, conn)
-		if err != nil || done {
+		if err != nil {
 			return err
 		}
+		if done {
+			break
+		}
+		applied++
 	}
+	if applied > 0 {
+		if _, err := conn.ExecContext(ctx, `ANALYZE tasks, task_counts, task_status_counts, task_totals`); err != nil {
+			return s.translate(ctx, "migrate", err)
+		}
+	}
+	// reltuples is -1 until the table is first analysed or vacuumed.
+	var reltuples float64
+	if err := conn.QueryRowContext(ctx, `SELECT reltuples FROM pg_class WHERE oid = 'tasks'::regclass`).Scan(&reltuples); err != nil {
+		return s.translate(ctx, "migrate", err)
+	}
+	s.young.Store(reltuples <= 0)
+	return nil
 }
 
 // migrateStep applies the next pending migration, if any, in one

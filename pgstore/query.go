@@ -171,8 +171,9 @@ func buildFind(f taskstore.Filter) (q findQuery, ok bool) {
 // statusCond is the condition on a tasks row for each task status, and
 // callbackCond for each callback status (taskstore.Task.Status and
 // CallbackStatus read from the columns). The partial indexes tasks_failed,
-// tasks_callback_failed and tasks_lease have these conditions (or a part of
-// them) as predicates, so the planner can use them for these filters.
+// tasks_callback_failed and tasks_unfinished have these conditions (or a
+// part of them) as predicates, so the planner can use them for these
+// filters.
 var (
 	statusCond = map[taskstore.Status]string{
 		taskstore.StatusPending:   "finished_ms = 0 AND started_ms = 0",

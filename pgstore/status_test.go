@@ -493,6 +493,22 @@ func TestCountersThroughLife(t *testing.T) {
 	}
 	checkStatusFilters(t, a, all)
 
+	// Edits by hand of the other columns the statuses depend on, alone and
+	// together with a status change, are each counted once.
+	for _, stmt := range []string{
+		`UPDATE tasks SET callback_url = '' WHERE id IN (SELECT id FROM tasks WHERE callback_url <> '' ORDER BY id LIMIT 5)`,
+		`UPDATE tasks SET callback_url = 'https://other.example.com/', started_ms = 0
+			WHERE id IN (SELECT id FROM tasks WHERE callback_url = '' AND finished_ms = 0 ORDER BY id LIMIT 5)`,
+		`UPDATE tasks SET type = 'c', started_ms = 12345 WHERE id IN (SELECT id FROM tasks WHERE finished_ms = 0 ORDER BY id LIMIT 5)`,
+		`UPDATE tasks SET application_id = 'hand', delivered_ms = 0, next_attempt_ms = 0
+			WHERE id IN (SELECT id FROM tasks WHERE callback_url <> '' AND finished_ms <> 0 ORDER BY id LIMIT 5)`,
+	} {
+		if _, err := a.db.Exec(stmt); err != nil {
+			t.Fatal(err)
+		}
+		checkCounters(t, a)
+	}
+
 	// A fold leaves one row per key that is not zero, and nothing else.
 	if _, err := a.db.Exec(`UPDATE tasks SET user_id = 'moved' WHERE user_id = 'u2'`); err != nil {
 		t.Fatal(err)

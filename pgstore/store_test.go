@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tasksapi/tasks/internal/pgtest"
 	"github.com/tasksapi/tasks/taskstore"
 )
 
@@ -422,5 +423,46 @@ func TestWindowedFindPlannedEachTime(t *testing.T) {
 	plain, _ := buildFind(taskstore.Filter{UserID: "u", Limit: 12})
 	if args := plain.pageArgs(taskstore.Filter{Limit: 12}); len(args) > 0 && args[0] == pgx.QueryExecModeExec {
 		t.Errorf("unwindowed page args %v ask for planning each time", args)
+	}
+}
+
+// TestYoungTableAnalyzed: a store opened on a new (empty) tasks table
+// analyses it once it has stored a thousand tasks, without waiting for
+// autovacuum, so that the planner knows the types and statuses are not
+// selective; an analysed table is left to autovacuum.
+func TestYoungTableAnalyzed(t *testing.T) {
+	s, url := openInternal(t)
+	ctx := context.Background()
+	pgtest.Exec(t, url, `ALTER TABLE tasks SET (autovacuum_enabled = off)`)
+	reltuples := func() float64 {
+		db, err := sql.Open("pgx", url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var n float64
+		if err := db.QueryRow(`SELECT reltuples FROM pg_class WHERE oid = 'tasks'::regclass`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := w; i < 1200; i += 8 {
+				if err := s.Create(ctx, taskstore.Task{ID: fmt.Sprintf("y%05d", i), Type: "t", Request: json.RawMessage(`{}`)}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	deadline := time.Now().Add(30 * time.Second)
+	for reltuples() < 1000 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 1,200 creates, reltuples = %v: the new table was not analysed", reltuples())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

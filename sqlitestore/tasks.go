@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jmoiron/sqlx"
+
 	"github.com/tasksapi/tasks/taskstore"
 )
 
@@ -246,7 +248,7 @@ func (s *Store) Start(ctx context.Context, id string, at time.Time) error {
 		if err != nil {
 			return err
 		}
-		return w.changedOne(res, id, op, "task already started or finished")
+		return w.changedOne(res, id, op, "task already started or finished", w.sameStart, id, atMs)
 	})
 	return s.translate(op, err)
 }
@@ -271,7 +273,7 @@ func (s *Store) Finish(ctx context.Context, id string, response json.RawMessage,
 		if err != nil {
 			return err
 		}
-		return w.changedOne(res, id, op, "task already finished")
+		return w.changedOne(res, id, op, "task already finished", w.sameFinish, id, atMs, resp)
 	})
 	return s.translate(op, err)
 }
@@ -446,27 +448,32 @@ func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attemp
 		case delivered != 0:
 			res, err = w.recordDelivered.Exec(a.Status, a.Error, delivered, id)
 		case next != 0:
-			res, err = w.recordRetry.Exec(a.Status, a.Error, next, id)
+			res, err = w.recordRetry.Exec(a.Status, a.Error, next, id, next, a.Status, a.Error)
 		default: // given up
 			res, err = w.recordGiveUp.Exec(a.Status, a.Error, id)
 		}
 		if err != nil {
 			return err
 		}
-		return w.changedOne(res, id, op, "callback is not pending")
+		return w.changedOne(res, id, op, "callback is not pending", w.sameAttempt, id, delivered, next, a.Status, a.Error)
 	})
 	return s.translate(op, err)
 }
 
-// changedOne turns an UPDATE that matched no row into ErrNotFound (no such
-// task) or ErrConflict (the task is in the wrong state, with the given
+// changedOne turns an UPDATE that matched no row into success when the
+// task is already as the write would leave it (same, a count query over
+// sameArgs, finds it: the write is a repeat), else into ErrNotFound (no
+// such task) or ErrConflict (the task is in the wrong state, with the given
 // reason).
-func (w *writer) changedOne(res interface{ RowsAffected() (int64, error) }, id, op, reason string) error {
+func (w *writer) changedOne(res interface{ RowsAffected() (int64, error) }, id, op, reason string, same *sqlx.Stmt, sameArgs ...any) error {
 	n, err := res.RowsAffected()
 	if err != nil || n > 0 {
 		return err
 	}
 	var found int
+	if err := same.QueryRow(sameArgs...).Scan(&found); err != nil || found > 0 {
+		return err
+	}
 	if err := w.exists.QueryRow(id).Scan(&found); err != nil {
 		return err
 	}

@@ -67,10 +67,13 @@ type writer struct {
 
 	insert, start, finish, exists, del, prune, renew *sqlx.Stmt
 	recordDelivered, recordRetry, recordGiveUp       *sqlx.Stmt
-	claimSelect, claimUpdate                         *sqlx.Stmt
-	redeliverSelect, redeliverUpdate                 *sqlx.Stmt
-	failedSelect, failedUpdate                       *sqlx.Stmt
-	finishMany                                       *sqlx.Stmt
+	// Whether a write that changed nothing is the repeat of one already
+	// applied (see taskstore.Store): Start, Finish, RecordAttempt.
+	sameStart, sameFinish, sameAttempt *sqlx.Stmt
+	claimSelect, claimUpdate           *sqlx.Stmt
+	redeliverSelect, redeliverUpdate   *sqlx.Stmt
+	failedSelect, failedUpdate         *sqlx.Stmt
+	finishMany                         *sqlx.Stmt
 }
 
 func newWriter(ctx context.Context, conn *sqlx.Conn) (*writer, error) {
@@ -92,6 +95,9 @@ func newWriter(ctx context.Context, conn *sqlx.Conn) (*writer, error) {
 		{&w.recordDelivered, recordDeliveredSQL},
 		{&w.recordRetry, recordRetrySQL},
 		{&w.recordGiveUp, recordGiveUpSQL},
+		{&w.sameStart, `SELECT count(*) FROM tasks WHERE id = ? AND started_ms = ? AND finished_ms = 0`},
+		{&w.sameFinish, `SELECT count(*) FROM tasks WHERE id = ? AND finished_ms = ? AND response = ?`},
+		{&w.sameAttempt, sameAttemptSQL},
 		{&w.claimSelect, claimSelectSQL},
 		{&w.claimUpdate, claimUpdateSQL},
 		{&w.redeliverSelect, redeliverSelectSQL},
@@ -140,9 +146,20 @@ const (
 	recordDeliveredSQL = `UPDATE tasks SET attempts = attempts + 1, last_status = ?, last_error = ?,
 		delivered_ms = ?, next_attempt_ms = 0, claimed = 0
 		WHERE id = ? AND ` + pending
+	// A retry that the callback already records (unclaimed, due at the
+	// same time, with the same status and error) is a repeat: it changes
+	// nothing. Arguments: status, error, next attempt, id, then the next
+	// attempt, status and error again.
 	recordRetrySQL = `UPDATE tasks SET attempts = attempts + 1, last_status = ?, last_error = ?,
 		next_attempt_ms = ?, claimed = 0
-		WHERE id = ? AND ` + pending
+		WHERE id = ? AND ` + pending + `
+		AND NOT (claimed = 0 AND next_attempt_ms = ? AND last_status = ? AND last_error = ?)`
+	// sameAttemptSQL counts the task (0 or 1) whose callback records the
+	// attempt already: each outcome leaves the claim ended and sets
+	// delivered_ms and next_attempt_ms (the delivery time or 0, the next
+	// attempt or 0). Arguments: id, delivered, next, status, error.
+	sameAttemptSQL = `SELECT count(*) FROM tasks WHERE id = ? AND callback_url <> '' AND finished_ms <> 0
+		AND delivered_ms = ? AND next_attempt_ms = ? AND claimed = 0 AND last_status = ? AND last_error = ?`
 	recordGiveUpSQL = `UPDATE tasks SET attempts = attempts + 1, last_status = ?, last_error = ?,
 		next_attempt_ms = 0, gave_up = 1, claimed = 0
 		WHERE id = ? AND ` + pending
@@ -314,6 +331,7 @@ func (w *writer) close() error {
 	}
 	for _, st := range []*sqlx.Stmt{w.begin, w.commit, w.rollback, w.insert, w.start, w.finish,
 		w.exists, w.del, w.prune, w.renew, w.recordDelivered, w.recordRetry, w.recordGiveUp,
+		w.sameStart, w.sameFinish, w.sameAttempt,
 		w.claimSelect, w.claimUpdate, w.redeliverSelect, w.redeliverUpdate, w.failedSelect, w.failedUpdate, w.finishMany} {
 		if st != nil {
 			st.Close()

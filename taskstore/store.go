@@ -15,7 +15,15 @@ import (
 // millisecond; a zero time argument of Start, Finish or RecordAttempt (at,
 // a delivered Attempt's At) means the current time. Errors other than the
 // sentinels (ErrNotFound, ErrConflict, ErrInvalid, ErrClosed) are system
-// failures.
+// failures; those that wrap ErrUnavailable say the store cannot reach its
+// data for now and the call may succeed later.
+//
+// Start, Finish and RecordAttempt are safe to repeat: a call that finds
+// the task exactly as the same call would have left it (the repeat of a
+// write whose answer was lost, say to a dropped database connection)
+// succeeds and changes nothing. Exactly is defined on each; it includes
+// the time given, so a caller that may repeat a call passes an explicit,
+// non-zero time and the same one each time.
 //
 // The conformance suite in taskstore/storetest asserts these rules for
 // every backend.
@@ -39,7 +47,9 @@ type Store interface {
 
 	// Start records that work on the task started at the given time. It
 	// gives ErrNotFound for an unknown id, and ErrConflict (changing
-	// nothing) when the task has already started or finished.
+	// nothing) when the task has already started or finished, except that
+	// a repeat succeeds: an unfinished task whose StartedAt is already at
+	// (the same millisecond) is left as it is and Start returns nil.
 	Start(ctx context.Context, id string, at time.Time) error
 
 	// Finish records the task's response (valid JSON, else ErrInvalid) and
@@ -48,6 +58,12 @@ type Store interface {
 	// run lease and, when the task has a callback URL, makes the callback
 	// due at the finish time, in the same atomic write, so that a recorded
 	// response is never without its pending delivery.
+	//
+	// A repeat succeeds: when the task is already finished with this very
+	// response (the same bytes) at this very time (FinishedAt is at, to the
+	// millisecond), Finish returns nil and changes nothing. Any other
+	// response or time, including one that differs only in white space,
+	// is a second finish and gives ErrConflict.
 	Finish(ctx context.Context, id string, response json.RawMessage, at time.Time) error
 
 	// FinishMany finishes many tasks in one atomic write, each as Finish
@@ -80,7 +96,11 @@ type Store interface {
 	Prune(ctx context.Context, before time.Time, limit int) (int, error)
 
 	// RenewLeases sets LeaseUntil of the given unfinished tasks to until.
-	// Unknown or finished ids are ignored. An empty list is a no-op.
+	// Unknown or finished ids are ignored. An empty list is a no-op. A
+	// store shared by several processes may skip, rather than wait for, a
+	// task that another call is writing at that very moment (its Start or
+	// Finish, say): callers renew long before a lease ends (the recorder
+	// every third of it), so the next renewal covers a skipped one.
 	RenewLeases(ctx context.Context, ids []string, until time.Time) error
 
 	// Abandoned returns at most limit (> 0) unfinished tasks whose
@@ -127,6 +147,17 @@ type Store interface {
 	// gives ErrNotFound; a task whose callback is not pending (no URL,
 	// unfinished, delivered or given up) gives ErrConflict and changes
 	// nothing.
+	//
+	// A repeat succeeds and changes nothing (Attempts does not grow): an
+	// attempt whose outcome the callback already records, with LastStatus
+	// and LastError equal to the attempt's (LastError as the store keeps
+	// it) and, for a delivered attempt, a delivered callback whose
+	// DeliveredAt is a.At; for a rescheduled one (a.Next set), a pending
+	// callback that no claim holds whose NextAttemptAt is a.Next; for one
+	// that gives up, a failed callback. (An attempt is made on a claimed
+	// callback, and a claim is ended only by recording an attempt or by
+	// Redeliver, so the first recording of an attempt is never taken for
+	// a repeat.)
 	RecordAttempt(ctx context.Context, id string, a Attempt) error
 
 	// Redeliver makes the callbacks of the listed tasks due again at the

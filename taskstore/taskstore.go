@@ -19,9 +19,10 @@
 //
 // Stores return ErrNotFound, ErrConflict, ErrInvalid (possibly wrapped with
 // a message naming the field) and, after Close, ErrClosed; test for them
-// with errors.Is. A cancelled context gives the context's error. Any other
-// error is a system failure (I/O, a lost connection) whose message never
-// carries SQL text or file paths.
+// with errors.Is. A store that keeps its tasks elsewhere (a database server)
+// wraps ErrUnavailable in its errors while it cannot reach them. A cancelled
+// context gives the context's error. Any other error is a system failure
+// (I/O, a full disk) whose message never carries SQL text or file paths.
 package taskstore
 
 import (
@@ -42,6 +43,16 @@ var (
 	ErrInvalid = errors.New("taskstore: invalid input")
 	// ErrClosed: the store has been closed.
 	ErrClosed = errors.New("taskstore: store closed")
+	// ErrUnavailable: the store cannot reach its data for now (its database
+	// server is restarting, or the network to it is cut); the same call may
+	// succeed later. A store wraps it in the error it returns, with the
+	// reason. A read that fails with it changed nothing; a write may or may
+	// not have been applied when its answer was lost. Repeating Start,
+	// Finish or RecordAttempt with the same arguments is safe either way
+	// (see Store: a repeat of a write already applied succeeds), so callers
+	// that must not lose a result retry those until the store answers.
+	// Servers answer it with 503 rather than 500.
+	ErrUnavailable = errors.New("taskstore: store unavailable")
 )
 
 // Invalidf returns an error that wraps ErrInvalid with a message naming the

@@ -56,3 +56,21 @@ func Internal(ctx context.Context, w http.ResponseWriter, log *slog.Logger, msg 
 		log.ErrorContext(ctx, msg, "trace_id", id, "err", err)
 	}
 }
+
+// RetryAfterUnavailable is the Retry-After header (in seconds) of the 503
+// answers of Unavailable.
+const RetryAfterUnavailable = "2"
+
+// Unavailable answers 503 api_error with Retry-After: the task store cannot
+// be reached for now (taskstore.ErrUnavailable), so the client should try
+// again shortly. The contract lists no code of its own for it; api_error
+// is its code for store failures. err (never shown to the client) is
+// logged at Warn level with the answer's trace id: an outage of the
+// database, not a bug.
+func Unavailable(ctx context.Context, w http.ResponseWriter, log *slog.Logger, msg string, err error) {
+	w.Header().Set("Retry-After", RetryAfterUnavailable)
+	id := Write(w, http.StatusServiceUnavailable, APIError, "the task store is unavailable; retry later")
+	if log != nil {
+		log.WarnContext(ctx, msg, "trace_id", id, "err", err)
+	}
+}

@@ -42,3 +42,21 @@ func TestTraceIDsAreFresh(t *testing.T) {
 		t.Fatalf("trace ids %q %q", a, b)
 	}
 }
+
+func TestUnavailable(t *testing.T) {
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	w := httptest.NewRecorder()
+	apierr.Unavailable(context.Background(), w, log, "finding tasks", errors.New("pgstore: find: failed to connect to 10.0.0.5:5432"))
+	if w.Code != 503 || w.Header().Get("Retry-After") != apierr.RetryAfterUnavailable {
+		t.Fatalf("status %d, Retry-After %q", w.Code, w.Header().Get("Retry-After"))
+	}
+	re := regexp.MustCompile(`^\{"error":\{"code":"api_error","message":"the task store is unavailable; retry later"\},"trace_id":"([0-9a-f-]{36})"\}$`)
+	m := re.FindStringSubmatch(w.Body.String())
+	if m == nil {
+		t.Fatalf("body %s", w.Body.String())
+	}
+	if !strings.Contains(logs.String(), m[1]) || !strings.Contains(logs.String(), "level=WARN") || strings.Contains(w.Body.String(), "10.0.0.5") {
+		t.Fatalf("log %s; body %s", logs.String(), w.Body.String())
+	}
+}

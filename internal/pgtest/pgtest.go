@@ -10,6 +10,11 @@
 // connection string whose search_path selects it, so that tests run in
 // parallel without seeing each other's tables and a fresh store costs one
 // CREATE SCHEMA rather than a new database.
+//
+// For faults, Proxy puts a loopback TCP proxy the test controls in front of
+// a server (refusing connections, cutting them, or cutting one in the
+// middle of a chosen statement), and Cluster runs a throwaway server of the
+// test's own (initdb, pg_ctl) that it may stop, start and restart.
 package pgtest
 
 import (

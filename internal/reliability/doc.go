@@ -19,7 +19,12 @@
 //   - TestHeaderFlood, TestIdleConnections and TestStalledBodies attack the
 //     HTTP server with unfinished headers, idle keep-alive and silent
 //     connections, and bodies that stall or trickle, reading the daemon's
-//     memory and descriptors from /proc.
+//     memory and descriptors from /proc;
+//   - TestPostgresFaults runs two replicas on a PostgreSQL server of its own
+//     (internal/pgtest.Cluster) and restarts it, stops it for longer than
+//     pgstore's retry grace, cuts connections in the middle of Finish and
+//     RecordAttempt through a proxy, and starts tasksd before its
+//     database.
 //
 // The long-run tests (longrun_test.go, issue #15) measure what a deployment
 // meets after months, as benchmarks would, and fail only on broken

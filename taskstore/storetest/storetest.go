@@ -16,11 +16,12 @@
 // exactly-once finishing (one task at a time and in bulk, FinishMany),
 // deletion, pruning, leases, the callback outbox and its deferrals, the task
 // and callback statuses (filters and counts through every state change),
-// redelivery and its races with claims and attempts, walks in (CreatedAt, ID)
-// order with the claims they show, pages bounded in bytes, and a concurrent
-// run under load. The suite closes each store itself at the end of the
-// subtest (Close must be idempotent, so a Cleanup that closes it again is
-// fine).
+// redelivery and its races with claims and attempts, repeated writes (Start,
+// Finish and RecordAttempt called again with the same arguments), walks in
+// (CreatedAt, ID) order with the claims they show, pages bounded in bytes,
+// and a concurrent run under load. The suite closes each store itself at the
+// end of the subtest (Close must be idempotent, so a Cleanup that closes it
+// again is fine).
 package storetest
 
 import (
@@ -125,6 +126,9 @@ func Run(t *testing.T, newStore func(t *testing.T) taskstore.Store) {
 		{"FinishMany/Edges", testFinishManyEdges},             // finishmany.go
 		{"FinishMany/Invalid", testFinishManyInvalid},         // finishmany.go
 		{"Concurrent/FinishManyOnce", testFinishManyRace},     // finishmany.go
+		{"Repeat/Start", testRepeatStart},                     // repeat.go
+		{"Repeat/Finish", testRepeatFinish},                   // repeat.go
+		{"Repeat/Attempt", testRepeatAttempt},                 // repeat.go
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}

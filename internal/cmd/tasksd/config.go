@@ -23,6 +23,7 @@ import (
 type config struct {
 	Addr                  string
 	DB                    string
+	DBWait                time.Duration
 	Tokens                string
 	Upstream              string
 	UpstreamKey           string
@@ -136,6 +137,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return c, errors.New("-task-timeout must be positive")
 	case c.Retention < 0:
 		return c, errors.New("-retention must not be negative")
+	case c.DBWait < 0:
+		return c, errors.New("-db-wait must not be negative")
 	case c.StandinDelay < 0:
 		return c, errors.New("-standin-delay must not be negative")
 	case c.CallbackTimeout <= 0:
@@ -234,6 +237,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs := flag.NewFlagSet("tasksd", flag.ContinueOnError)
 	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "listen address")
 	fs.StringVar(&c.DB, "db", "tasks.db", "SQLite file; \":memory:\" keeps tasks in memory; a postgres:// URL uses PostgreSQL")
+	fs.DurationVar(&c.DBWait, "db-wait", time.Minute, "with PostgreSQL, how long to wait at start for a database that cannot be reached yet, logging each try; 0 exits at once")
 	fs.StringVar(&c.Tokens, "tokens", "", `JSON file {"<token>": {"application_id": "…", "user_id": "…", "credential_id": "…"}, …}; without it a random operator token is printed at start`)
 	fs.StringVar(&c.Upstream, "upstream", "", "base URL of an OpenAI-compatible API (e.g. https://api.openai.com/v1); without it the stand-in generator answers")
 	fs.StringVar(&c.UpstreamKey, "upstream-key", "", "bearer key sent upstream (prefer TASKSD_UPSTREAM_KEY)")

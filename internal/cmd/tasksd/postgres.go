@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"net/url"
+	"time"
 
 	"github.com/tasksapi/tasks/pgstore"
 	"github.com/tasksapi/tasks/taskstore"
@@ -10,9 +12,11 @@ import (
 
 // openPostgres opens a pgstore. Several tasksd replicas may share the
 // database, so soleOwner is false: tasks of a dead replica are recovered once
-// their lease expires, not at start.
-func openPostgres(ctx context.Context, dsn string) (taskstore.Store, bool, string, error) {
-	st, err := pgstore.Open(ctx, dsn)
+// their lease expires, not at start. A database that cannot be reached yet
+// is waited for, up to wait (-db-wait), each try logged; the store logs to
+// log (migrations, the database becoming unavailable and available again).
+func openPostgres(ctx context.Context, dsn string, wait time.Duration, log *slog.Logger) (taskstore.Store, bool, string, error) {
+	st, err := pgstore.Open(ctx, dsn, pgstore.WithStartupWait(wait), pgstore.WithLogger(log))
 	if err != nil {
 		return nil, false, "", err
 	}

@@ -49,7 +49,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 
-	store, soleOwner, dbDesc, err := openStore(ctx, cfg.DB, log)
+	store, soleOwner, dbDesc, err := openStore(ctx, cfg.DB, cfg.DBWait, log)
 	if err != nil {
 		return err
 	}
@@ -249,14 +249,16 @@ func randomToken() string {
 
 // openStore opens the store -db names. soleOwner is true when this process
 // is the only one using it (so unfinished tasks found at start are from a
-// dead process). The SQLite store logs to log (migrations, space given back,
-// the details of failures).
-func openStore(ctx context.Context, db string, log *slog.Logger) (s taskstore.Store, soleOwner bool, desc string, err error) {
+// dead process). wait is -db-wait: how long to wait for a PostgreSQL
+// database that cannot be reached yet (a local file needs no waiting). The
+// SQLite store logs to log (migrations, space given back, the details of
+// failures).
+func openStore(ctx context.Context, db string, wait time.Duration, log *slog.Logger) (s taskstore.Store, soleOwner bool, desc string, err error) {
 	switch {
 	case db == ":memory:":
 		return memstore.New(), true, "memory (tasks are lost on exit)", nil
 	case strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://"):
-		return openPostgres(ctx, db)
+		return openPostgres(ctx, db, wait, log)
 	default:
 		st, err := sqlitestore.Open(db, sqlitestore.WithLogger(log))
 		if err != nil {
