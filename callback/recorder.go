@@ -95,6 +95,8 @@ type Recorder struct {
 	recording  chan struct{}  // one token per attempt being recorded
 
 	closeOnce sync.Once
+	// releaseName ends the recorder's registration under its name (names.go).
+	releaseName func()
 }
 
 // New validates the options, creates a Recorder on store and starts its
@@ -129,6 +131,10 @@ func New(store taskstore.Store, o Options) (*Recorder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("callback: %w", err)
 	}
+	releaseName, err := claimName(store, o)
+	if err != nil {
+		return nil, err
+	}
 	r := &Recorder{
 		store:     store,
 		o:         o,
@@ -144,6 +150,7 @@ func New(store taskstore.Store, o Options) (*Recorder, error) {
 		loopDone:  make(chan struct{}),
 		recording: make(chan struct{}, 4*o.DeliveryWorkers),
 	}
+	r.releaseName = releaseName
 	r.started = taskstore.Millis(r.now())
 	r.hardStop, r.hardStopCancel = context.WithCancel(context.Background())
 	r.bg, r.bgCancel = context.WithCancel(context.Background())
@@ -249,6 +256,7 @@ func (r *Recorder) close(ctx context.Context) error {
 	r.bgCancel()
 	r.bgWG.Wait()
 	r.sender.CloseIdleConnections()
+	r.releaseName()
 	return err
 }
 

@@ -315,7 +315,7 @@ func TestMigrateFromV2(t *testing.T) {
 			return s.RecordAttempt(ctx, gone, taskstore.Attempt{At: at, Status: 410, Error: "gone"})
 		},
 		func() error {
-			got, err := s.RedeliverFailed(ctx, time.Time{}, at, 1000)
+			got, err := s.RedeliverFailed(ctx, "", time.Time{}, at, 1000)
 			if err == nil && len(got) != seen[24]+seen[34] {
 				err = fmt.Errorf("RedeliverFailed redelivered %d, want %d", len(got), seen[24]+seen[34])
 			}

@@ -59,6 +59,35 @@ type Task struct {
 	// (see Store.Abandoned) and any process may finish it as interrupted.
 	// Zero means no one holds it.
 	LeaseUntil time.Time
+
+	// Recorder names the callback recorder that created the task and alone
+	// delivers its callback, sweeps it when abandoned and recovers it
+	// (callback.Options.Name); "" is the default recorder. Several
+	// recorders share one store this way, each with its own settings:
+	// ClaimDeliveries, Abandoned and RedeliverFailed select the tasks of
+	// one name. It is at most MaxRecorderLength printable ASCII
+	// characters (CheckRecorder) and is not part of the JSON encoding.
+	Recorder string
+}
+
+// MaxRecorderLength is the longest recorder name (Task.Recorder) a store
+// accepts, in bytes.
+const MaxRecorderLength = 64
+
+// CheckRecorder checks a recorder name (Task.Recorder,
+// callback.Options.Name): at most MaxRecorderLength characters, each
+// printable ASCII (space to tilde). The empty name is the default
+// recorder's. Else it gives ErrInvalid.
+func CheckRecorder(name string) error {
+	if len(name) > MaxRecorderLength {
+		return Invalidf("recorder name must be at most %d characters, got %d", MaxRecorderLength, len(name))
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c < ' ' || c > '~' {
+			return Invalidf("recorder name must be printable ASCII (space to tilde); byte %d is %#x", i, c)
+		}
+	}
+	return nil
 }
 
 // Callback is the delivery state of a task's callback: the outbox entry.
@@ -290,6 +319,9 @@ func Normalize(t Task, now time.Time) (Task, error) {
 			return t, err
 		}
 	}
+	if err := CheckRecorder(t.Recorder); err != nil {
+		return t, err
+	}
 	if t.Callback.Attempts < 0 || t.Callback.Attempts > math.MaxInt32 {
 		return t, Invalidf("callback attempts must be between 0 and %d", math.MaxInt32)
 	}
@@ -382,9 +414,13 @@ func CheckLimit(limit int) error {
 	return nil
 }
 
-// CheckClaim checks the arguments of Store.ClaimDeliveries: a zero now, a
-// negative lease or a limit that is not positive gives ErrInvalid.
-func CheckClaim(now time.Time, lease time.Duration, limit int) error {
+// CheckClaim checks the arguments of Store.ClaimDeliveries: an invalid
+// recorder name (CheckRecorder), a zero now, a negative lease or a limit
+// that is not positive gives ErrInvalid.
+func CheckClaim(recorder string, now time.Time, lease time.Duration, limit int) error {
+	if err := CheckRecorder(recorder); err != nil {
+		return err
+	}
 	switch {
 	case now.IsZero():
 		return Invalidf("now is required")

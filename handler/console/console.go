@@ -698,7 +698,7 @@ func (c *Console) storeRecover(ctx context.Context, since time.Time) (int, error
 	const batch = 500
 	total := 0
 	for {
-		ids, err := c.store.RedeliverFailed(ctx, since, time.Time{}, batch)
+		ids, err := c.store.RedeliverFailed(ctx, "", since, time.Time{}, batch)
 		if err != nil {
 			return total, err
 		}
