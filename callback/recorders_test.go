@@ -136,9 +136,9 @@ func TestRecordersOnOneStore(t *testing.T) {
 		}
 
 		// Redeliver and Recover keep to the recorder's own tasks.
-		done, err := a.Redeliver(context.Background(), idsB[0], idsA[0], "unknown", idsA[0])
+		done, err := a.Redeliver(context.Background(), idsB[0], idsA[0], "unknown", idsA[0], "\xff", strings.Repeat("x", 300))
 		if err != nil || !slices.Equal(done, []string{idsA[0]}) {
-			t.Fatalf("first.Redeliver(second's, own, unknown, own) = %v, %v; want only its own", done, err)
+			t.Fatalf("first.Redeliver(second's, own, unknown, own, invalid ids) = %v, %v; want only its own", done, err)
 		}
 		eventually(t, "the redelivery", func() bool { return ha.delivered.Load() == 201 })
 		if got := getTask(t, store, idsB[0]); got.Callback.Attempts != 1 || got.CallbackStatus() != taskstore.CallbackDelivered {
