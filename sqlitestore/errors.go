@@ -11,6 +11,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // Error is a system failure of a Store method: anything that is not one of
@@ -57,7 +58,7 @@ func (s *Store) translate(op string, err error) error {
 		case sqlite3.SQLITE_CONSTRAINT_CHECK:
 			// json_valid is stricter than encoding/json in a few corners
 			// (nesting deeper than 1000 levels).
-			return taskstore.Invalidf("request or response is JSON the database does not accept")
+			return storekit.Invalidf("request or response is JSON the database does not accept")
 		}
 		s.log.Error("sqlitestore: "+op+" failed", "code", se.Code(), "err", se.Error())
 		return &Error{Op: op, Code: se.Code()}

@@ -162,7 +162,7 @@
 //
 // Methods return the taskstore sentinels (ErrNotFound, ErrConflict,
 // ErrClosed) or the context's error wrapped with the operation name, and
-// ErrInvalid as taskstore.Invalidf makes it (its message names the field).
+// ErrInvalid wrapped with a message naming the field (see taskstore.Reason).
 // Any other failure is an *Error naming the operation and the SQLite
 // result code; its message never contains SQL or file paths (the details go
 // to the logger given with WithLogger). Errors from Open do name the path,
