@@ -117,7 +117,7 @@ func TestFailedConnectionIsReplaced(t *testing.T) {
 			rename(t, "tasks", "gone")
 			err := tc.read()
 			var se *Error
-			if !errors.As(err, &se) || se.Code == 0 {
+			if !errors.As(err, &se) || se.Code == "" {
 				t.Fatalf("read with the table gone = %v, want an *Error with a code", err)
 			}
 			if d := s.reads.discarded.Load() - discarded; d != 1 {
