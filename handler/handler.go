@@ -169,8 +169,8 @@ func WithTypes(types ...string) Option {
 }
 
 // WithLogger sets the logger that internal failures go to, each with the
-// trace_id of its answer. The default is slog.Default() at the time of the
-// failure.
+// trace_id of its answer. Without it, or with nil, they go to
+// slog.Default() as it is when New is called.
 func WithLogger(l *slog.Logger) Option {
 	return func(h *Handler) { h.log = l }
 }
@@ -192,6 +192,9 @@ func New(store taskstore.Store, auth Authenticator, opts ...Option) *Handler {
 	h := &Handler{store: store, auth: auth, pageBytes: DefaultPageBytes}
 	for _, o := range opts {
 		o(h)
+	}
+	if h.log == nil {
+		h.log = slog.Default()
 	}
 	return h
 }

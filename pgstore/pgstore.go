@@ -61,8 +61,9 @@ func WithConnMaxIdleTime(d time.Duration) Option { return func(c *config) { c.id
 
 // WithLogger sets the logger for migrations (Info), the database becoming
 // unavailable (Warn, once) and available again (Info), the waits of
-// WithStartupWait (Warn) and each retry (Debug). By default nothing is
-// logged.
+// WithStartupWait (Warn) and each retry (Debug). Without it, or with nil,
+// they go to slog.Default() as it is when Open is called; pass
+// slog.New(slog.DiscardHandler) to log nothing.
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
 
 // WithRetries sets how many times an operation is retried after a
@@ -145,7 +146,7 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 		o(&c)
 	}
 	if c.logger == nil {
-		c.logger = slog.New(slog.DiscardHandler)
+		c.logger = slog.Default()
 	}
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {

@@ -229,8 +229,10 @@ func WithBusyTimeout(d time.Duration) Option {
 }
 
 // WithLogger sets the logger that receives the details of system failures
-// (the SQLite message, which callers never see) and of schema migrations.
-// By default nothing is logged.
+// (the SQLite message, which callers never see) and of schema migrations,
+// WAL checkpoints and vacuums. Without it, or with nil, they go to
+// slog.Default() as it is when Open is called; pass
+// slog.New(slog.DiscardHandler) to log nothing.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
 // Store is a taskstore.Store on a SQLite database file. It is safe for
@@ -270,7 +272,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	}
 	log := o.logger
 	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+		log = slog.Default()
 	}
 
 	if fi, err := os.Stat(path); errors.Is(err, os.ErrNotExist) || (err == nil && fi.Size() == 0) {

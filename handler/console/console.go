@@ -138,8 +138,8 @@ func WithOperator(isOperator func(taskstore.Principal) bool) Option {
 	return func(c *Console) { c.operator = isOperator }
 }
 
-// WithLogger sets where internal failures are logged (default
-// slog.Default()).
+// WithLogger sets where internal failures are logged. Without it, or with
+// nil, they go to slog.Default() as it is when New is called.
 func WithLogger(l *slog.Logger) Option { return func(c *Console) { c.log = l } }
 
 // WithClock sets the clock of the chart and of "age" (a test seam; default
@@ -158,6 +158,9 @@ func New(store taskstore.Store, auth handler.Authenticator, opts ...Option) *Con
 	c := &Console{store: store, auth: auth, operator: taskstore.Principal.IsOperator, now: time.Now}
 	for _, o := range opts {
 		o(c)
+	}
+	if c.log == nil {
+		c.log = slog.Default()
 	}
 	c.files = map[string]asset{}
 	for name, ct := range map[string]string{
