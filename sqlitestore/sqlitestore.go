@@ -164,8 +164,9 @@
 // ErrClosed) or the context's error wrapped with the operation name, and
 // ErrInvalid wrapped with a message naming the field (see taskstore.Reason).
 // Any other failure is an *Error naming the operation and the SQLite
-// result code; its message never contains SQL or file paths (the details go
-// to the logger given with WithLogger). Errors from Open do name the path,
+// result code (Code, e.g. "SQLITE_FULL"), which unwraps to the driver's
+// error; its message never contains SQL or file paths (the details go to
+// the logger, see WithLogger). Errors from Open do name the path,
 // since they are meant for the operator who chose it.
 //
 // Before each group commit the writer checks that the path still names the

@@ -5,7 +5,9 @@
 //
 // It imports no database driver. Backends live in their own packages
 // (memstore, sqlitestore, pgstore) and prove that they behave alike by
-// passing the conformance suite in taskstore/storetest.
+// passing the conformance suite in taskstore/storetest; the helpers they are
+// written with (argument checks, Normalize, millisecond times, the order of
+// Walk) are in taskstore/storekit, for a store of your own too.
 //
 // # Times
 //
