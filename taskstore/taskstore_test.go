@@ -1,13 +1,16 @@
 package taskstore_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 var created = time.Date(2025, 11, 14, 17, 50, 7, 967_000_000, time.UTC)
@@ -325,6 +328,34 @@ func TestFilterValidateStatuses(t *testing.T) {
 			if err := (taskstore.Filter{Status: st, CallbackStatus: cs}).Validate(); err != nil {
 				t.Errorf("Validate(%q, %q) = %v", st, cs, err)
 			}
+		}
+	}
+}
+
+// Reason reads the message of an error that wraps ErrInvalid itself,
+// however deeply it is wrapped, and nothing else.
+func TestReason(t *testing.T) {
+	invalid := storekit.Invalidf("limit must be positive")
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{invalid, "limit must be positive"},
+		{fmt.Errorf("%w: type is required", taskstore.ErrInvalid), "type is required"},
+		{fmt.Errorf("sqlitestore: import: %w", invalid), "limit must be positive"},
+		{fmt.Errorf("%w (%w)", context.Canceled, invalid), "limit must be positive"},
+		{errors.Join(errors.New("other"), invalid), "limit must be positive"},
+		{taskstore.ErrInvalid, ""},
+		{fmt.Errorf("import: %w", taskstore.ErrInvalid), ""},
+		{fmt.Errorf("%w: gone", taskstore.ErrNotFound), ""},
+		{errors.New("taskstore: invalid input: forged"), ""},
+		{nil, ""},
+	} {
+		if got := taskstore.Reason(tc.err); got != tc.want {
+			t.Errorf("Reason(%v) = %q, want %q", tc.err, got, tc.want)
+		}
+		if tc.want != "" && !errors.Is(tc.err, taskstore.ErrInvalid) {
+			t.Errorf("%v does not wrap ErrInvalid", tc.err)
 		}
 	}
 }
