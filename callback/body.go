@@ -13,8 +13,10 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/tasksapi/tasks/internal/jsonw"
 	"github.com/tasksapi/tasks/internal/webhook"
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // Limits on the callback-mode fields.
@@ -108,7 +110,7 @@ func (f *fields) setURL(s string) error {
 }
 
 func (f *fields) setTraceID(s string) error {
-	if taskstore.TooLong(s) || !utf8.ValidString(s) {
+	if storekit.TooLong(s) || !utf8.ValidString(s) {
 		return &badRequest{msgBadTraceID}
 	}
 	f.traceID = s
@@ -333,7 +335,7 @@ func describeForm(parts []formPart) []byte {
 		if i > 0 {
 			out = append(out, ',')
 		}
-		out = taskstore.AppendString(out, name)
+		out = jsonw.AppendString(out, name)
 		out = append(out, ':')
 		vs := values[name]
 		if len(vs) > 1 {
@@ -401,13 +403,13 @@ func (p *formPart) fileContentType() string {
 // a file's {"filename","content_type","size","sha256"}.
 func appendPart(v []byte, p *formPart) []byte {
 	if p.filename == "" {
-		return taskstore.AppendString(v, string(p.data))
+		return jsonw.AppendString(v, string(p.data))
 	}
 	sum := sha256.Sum256(p.data)
 	v = append(v, `{"filename":`...)
-	v = taskstore.AppendString(v, p.filename)
+	v = jsonw.AppendString(v, p.filename)
 	v = append(v, `,"content_type":`...)
-	v = taskstore.AppendString(v, p.fileContentType())
+	v = jsonw.AppendString(v, p.fileContentType())
 	v = append(v, `,"size":`...)
 	v = strconv.AppendInt(v, int64(len(p.data)), 10)
 	v = append(v, `,"sha256":"`...)
@@ -425,7 +427,7 @@ func partSize(p *formPart) int64 {
 		int64(len(strconv.AppendInt(nil, int64(len(p.data)), 10)))
 }
 
-// stringSize returns len(taskstore.AppendString(nil, string(b))): the
+// stringSize returns len(jsonw.AppendString(nil, string(b))): the
 // quotes, and each byte as AppendString escapes it (2 bytes for \\, ", \b,
 // \f, \n, \r and \t; 6 for the other control characters, for <, > and &,
 // for each byte of invalid UTF-8 and for U+2028 and U+2029).

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/internal/jsonw"
 )
 
 func TestResponseBytes(t *testing.T) {
@@ -332,7 +332,7 @@ func checkStoredLimit(t *testing.T, size int, inspect func(limit int64) error) {
 // its description whatever its size.
 func TestStoredSize(t *testing.T) {
 	for _, s := range []string{"", "plain", "\x00\x01\x1f\x7f", "<a&b>", "\\\"\b\f\n\r\t", "é€😀", "\xff\xc3", "\u2028\u2029", strings.Repeat("\x01", 100)} {
-		if got, want := stringSize([]byte(s)), int64(len(taskstore.AppendString(nil, s))); got != want {
+		if got, want := stringSize([]byte(s)), int64(len(jsonw.AppendString(nil, s))); got != want {
 			t.Errorf("stringSize(%q) = %d, want %d", s, got, want)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/tasksapi/tasks/callback"
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // gated is an upstream that blocks until its gate is closed (ignoring its
@@ -451,7 +452,7 @@ func TestStoreFailureNotAcknowledged(t *testing.T) {
 		mustHide string
 	}{
 		{"SystemFailure", errors.New("sqlitestore: disk I/O error at /var/lib/secret/tasks.db"), 500, "api_error", "", "/var/lib"},
-		{"Invalid", taskstore.Invalidf("user_id must be at most 128 bytes"), 400, "bad_request", "user_id must be at most 128 bytes", ""},
+		{"Invalid", storekit.Invalidf("user_id must be at most 128 bytes"), 400, "bad_request", "user_id must be at most 128 bytes", ""},
 		{"Unavailable", fmt.Errorf("pgstore: create: failed to connect to 10.9.8.7:5432: %w", taskstore.ErrUnavailable),
 			503, "api_error", "the task store is unavailable; retry later", "10.9.8.7"},
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tasksapi/tasks/internal/webhook"
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // Errors returned by Submit (Wrap answers them with the contract's error
@@ -144,7 +145,7 @@ func New(store taskstore.Store, o Options) (*Recorder, error) {
 		loopDone:  make(chan struct{}),
 		recording: make(chan struct{}, 4*o.DeliveryWorkers),
 	}
-	r.started = taskstore.Millis(r.now())
+	r.started = storekit.Millis(r.now())
 	r.hardStop, r.hardStopCancel = context.WithCancel(context.Background())
 	r.bg, r.bgCancel = context.WithCancel(context.Background())
 	r.deliverCtx, r.deliverCancel = context.WithCancel(context.Background())

@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/tasksapi/tasks/internal/apierr"
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // Wrap returns a handler that adds callback mode to h, an image endpoint
@@ -53,7 +54,7 @@ import (
 //
 // Wrap panics if taskType is empty or longer than 128 characters.
 func (r *Recorder) Wrap(taskType string, h http.Handler) http.Handler {
-	if taskType == "" || taskstore.TooLong(taskType) || !utf8.ValidString(taskType) {
+	if taskType == "" || storekit.TooLong(taskType) || !utf8.ValidString(taskType) {
 		panic(fmt.Sprintf("callback: Wrap: task type %q must be 1 to %d characters of UTF-8", taskType, taskstore.MaxIDLength))
 	}
 	if h == nil {
