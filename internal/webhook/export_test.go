@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"context"
-	"net/http"
 	"net/netip"
 )
 
@@ -41,6 +40,5 @@ var RefusedReason = refusedReason
 // proxy (from the environment or otherwise): a proxy would dial for it,
 // past the guard.
 func UsesProxy(s *Sender) bool {
-	t, ok := s.client.Transport.(*http.Transport)
-	return !ok || t.Proxy != nil
+	return s.own == nil || s.own.Proxy != nil
 }
