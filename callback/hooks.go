@@ -15,11 +15,12 @@ import (
 // panic is, and the recorder goes on as if the hook had returned.
 //
 // Each hook gets a context carrying the values of the work it reports on
-// (and TaskID's task id); its cancellation is not the hook's to obey.
+// (for the task and delivery hooks, the task id that TaskID reads); its
+// cancellation is not the hook's to obey.
 type Hooks struct {
 	// TaskCreated is called once a task has been stored and queued, with
 	// the values of the request's context (Wrap) or of Submit's, without
-	// its cancellation.
+	// its cancellation: the context the task's run derives from.
 	TaskCreated func(context.Context, TaskEvent)
 	// TaskStarted is called when a worker starts running a task (its start
 	// recorded), with the task's run context: the one the wrapped handler

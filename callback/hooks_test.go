@@ -260,7 +260,8 @@ func TestWrapTransport(t *testing.T) {
 	run := func(context.Context) (json.RawMessage, error) { return json.RawMessage(`{}`), nil }
 
 	// Guard off (loopback receivers allowed): delivered through the wrapper.
-	open := newRecorder(t, store, callback.Options{WrapTransport: wrap}, func(o *callback.Options) { callback.SetLookup(o, lookup) })
+	open := newRecorder(t, store, callback.Options{WrapTransport: wrap})
+	callback.SetLookup(open, lookup)
 	id, err := open.Submit(context.Background(), callback.Submission{Type: "t", Request: json.RawMessage(`{}`),
 		CallbackURL: "http://receiver.test:" + port + "/cb"}, run)
 	if err != nil {
@@ -271,7 +272,8 @@ func TestWrapTransport(t *testing.T) {
 	}
 
 	// Guard on: the same name, resolving to loopback, is refused.
-	guarded := newRecorder(t, store, callback.Options{WrapTransport: wrap}, guardOn, func(o *callback.Options) { callback.SetLookup(o, lookup) })
+	guarded := newRecorder(t, store, callback.Options{WrapTransport: wrap}, guardOn)
+	callback.SetLookup(guarded, lookup)
 	refused, err := guarded.Submit(context.Background(), callback.Submission{Type: "t", Request: json.RawMessage(`{}`),
 		CallbackURL: "http://internal.test:" + port + "/cb"}, run)
 	if err != nil {

@@ -1,12 +1,10 @@
 package callback
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -211,10 +209,6 @@ type Options struct {
 
 	// Now is the clock (a test seam). Default time.Now.
 	Now func() time.Time
-
-	// lookup, when set, resolves callback host names (a test seam, set by
-	// export_test.go).
-	lookup func(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
 // Stats is a snapshot of a Recorder's counters, for metrics.

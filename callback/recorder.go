@@ -131,7 +131,6 @@ func New(store taskstore.Store, o Options) (*Recorder, error) {
 		ConnectTimeout:       o.ConnectTimeout,
 		FirstByteTimeout:     o.FirstByteTimeout,
 		WrapTransport:        o.WrapTransport,
-		Lookup:               o.lookup,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("callback: %w", err)

@@ -1,16 +1,8 @@
 package webhook
 
-import (
-	"context"
-	"net/netip"
-)
+import "net/netip"
 
 // Test-only seams. They must be set before the Sender's first Send.
-
-// SetLookup replaces how s resolves host names, so tests never query DNS.
-func SetLookup(s *Sender, f func(ctx context.Context, host string) ([]netip.Addr, error)) {
-	s.dialer.lookup = f
-}
 
 // SetConnectHook installs f in the socket's Control hook, after the guard's
 // check and before connect(2). Returning an error prevents the connection:

@@ -97,11 +97,6 @@ type Options struct {
 	// applying. It is called once, by NewSender, and must not return nil.
 	// Ignored when Transport is set.
 	WrapTransport func(http.RoundTripper) http.RoundTripper
-
-	// Lookup, when set, replaces how the Sender's own transport resolves
-	// host names (default net.DefaultResolver.LookupNetIP). The guard
-	// checks whatever addresses it returns. A test seam.
-	Lookup func(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
 // Sender POSTs callback bodies, one attempt per Send. It keeps a pool of
@@ -176,9 +171,6 @@ func NewSender(o Options) (*Sender, error) {
 	if rt == nil {
 		s.dialer = newDialer(o.AllowPrivateNetworks)
 		s.dialer.timeout = s.connect
-		if o.Lookup != nil {
-			s.dialer.lookup = o.Lookup
-		}
 		s.own = &http.Transport{
 			Proxy:                  nil, // an environment proxy would dial for us, past the guard
 			DialContext:            s.dialer.DialContext,
@@ -206,6 +198,16 @@ func NewSender(o Options) (*Sender, error) {
 		},
 	}
 	return s, nil
+}
+
+// SetLookup replaces how s's own transport resolves host names (default
+// net.DefaultResolver.LookupNetIP); the guard checks whatever addresses f
+// returns. A test seam, so that tests never query DNS: call it before the
+// first Send. No-op with Options.Transport.
+func SetLookup(s *Sender, f func(ctx context.Context, host string) ([]netip.Addr, error)) {
+	if s.dialer != nil {
+		s.dialer.lookup = f
+	}
 }
 
 // CloseIdleConnections closes the idle connections of the Sender's

@@ -607,9 +607,9 @@ func TestSendWrapTransportKeepsGuard(t *testing.T) {
 				return next.RoundTrip(r)
 			})
 		},
-		Lookup: func(_ context.Context, host string) ([]netip.Addr, error) {
-			return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
-		},
+	})
+	webhook.SetLookup(s, func(_ context.Context, host string) ([]netip.Addr, error) {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
 	})
 	// The loopback receiver stands in for a public one for the second name.
 	webhook.SetCheck(s, func(a netip.Addr) string {
