@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tasksapi/tasks/internal/webhook"
 	"github.com/tasksapi/tasks/taskstore"
 )
 
@@ -20,7 +19,7 @@ const (
 	DefaultMaxBodyBytes     = 32 << 20
 	DefaultMaxRequestBytes  = 4 << 20
 	DefaultQueueBytes       = 256 << 20
-	DefaultAttemptTimeout   = webhook.DefaultTimeout
+	DefaultAttemptTimeout   = 15 * time.Second
 	DefaultConnectTimeout   = 5 * time.Second
 	DefaultFirstByteTimeout = 10 * time.Second
 	DefaultDeliveryWorkers  = 32

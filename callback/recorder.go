@@ -12,8 +12,9 @@ import (
 	"github.com/tasksapi/tasks/taskstore"
 )
 
-// Errors returned by Submit (Wrap answers them with the contract's error
-// bodies).
+// Errors returned by Submit. Wrap answers them with error bodies,
+// {"error":{"code":"…","message":"…"},"trace_id":"…"} (see the README's
+// "Guarantees").
 var (
 	// ErrQueueFull: Options.Queue tasks are already waiting for a worker.
 	// Nothing was stored; retry later.
