@@ -213,8 +213,10 @@ func TestCloseKeepsDeadlineOverHungStore(t *testing.T) {
 			if task := waitFinished(t, mem, running); !jsonHasCode(task.Response, callback.CodeInterrupted) {
 				t.Fatalf("the running task's response is %s, want the %q failure", task.Response, callback.CodeInterrupted)
 			}
-			if task := waitDelivery(t, mem, delivered); task.CallbackStatus() != taskstore.CallbackDelivered {
-				t.Fatalf("callback status %v", task.CallbackStatus())
+			for _, id := range []string{delivered, running} {
+				if task := waitDelivery(t, mem, id); task.CallbackStatus() != taskstore.CallbackDelivered {
+					t.Fatalf("callback status %v", task.CallbackStatus())
+				}
 			}
 			if n := rcv.count(); n < 3 {
 				t.Fatalf("receiver got %d callbacks, want the lost one again and the interrupted task's", n)

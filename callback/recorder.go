@@ -256,8 +256,13 @@ func (r *Recorder) close(ctx context.Context) error {
 		case <-done:
 			return true
 		case <-giveUp:
-			abandoned++
-			return false
+			select {
+			case <-done:
+				return true
+			default:
+				abandoned++
+				return false
+			}
 		}
 	}
 
