@@ -201,11 +201,12 @@ func (r *Recorder) now() time.Time { return r.o.Now() }
 // cancelled through their contexts, and half a second later Close stops
 // waiting. What it could not record is left as a crash leaves it, and
 // nothing is lost: a task whose response was not recorded keeps its lease
-// until it expires, then a sweeper (of this store's next recorder) finishes
-// it as "interrupted" and its callback is sent; a delivery attempt whose
+// until it expires, then a sweeper (of any recorder on the store, such as
+// the next one started) finishes it as "interrupted" and its callback is
+// sent; a delivery attempt whose
 // outcome was not recorded is sent again once its claim expires. A store
 // that ignores its contexts keeps the goroutines blocked in it until it
-// answers (Close logs how many it left behind).
+// answers (Close logs a warning when it leaves any behind).
 //
 // Close returns ctx's error when tasks had to be interrupted or a store
 // call abandoned, else nil. It does not close the store. Calling it again
