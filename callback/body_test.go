@@ -34,7 +34,7 @@ func TestResponseBytes(t *testing.T) {
 		{"ErrorCodeNumber", "", outcome{status: 429, body: []byte(`{"error":{"code":429,"message":"slow down"}}`)},
 			`{"success":false,"task_id":"id-1","error":{"code":"api_error","message":"slow down"}}`, false},
 		// The upstream's own code and message are each kept where it sent a
-		// non-empty string (CONTRACT.md §1).
+		// non-empty string (the package documentation's "Responses").
 		{"ErrorCodeOnly", "", outcome{status: 429, body: []byte(`{"error":{"code":"rate_limit_exceeded"}}`)},
 			`{"success":false,"task_id":"id-1","error":{"code":"rate_limit_exceeded","message":"upstream returned status 429"}}`, false},
 		{"ErrorMessageOnly", "", outcome{status: 400, body: []byte(`{"error":{"message":"bad prompt"}}`)},

@@ -47,7 +47,7 @@ func receiverDownThenUp(t *testing.T, o callback.Options) {
 		}
 	})
 	var events atomic.Int32
-	o.Hooks.DeliveryAttempted = func(callback.DeliveryEvent) { events.Add(1) }
+	o.Hooks.DeliveryAttempted = func(_ context.Context, _ callback.DeliveryEvent) { events.Add(1) }
 	rec := newRecorder(t, store, o)
 	id := submitCallback(t, rec, rc.URL+"/hook")
 	task := waitDelivery(t, store, id)
@@ -119,7 +119,7 @@ func TestRetryAfterHonoured(t *testing.T) {
 	rec := newRecorder(t, store, callback.Options{
 		Schedule: callback.Schedule{0, 10 * time.Millisecond, 10 * time.Millisecond},
 		Now:      func() time.Time { return t0 },
-		Hooks:    callback.Hooks{DeliveryAttempted: func(callback.DeliveryEvent) { events.Add(1) }},
+		Hooks:    callback.Hooks{DeliveryAttempted: func(_ context.Context, _ callback.DeliveryEvent) { events.Add(1) }},
 	})
 	id := submitCallback(t, rec, rc.URL)
 	var task taskstore.Task

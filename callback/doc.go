@@ -85,7 +85,9 @@
 //
 // Queued and running tasks hold a lease in the store, renewed while this
 // process lives. Close lets them finish until its context ends and records
-// the rest as "interrupted"; a task whose process crashed is found by the
+// the rest as "interrupted", returning within about a second of the
+// context's end even when the store hangs (what it could not record is then
+// left as a crash leaves it). A task whose process crashed is found by the
 // sweeper of any recorder once its lease expires (at once with
 // Options.SoleOwner) and finished as "interrupted", so no task stays
 // unfinished forever and its callback is still sent. The sweeper finishes
@@ -103,4 +105,15 @@
 // repeat of a write whose answer was lost succeeds), and the recorder passes
 // the same explicit times each time. A callback-mode request that cannot be
 // stored meanwhile is answered 503 with Retry-After.
+//
+// # Metrics and tracing
+//
+// Options.Hooks are called when a task is created, starts and finishes,
+// and after each delivery attempt, each with the context of what it
+// reports on (the request's values, the task's run context, the attempt's);
+// Recorder.Stats reads the counters. Options.WrapTransport wraps the
+// transport of the deliveries (with otelhttp.NewTransport, say) while the
+// SSRF guard stays in the dialer underneath. The README's "Metrics"
+// section shows what tasksd builds on them, and its "Guarantees" section
+// sums up what the recorder promises.
 package callback

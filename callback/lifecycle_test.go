@@ -355,8 +355,8 @@ func TestStatsAndHooks(t *testing.T) {
 	var attempts []callback.DeliveryEvent
 	var finishedFirst []string // tasks whose TaskFinished came before their TaskCreated
 	rec := newRecorder(t, store, callback.Options{Hooks: callback.Hooks{
-		TaskCreated: func(e callback.TaskEvent) { mu.Lock(); created = append(created, e); mu.Unlock() },
-		TaskFinished: func(e callback.TaskEvent) {
+		TaskCreated: func(_ context.Context, e callback.TaskEvent) { mu.Lock(); created = append(created, e); mu.Unlock() },
+		TaskFinished: func(_ context.Context, e callback.TaskEvent) {
 			mu.Lock()
 			defer mu.Unlock()
 			if !slices.ContainsFunc(created, func(c callback.TaskEvent) bool { return c.ID == e.ID }) {
@@ -364,7 +364,11 @@ func TestStatsAndHooks(t *testing.T) {
 			}
 			finished = append(finished, e)
 		},
-		DeliveryAttempted: func(e callback.DeliveryEvent) { mu.Lock(); attempts = append(attempts, e); mu.Unlock() },
+		DeliveryAttempted: func(_ context.Context, e callback.DeliveryEvent) {
+			mu.Lock()
+			attempts = append(attempts, e)
+			mu.Unlock()
+		},
 	}})
 	ok := acceptedID(t, post(rec.Wrap("a", jsonHandler(nil, 200, `{}`)), "application/json", `{"callback_url":"`+rc.URL+`"}`), "")
 	bad := acceptedID(t, post(rec.Wrap("b", jsonHandler(nil, 500, `{}`)), "application/json", `{"callback_url":"`+rc.URL+`","trace_id":"x"}`), "x")

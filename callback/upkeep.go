@@ -197,7 +197,8 @@ func (r *Recorder) finishAbandoned(ctx context.Context, tasks []taskstore.Task) 
 		}
 		t := tasks[i]
 		r.log.Debug("callback: abandoned task finished as interrupted", "task_id", t.ID)
-		r.finished(TaskEvent{ID: t.ID, Type: t.Type, TraceID: t.TraceID, Code: CodeInterrupted}, t.Callback.URL != "")
+		r.finished(context.WithValue(context.Background(), taskIDKey{}, t.ID),
+			TaskEvent{ID: t.ID, Type: t.Type, TraceID: t.TraceID, Code: CodeInterrupted}, t.Callback.URL != "")
 	}
 	return len(done), took, nil
 }

@@ -15,7 +15,6 @@ import (
 
 	"github.com/tasksapi/tasks/callback"
 	"github.com/tasksapi/tasks/handler"
-	"github.com/tasksapi/tasks/internal/webhook"
 	"github.com/tasksapi/tasks/taskstore"
 )
 
@@ -29,7 +28,7 @@ type config struct {
 	UpstreamKey           string
 	CallbackSecret        string
 	AllowPrivateCallbacks bool
-	CallbackSchedule      webhook.Schedule
+	CallbackSchedule      callback.Schedule
 	TaskTimeout           time.Duration
 	Workers               int
 	Queue                 int
@@ -78,25 +77,6 @@ const (
 	minHeaderBytes = 4 << 10
 	maxHeaderBytes = 1 << 20
 )
-
-// scheduleFlag adapts webhook.Schedule to flag.Value.
-type scheduleFlag struct{ s *webhook.Schedule }
-
-func (f scheduleFlag) String() string {
-	if f.s == nil {
-		return ""
-	}
-	return f.s.String()
-}
-
-func (f scheduleFlag) Set(v string) error {
-	s, err := webhook.ParseSchedule(v)
-	if err != nil {
-		return err
-	}
-	*f.s = s
-	return nil
-}
 
 // parseConfig reads flags from args, falling back to TASKSD_<FLAG> variables
 // from getenv for every flag not given on the command line.
@@ -243,8 +223,8 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.StringVar(&c.UpstreamKey, "upstream-key", "", "bearer key sent upstream (prefer TASKSD_UPSTREAM_KEY)")
 	fs.StringVar(&c.CallbackSecret, "callback-secret", "", "whsec_… secret: callbacks are signed with Standard Webhooks (prefer TASKSD_CALLBACK_SECRET)")
 	fs.BoolVar(&c.AllowPrivateCallbacks, "allow-private-callbacks", false, "allow callbacks to loopback and private networks")
-	c.CallbackSchedule = append(webhook.Schedule(nil), webhook.DefaultSchedule...)
-	fs.Var(scheduleFlag{&c.CallbackSchedule}, "callback-schedule", "delays before each delivery attempt; its length is the number of attempts")
+	c.CallbackSchedule = callback.DefaultSchedule()
+	fs.Var(&c.CallbackSchedule, "callback-schedule", "delays before each delivery attempt; its length is the number of attempts")
 	fs.DurationVar(&c.TaskTimeout, "task-timeout", callback.DefaultTaskTimeout, "longest a task may run")
 	fs.IntVar(&c.Workers, "workers", 4*runtime.GOMAXPROCS(0), "tasks running at once")
 	fs.IntVar(&c.Queue, "queue", callback.DefaultQueue, "tasks waiting for a worker; beyond it requests get 429")
