@@ -78,28 +78,52 @@ const (
 )
 
 func (wh *wrapped) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	r := wh.r
 	kind, boundary := bodyKind(req)
 	if kind == kindOther || req.Body == nil || req.Body == http.NoBody {
 		wh.h.ServeHTTP(w, req)
 		return
 	}
-	body, err := readBody(req.Body, req.ContentLength, r.o.MaxBodyBytes)
+	head, err := readBody(req.Body, req.ContentLength, spillAt)
 	switch {
+	case err == nil:
+		wh.serveBody(w, req, kind, boundary, head)
 	case errors.Is(err, errTooLarge):
+		wh.serveLarge(w, req, kind, boundary, head)
+	default:
+		wh.readError(w, err)
+	}
+}
+
+// readError answers a body that could not be read.
+func (wh *wrapped) readError(w http.ResponseWriter, err error) {
+	if mb, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		// An http.MaxBytesReader of the server around this handler.
 		apierr.Write(w, http.StatusBadRequest, apierr.BadRequest,
-			"request body must be at most "+strconv.FormatInt(r.o.MaxBodyBytes, 10)+" bytes")
-		return
-	case err != nil:
-		apierr.Write(w, http.StatusBadRequest, apierr.BadRequest, "the request body could not be read")
+			"request body must be at most "+strconv.FormatInt(mb.Limit, 10)+" bytes")
 		return
 	}
+	apierr.Write(w, http.StatusBadRequest, apierr.BadRequest, "the request body could not be read")
+}
 
+// tooLarge answers a callback-mode body over Options.MaxBodyBytes.
+func (wh *wrapped) tooLarge(w http.ResponseWriter) {
+	apierr.Write(w, http.StatusBadRequest, apierr.BadRequest,
+		"request body must be at most "+strconv.FormatInt(wh.r.o.MaxBodyBytes, 10)+" bytes")
+}
+
+// serveBody serves a request whose whole body was read.
+func (wh *wrapped) serveBody(w http.ResponseWriter, req *http.Request, kind int, boundary string, body []byte) {
+	r := wh.r
 	var in inspection
+	var err error
 	if kind == kindJSON {
-		in, err = inspectJSON(body, r.o.MaxRequestBytes)
+		in, err = inspectJSON(body, r.o.MaxRequestBytes, r.o.AllowPrivateNetworks)
 	} else {
-		in, err = inspectMultipart(body, boundary, r.o.MaxRequestBytes)
+		in, err = inspectMultipart(body, boundary, r.o.MaxRequestBytes, r.o.AllowPrivateNetworks)
+	}
+	if (in.callback || err != nil) && int64(len(body)) > r.o.MaxBodyBytes {
+		wh.tooLarge(w)
+		return
 	}
 	if br, ok := errors.AsType[*badRequest](err); ok {
 		apierr.Write(w, http.StatusBadRequest, apierr.BadRequest, br.msg)
@@ -119,6 +143,65 @@ func (wh *wrapped) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	wh.accept(w, req, in)
 }
+
+// serveLarge serves a request whose body is longer than spillAt (or
+// declared so); head holds the bytes read so far (see stream.go).
+func (wh *wrapped) serveLarge(w http.ResponseWriter, req *http.Request, kind int, boundary string, head []byte) {
+	r := wh.r
+	sp := &spool{src: req.Body}
+	defer sp.close()
+	scanned := io.MultiReader(bytes.NewReader(head), sp)
+	var candidate bool
+	if kind == kindJSON {
+		candidate = scanJSON(scanned)
+	} else {
+		candidate = scanMultipart(scanned, boundary)
+	}
+	if sp.rerr != nil {
+		wh.readError(w, sp.rerr)
+		return
+	}
+	spooled, err := sp.replay()
+	if err == nil {
+		err = sp.werr
+	}
+	if err != nil {
+		apierr.Internal(req.Context(), w, r.log, "callback: spooling request body", err)
+		return
+	}
+	rest := io.MultiReader(bytes.NewReader(head), spooled, req.Body)
+	if !candidate {
+		// Not callback mode: the handler reads what was read, then the rest.
+		pass := *req
+		pass.Body = passBody{rest, req.Body}
+		pass.GetBody = nil
+		wh.h.ServeHTTP(w, &pass)
+		return
+	}
+	if req.ContentLength > r.o.MaxBodyBytes || int64(len(head))+sp.n > r.o.MaxBodyBytes {
+		wh.tooLarge(w)
+		return
+	}
+	body, err := readBody(rest, req.ContentLength, r.o.MaxBodyBytes)
+	switch {
+	case errors.Is(err, errTooLarge):
+		wh.tooLarge(w)
+		return
+	case err != nil:
+		wh.readError(w, err)
+		return
+	}
+	sp.close()
+	wh.serveBody(w, req, kind, boundary, body)
+}
+
+// passBody is the body a large non-callback request is passed through with.
+type passBody struct {
+	io.Reader
+	orig io.Closer
+}
+
+func (b passBody) Close() error { return b.orig.Close() }
 
 // accept stores and queues a callback-mode request, then answers it.
 func (wh *wrapped) accept(w http.ResponseWriter, req *http.Request, in inspection) {
@@ -209,7 +292,9 @@ func bodyKind(req *http.Request) (kind int, boundary string) {
 
 var errTooLarge = errors.New("callback: request body too large")
 
-// readBody reads all of body, failing with errTooLarge past max bytes.
+// readBody reads all of body, failing with errTooLarge past max bytes: it
+// then returns the bytes read (max+1), or none when the declared length is
+// larger than max.
 //
 // The buffer grows with the bytes that arrive, never ahead of them: it
 // starts small and doubles when full, so it holds at most about twice what
@@ -234,7 +319,7 @@ func readBody(body io.Reader, length, max int64) ([]byte, error) {
 		n, err := body.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if int64(len(buf)) > max {
-			return nil, errTooLarge
+			return buf, errTooLarge
 		}
 		if err == io.EOF {
 			return buf, nil
@@ -339,7 +424,9 @@ type Submission struct {
 // *TaskError chooses the failure code and message; any other error becomes
 // "api_error" with a generic message, so its text never reaches the client.
 //
-// Errors: ErrBadCallbackURL (wrapped with the reason), ErrRequestTooLarge
+// Errors: ErrBadCallbackURL (wrapped with the reason: not an absolute http
+// or https URL, or, unless Options.AllowPrivateNetworks, a host that is an
+// IP literal the delivery guard refuses or a localhost name), ErrRequestTooLarge
 // (a Request longer than Options.MaxRequestBytes, wrapped with the limit),
 // ErrQueueFull (the queue is full, or the principal's share of it or of
 // Options.QueueBytes is, wrapped with the reason), ErrClosed, or the store's error (taskstore.ErrInvalid naming the field for
@@ -355,7 +442,7 @@ func (r *Recorder) Submit(ctx context.Context, s Submission, run func(ctx contex
 		return "", err
 	}
 	if s.CallbackURL != "" {
-		if err := checkCallbackURL(s.CallbackURL); err != nil {
+		if err := checkCallbackURL(s.CallbackURL, r.o.AllowPrivateNetworks); err != nil {
 			return "", err
 		}
 	}
