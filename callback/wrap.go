@@ -21,10 +21,17 @@ import (
 // whose tasks are recorded with the given type (e.g. "images_generations").
 //
 // A request whose Content-Type is application/json or multipart/form-data
-// is read into memory (at most Options.MaxBodyBytes, else 400 bad_request)
-// and inspected:
+// is read and inspected. Up to 1 MiB it is read into memory; past that the
+// bytes go to a temporary file while a streaming scan looks for the
+// callback-mode fields at the top level (see the package documentation,
+// Limits). A body whose top level carries callback_url or trace_id (not
+// null), async (neither null nor false), or one of them twice, must be at
+// most Options.MaxBodyBytes (else 400 bad_request naming the limit) and is
+// read into memory and inspected:
 //
-//   - With a callback_url field (an absolute http or https URL), or with
+//   - With a callback_url field (an absolute http or https URL; unless
+//     Options.AllowPrivateNetworks, not an IP literal the delivery guard
+//     refuses, nor localhost or a name under .localhost), or with
 //     "async": true, it is a callback-mode request. callback_url, trace_id
 //     (a string of at most 128 characters) and async (a boolean; for multipart a
 //     form field strconv.ParseBool reads: 1, t, T, true, TRUE, True, or
@@ -40,7 +47,15 @@ import (
 //     api_error. null counts as an absent field.
 //   - Otherwise (other content types, a JSON body that is not an object, a
 //     malformed multipart body, or neither field) h serves the request
-//     synchronously with the original body bytes; nothing is stored.
+//     synchronously with the original body bytes, the same headers and
+//     Content-Length, whatever its size: the recorder sets no limit on it;
+//     nothing is stored. A body read into memory comes from there; a larger
+//     one is read back from the temporary file and then from the
+//     connection, and the file is removed once h returns.
+//
+// A body that cannot be read while Wrap reads it is answered 400
+// bad_request (naming the limit when the error is an
+// *http.MaxBytesError).
 //
 // A worker later runs h on a copy of the request (same method, URL and
 // headers) whose body lacks callback_url, trace_id and async, whose context
