@@ -21,13 +21,14 @@ import (
 // whose tasks are recorded with the given type (e.g. "images_generations").
 //
 // A request whose Content-Type is application/json or multipart/form-data
-// is read and inspected. Up to 1 MiB it is read into memory; past that the
-// bytes go to a temporary file while a streaming scan looks for the
-// callback-mode fields at the top level (see the package documentation,
-// Limits). A body whose top level carries callback_url or trace_id (not
-// null), async (neither null nor false), or one of them twice, must be at
-// most Options.MaxBodyBytes (else 400 bad_request naming the limit) and is
-// read into memory and inspected:
+// is read and inspected. A callback-mode body (or one refused as such) must
+// be at most Options.MaxBodyBytes, else 400 bad_request naming the limit.
+// Up to 1 MiB a body is read into memory; past that the bytes go to a
+// temporary file while a streaming scan looks for the callback-mode fields
+// at the top level (see the package documentation, Limits), and a body
+// whose top level carries callback_url or trace_id (not null), async
+// (neither null nor false), or one of them twice, is held to
+// Options.MaxBodyBytes, read into memory and inspected like a small one:
 //
 //   - With a callback_url field (an absolute http or https URL; unless
 //     Options.AllowPrivateNetworks, not an IP literal the delivery guard
