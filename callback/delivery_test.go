@@ -190,10 +190,14 @@ func TestRestartResumesDelivery(t *testing.T) {
 	}
 }
 
+// TestSSRFGuard: with the guard on, a callback to a refused address that
+// reached the store anyway (stored by a recorder that allowed private
+// networks, or before callback_url was checked at submit; a name resolving
+// to one) is refused at connect time and given up after one attempt.
+// TestPrivateCallbackURLAtSubmit covers the submit-time check.
 func TestSSRFGuard(t *testing.T) {
 	store := newMemStore(t)
 	rc := newReceiver(t, nil)
-	rec := newRecorder(t, store, callback.Options{}, guardOn)
 	_, port, _ := net.SplitHostPort(rc.Listener.Addr().String())
 	urls := []string{
 		rc.URL + "/cb",                            // 127.0.0.1
@@ -205,10 +209,20 @@ func TestSSRFGuard(t *testing.T) {
 		"http://169.254.169.254/latest/meta-data", // cloud metadata
 		"http://0.0.0.0:" + port + "/cb",          // unspecified
 	}
+	ctx := context.Background()
+	now := time.Now()
 	ids := make([]string, len(urls))
 	for i, u := range urls {
-		ids[i] = submitCallback(t, rec, u)
+		ids[i] = fmt.Sprintf("00000000-0000-7000-8000-%012d", i)
+		if err := store.Create(ctx, taskstore.Task{ID: ids[i], Type: "images_generations",
+			Request: []byte(`{"prompt":"p"}`), Callback: taskstore.Callback{URL: u}, CreatedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+		if err := store.Finish(ctx, ids[i], []byte(`{"success":true}`), now); err != nil {
+			t.Fatal(err)
+		}
 	}
+	newRecorder(t, store, callback.Options{}, guardOn)
 	for i, id := range ids {
 		task := waitDelivery(t, store, id)
 		if task.CallbackStatus() != taskstore.CallbackFailed || task.Callback.Attempts != 1 || task.Callback.LastError == "" {

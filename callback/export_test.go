@@ -15,3 +15,10 @@ import (
 func SetLookup(r *Recorder, f func(ctx context.Context, host string) ([]netip.Addr, error)) {
 	webhook.SetLookup(r.sender, f)
 }
+
+// Spills returns how many request bodies Wrap has spilled to a temporary
+// file so far.
+func Spills() int64 { return spills.Load() }
+
+// SpillAt is the number of body bytes Wrap holds in memory before spilling.
+const SpillAt = spillAt

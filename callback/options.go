@@ -69,10 +69,10 @@ type Options struct {
 	// TaskTimeout bounds one task's run; a task that takes longer finishes
 	// with the failure code "timeout". Default 10 minutes.
 	TaskTimeout time.Duration
-	// MaxBodyBytes caps the JSON or multipart request bodies that Wrap
-	// reads to look for callback_url; a larger body is refused with 400
-	// bad_request. Synchronous requests pass through with their bodies up
-	// to this size too. Default 32 MiB.
+	// MaxBodyBytes caps the JSON or multipart bodies of callback-mode
+	// requests, which Wrap holds in memory; a larger one is refused with
+	// 400 bad_request. Requests without callback_url are not limited by it:
+	// Wrap streams them to the handler (see Wrap). Default 32 MiB.
 	MaxBodyBytes int64
 	// MaxRequestBytes caps a task's stored request (Task.Request): a
 	// callback-mode JSON body, compacted; the JSON object describing a
@@ -90,9 +90,11 @@ type Options struct {
 	// with the Standard Webhooks webhook-signature header.
 	Secret string
 	// AllowPrivateNetworks lets callbacks reach loopback, private and
-	// link-local addresses. Off by default: such a callback is refused at
-	// connect time and given up. Turn it on for tests and in-house
-	// receivers only.
+	// link-local addresses. Off by default: a callback_url whose host is
+	// such an address as an IP literal, or localhost, is refused at submit
+	// (400 bad_request, ErrBadCallbackURL), and a name resolving to one is
+	// refused at connect time and given up. Turn it on for tests and
+	// in-house receivers only.
 	AllowPrivateNetworks bool
 	// AttemptTimeout bounds one delivery attempt. Default 15 seconds. It
 	// must be shorter than Lease.

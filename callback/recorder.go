@@ -29,8 +29,10 @@ var (
 	// ErrNotNew: the Recorder is a zero value, not made by New.
 	ErrNotNew = errors.New("callback: Recorder not created with New")
 	// ErrBadCallbackURL: the callback URL is not an absolute http or https
-	// URL of at most MaxCallbackURLLength bytes. The returned error wraps it
-	// with the reason.
+	// URL of at most MaxCallbackURLLength bytes or, unless
+	// Options.AllowPrivateNetworks, its host is an IP literal the delivery
+	// guard refuses (loopback, private, link-local, …) or a localhost name.
+	// The returned error wraps it with the reason.
 	ErrBadCallbackURL = errors.New("callback: callback_url must be an absolute http or https URL")
 )
 

@@ -248,7 +248,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "also serve /metrics on this address without a token, for a scraper on a private port (e.g. 127.0.0.1:9090)")
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "on SIGINT/SIGTERM, how long /readyz answers 503 while requests are still served, before shutting down")
 	c.MaxBodyBytes = callback.DefaultMaxBodyBytes
-	fs.Var(&c.MaxBodyBytes, "max-body-bytes", "largest JSON or multipart body the image routes read (to look for callback_url); larger ones get 400")
+	fs.Var(&c.MaxBodyBytes, "max-body-bytes", "largest body the image routes accept, synchronous requests too; larger ones get 400 (callback-mode bodies are held in memory, others streamed)")
 	c.MaxRequestBytes = callback.DefaultMaxRequestBytes
 	fs.Var(&c.MaxRequestBytes, "max-request-bytes", "largest request a task stores (compacted JSON; a form's fields as JSON strings, its files by name, type, size and hash); larger callback-mode requests get 400")
 	fs.IntVar(&c.TenantQueue, "tenant-queue", 0, "of the -queue places, how many one tenant (application and user) may take; beyond it that tenant gets 429; 0 means -queue/4")
