@@ -37,9 +37,9 @@ type hookCounts struct {
 
 func (h *hookCounts) hooks() callback.Hooks {
 	return callback.Hooks{
-		TaskCreated:  func(callback.TaskEvent) { h.created.Add(1) },
-		TaskFinished: func(callback.TaskEvent) { h.finished.Add(1) },
-		DeliveryAttempted: func(ev callback.DeliveryEvent) {
+		TaskCreated:  func(context.Context, callback.TaskEvent) { h.created.Add(1) },
+		TaskFinished: func(context.Context, callback.TaskEvent) { h.finished.Add(1) },
+		DeliveryAttempted: func(_ context.Context, ev callback.DeliveryEvent) {
 			h.attempted.Add(1)
 			if ev.Delivered {
 				h.delivered.Add(1)
@@ -232,7 +232,7 @@ func TestRecordersSameName(t *testing.T) {
 		{"Secret", func(o *callback.Options) { o.Secret = secret2 }},
 		{"Schedule", func(o *callback.Options) { o.Schedule = callback.Schedule{0, time.Second} }},
 		{"AllowPrivateNetworks", func(o *callback.Options) { o.AllowPrivateNetworks = false }},
-		{"Hooks", func(o *callback.Options) { o.Hooks.TaskFinished = func(callback.TaskEvent) {} }},
+		{"Hooks", func(o *callback.Options) { o.Hooks.TaskFinished = func(context.Context, callback.TaskEvent) {} }},
 	} {
 		rec, err := startRecorder(t, store, callback.Options{Name: "svc", Secret: secret1}, tc.change)
 		if err == nil {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // Redeliver makes the callbacks of the listed finished tasks due again at
@@ -31,7 +32,7 @@ func (s *Store) Redeliver(ctx context.Context, ids []string, at time.Time) ([]st
 		return []string{}, nil
 	}
 	list := jsonList(valid)
-	atMs := taskstore.MillisOrNow(at)
+	atMs := storekit.MillisOrNow(at)
 	found := map[string]bool{}
 	err := s.write(ctx, true, func(w *writer) error {
 		clear(found)
@@ -88,14 +89,14 @@ func (s *Store) RedeliverFailed(ctx context.Context, recorder string, since, at 
 	if err := taskstore.CheckRecorder(recorder); err != nil {
 		return nil, err
 	}
-	if err := taskstore.CheckLimit(limit); err != nil {
+	if err := storekit.CheckLimit(limit); err != nil {
 		return nil, err
 	}
 	sinceMs := int64(-1 << 63)
 	if !since.IsZero() {
-		sinceMs = taskstore.CeilMillis(since) // finished_ms >= since, exactly
+		sinceMs = storekit.CeilMillis(since) // finished_ms >= since, exactly
 	}
-	atMs := taskstore.MillisOrNow(at)
+	atMs := storekit.MillisOrNow(at)
 	var out []string
 	err := s.write(ctx, true, func(w *writer) error {
 		out = []string{}
