@@ -52,8 +52,8 @@ func (r *Recorder) Redeliver(ctx context.Context, ids ...string) ([]string, erro
 
 // Recover makes due again every failed callback (given up: 410 Gone, a
 // refused address, attempts used up) of this recorder's tasks (its
-// Options.Name) that finished at or after since, like Redeliver, in batches of a few hundred, and returns how many
-// it made due. Deliveries start as soon as each batch is made due. When ctx
+// Options.Name) that finished at or after since, like Redeliver, in
+// batches of a few hundred, and returns how many it made due. Deliveries start as soon as each batch is made due. When ctx
 // ends it stops between batches and returns what it made due so far with
 // ctx's error.
 func (r *Recorder) Recover(ctx context.Context, since time.Time) (int, error) {
