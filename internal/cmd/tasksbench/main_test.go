@@ -66,9 +66,9 @@ func TestRun(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("JSON output: %v\n%s", err, out.Bytes())
 	}
-	want := 20 // 16, the two console rows, the copy into SQLite and its RSS
+	want := 22 // 16, 9b and 10b, the two console rows, the copy into SQLite and its RSS
 	if cfg.PG != "" {
-		want++ // the copy into PostgreSQL
+		want += 3 // 9pg, 10pg and the copy into PostgreSQL
 	}
 	if len(rep.Results) != want {
 		t.Errorf("%d results, want %d", len(rep.Results), want)
@@ -76,10 +76,34 @@ func TestRun(t *testing.T) {
 			t.Log(r.Scenario)
 		}
 	}
+	rows := map[string]bool{}
 	for _, r := range rep.Results {
+		rows[r.Row] = true
 		if !(r.Ours > 0) || !(r.Reference > 0) || !(r.Ratio > 0) || r.Target == "" || r.RefName == "" {
 			t.Errorf("result %+v has a missing or non-positive value", r)
 		}
+	}
+	// Rows 9 and 10 compare with the store's own calls; the old references
+	// stay as 9b and 10b (information, no target).
+	for _, row := range []string{"9", "9b", "10", "10b"} {
+		if !rows[row] {
+			t.Errorf("no row %s", row)
+		}
+	}
+	for _, r := range rep.Results {
+		switch r.Row {
+		case "9", "10":
+			if !strings.Contains(r.RefName, "directly") && !strings.Contains(r.RefName, "ClaimDeliveries and RecordAttempt") {
+				t.Errorf("row %s: reference %q, want the store called directly", r.Row, r.RefName)
+			}
+		case "9b", "10b":
+			if !r.Info {
+				t.Errorf("row %s is not marked information", r.Row)
+			}
+		}
+	}
+	if cfg.PG != "" && (!rows["9pg"] || !rows["10pg"]) {
+		t.Error("no rows 9pg and 10pg with TASKS_PG_URL set")
 	}
 	if len(rep.Chart) != 2*2*len(cfg.Sizes) {
 		t.Errorf("%d chart points, want %d", len(rep.Chart), 2*2*len(cfg.Sizes))

@@ -15,24 +15,27 @@ import (
 func writeTable(out io.Writer, rep *Report) error {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "scenario\tours\treference\tratio\ttarget\tpass\tallocs/op ours/ref")
-	for i, r := range rep.Results {
+	for _, r := range rep.Results {
 		pass := "yes"
-		if !r.Pass {
+		switch {
+		case r.Info:
+			pass = "-"
+		case !r.Pass:
 			pass = "NO"
 		}
 		allocs := "-"
 		if r.OursAllocs > 0 || r.RefAllocs > 0 {
 			allocs = fmt.Sprintf("%.0f / %.0f", r.OursAllocs, r.RefAllocs)
 		}
-		fmt.Fprintf(tw, "%2d. %s\t%s\t%s\t%.2fx\t%s\t%s\t%s\n", i+1, r.Scenario, value(r.Ours, r.Unit),
+		fmt.Fprintf(tw, "%4s. %s\t%s\t%s\t%.2fx\t%s\t%s\t%s\n", r.Row, r.Scenario, value(r.Ours, r.Unit),
 			value(r.Reference, r.Unit), r.Ratio, r.Target, pass, allocs)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	fmt.Fprintln(out, "\nreferences:")
-	for i, r := range rep.Results {
-		fmt.Fprintf(out, "%2d. %s\n", i+1, r.RefName)
+	for _, r := range rep.Results {
+		fmt.Fprintf(out, "%4s. %s\n", r.Row, r.RefName)
 	}
 	s := rep.Settings
 	fmt.Fprintf(out, "\n%s, %d CPUs (GOMAXPROCS %d), %s, %s; %d and %d tasks, concurrency %d, "+
