@@ -80,9 +80,13 @@ type Report struct {
 		DurationSec float64 `json:"duration_seconds"`
 		Rounds      int     `json:"rounds"`
 		PayloadPer  float64 `json:"payload_bytes_per_task"`
+		Load        float64 `json:"open_loop_load"`
+		TailSec     float64 `json:"open_loop_seconds"`
 	} `json:"settings"`
-	Results []Result `json:"results"`
-	Chart   []Point  `json:"chart"`
+	Results []Result  `json:"results"`
+	Chart   []Point   `json:"chart"`
+	Latency []Latency `json:"latency"` // the open-loop scenarios
+
 }
 
 // throughput makes the row of a comparison of operations per second.
@@ -129,6 +133,7 @@ func measureAll(ctx context.Context, cfg config) (*Report, error) {
 	rep.Settings.Rows, rep.Settings.SmallRows = cfg.Rows, cfg.Small
 	rep.Settings.Concurrency, rep.Settings.Rounds = cfg.Concurrency, cfg.Rounds
 	rep.Settings.DurationSec = cfg.Duration.Seconds()
+	rep.Settings.Load, rep.Settings.TailSec = cfg.Load, cfg.TailDuration.Seconds()
 	rep.Settings.PayloadPer = avgPayload(cfg.Rows)
 
 	scratch, err := os.MkdirTemp(cfg.Dir, "scratch-")
@@ -173,6 +178,10 @@ func measureAll(ctx context.Context, cfg config) (*Report, error) {
 		{"copy into SQLite", b.copySQLiteStep},
 		{"copy into PostgreSQL", b.copyPostgresStep},
 		{"copy RSS", b.copyRSSStep},
+		{"tail submit", b.tailSubmit},
+		{"tail retrieve", b.tailRetrieve},
+		{"tail retrieve_batch", b.tailBatch},
+		{"tail delivery", b.tailDelivery},
 	}
 	var results []Result
 	for _, s := range steps {
