@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/xml"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
+	"runtime/metrics"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -180,4 +182,19 @@ func TestLatencySVG(t *testing.T) {
 	}
 	checkLatencySVG(t, latencySVG(ls), 2)
 	checkLatencySVG(t, latencySVG(nil), 0)
+}
+
+func TestQuantileSince(t *testing.T) {
+	inf := math.Inf(1)
+	a := &metrics.Float64Histogram{Counts: []uint64{0, 5, 0, 0}, Buckets: []float64{-inf, 0.001, 0.002, 0.004, inf}}
+	b := &metrics.Float64Histogram{Counts: []uint64{0, 95, 9, 1}, Buckets: a.Buckets}
+	// Since a: 90 below 1 ms… 2 ms, 9 up to 4 ms, 1 beyond.
+	for _, tc := range []struct{ q, want float64 }{{0.5, 2}, {0.95, 4}, {0.999, 4}, {1, 4}} {
+		if got := quantileSince(a, b, tc.q); got != tc.want {
+			t.Errorf("q %v: %v ms, want %v", tc.q, got, tc.want)
+		}
+	}
+	if got := quantileSince(b, b, 0.99); got != 0 {
+		t.Errorf("nothing recorded: %v", got)
+	}
 }

@@ -43,8 +43,15 @@ type Latency struct {
 	Max  float64 `json:"max_ms"`
 	// The Go runtime during the open loop: collections and their summed
 	// stop-the-world pauses.
-	GCs       uint32  `json:"gc_cycles"`
-	GCPauseMs float64 `json:"gc_pause_ms"`
+	GCs        uint32  `json:"gc_cycles"`
+	GCPauseMs  float64 `json:"gc_pause_ms"`
+	GCPauseMax float64 `json:"gc_pause_max_ms"` // the longest pause (bucket bound)
+	GCCPU      float64 `json:"gc_cpu_cores"`    // CPU seconds collecting per second
+	// How long goroutines waited, runnable, for a CPU during the open loop
+	// (the 99th and 99.9th percentiles, ms, bucket bounds): high when the
+	// machine (or GOMAXPROCS) is short of CPU.
+	SchedP99  float64 `json:"sched_wait_p99_ms"`
+	SchedP999 float64 `json:"sched_wait_p99_9_ms"`
 	Target    string  `json:"target"`
 	Pass      bool    `json:"pass"`
 	// Curve is the latency distribution for the chart: the latency at
@@ -115,6 +122,7 @@ func (b *bench) tail(ctx context.Context, sc tailScenario) error {
 	runtime.GC()
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
+	r0, t0 := readRuntime(), time.Now()
 	stopProfile, err := b.startProfile("tail-" + strings.ReplaceAll(sc.name, " ", "-"))
 	if err != nil {
 		return err
@@ -133,6 +141,7 @@ func (b *bench) tail(ctx context.Context, sc tailScenario) error {
 		}
 	}
 	stopProfile()
+	r1, elapsed := readRuntime(), time.Since(t0)
 	runtime.ReadMemStats(&m1)
 	l := latencyOf(sc.name, hist, sc.withP999)
 	l.Load, l.MaxRate, l.Rate, l.Seconds = b.cfg.Load, top, rate, b.cfg.TailDuration.Seconds()
@@ -142,6 +151,7 @@ func (b *bench) tail(ctx context.Context, sc tailScenario) error {
 	}
 	l.GCs = m1.NumGC - m0.NumGC
 	l.GCPauseMs = float64(m1.PauseTotalNs-m0.PauseTotalNs) / 1e6
+	runtimeSince(&l, r0, r1, elapsed)
 	b.rep.Latency = append(b.rep.Latency, l)
 	return nil
 }
