@@ -203,7 +203,7 @@ func writeLatency(out io.Writer, ls []Latency) error {
 	fmt.Fprintf(out, "\ntail latency under an open loop at %.0f%% of the closed-loop maximum (%.0fs each), ms from the intended send time:\n",
 		100*ls[0].Load, ls[0].Seconds)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "scenario\tmax/s\trate/s\tcount\tp50\tp90\tp99\tp99.9\tmax\tp99/p50\ttarget\tpass\tGCs (max pause)\tsched wait p99/p99.9")
+	fmt.Fprintln(tw, "scenario\tmax/s\trate/s\tcount\tp50\tp90\tp99\tp99.9\tmax\tp99/p50\ttarget\tpass\tGCs (max pause)\tsched wait p99/p99.9\tCPU\tload avg")
 	for _, l := range ls {
 		pass := "yes"
 		if !l.Pass {
@@ -213,9 +213,9 @@ func writeLatency(out io.Writer, ls []Latency) error {
 		if l.Errors > 0 {
 			errs = fmt.Sprintf(" (%d errors: %s)", l.Errors, l.FirstErr)
 		}
-		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%d\t%.3g\t%.3g\t%.3g\t%.3g\t%.3g\t%.1fx\t%s\t%s\t%d (%.2g)\t%.2g / %.2g\n", l.Scenario, errs,
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%d\t%.3g\t%.3g\t%.3g\t%.3g\t%.3g\t%.1fx\t%s\t%s\t%d (%.2g)\t%.2g / %.2g\t%.2f\t%.1f\n", l.Scenario, errs,
 			thousands(l.MaxRate), thousands(l.Rate), l.Count, l.P50, l.P90, l.P99, l.P999, l.Max,
-			l.P99/max(l.P50, 1e-9), l.Target, pass, l.GCs, l.GCPauseMax, l.SchedP99, l.SchedP999)
+			l.P99/max(l.P50, 1e-9), l.Target, pass, l.GCs, l.GCPauseMax, l.SchedP99, l.SchedP999, l.CPU, l.LoadAvg)
 	}
 	return tw.Flush()
 }

@@ -2,7 +2,10 @@ package main
 
 import (
 	"math"
+	"os"
 	"runtime/metrics"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -12,7 +15,8 @@ import (
 // GOMAXPROCS), and the stop-the-world pauses of the collector.
 type runtimeSample struct {
 	sched, gcPause *metrics.Float64Histogram
-	gcCPU          float64 // seconds of CPU spent collecting
+	gcCPU          float64       // seconds of CPU spent collecting
+	cpu            time.Duration // the process's CPU time
 }
 
 var runtimeMetrics = []string{"/sched/latencies:seconds", "/sched/pauses/total/gc:seconds", "/cpu/classes/gc/total:cpu-seconds"}
@@ -23,7 +27,7 @@ func readRuntime() runtimeSample {
 		s[i].Name = name
 	}
 	metrics.Read(s)
-	var out runtimeSample
+	out := runtimeSample{cpu: processCPU()}
 	if s[0].Value.Kind() == metrics.KindFloat64Histogram {
 		out.sched = s[0].Value.Float64Histogram()
 	}
@@ -74,4 +78,21 @@ func runtimeSince(l *Latency, a, b runtimeSample, d time.Duration) {
 	l.SchedP99, l.SchedP999 = quantileSince(a.sched, b.sched, 0.99), quantileSince(a.sched, b.sched, 0.999)
 	l.GCPauseMax = quantileSince(a.gcPause, b.gcPause, 1)
 	l.GCCPU = (b.gcCPU - a.gcCPU) / d.Seconds()
+	l.CPU = (b.cpu - a.cpu).Seconds() / d.Seconds()
+	l.LoadAvg = loadAverage()
+}
+
+// loadAverage is the machine's load average over the last minute (Linux),
+// or 0.
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
 }

@@ -52,8 +52,13 @@ type Latency struct {
 	// machine (or GOMAXPROCS) is short of CPU.
 	SchedP99  float64 `json:"sched_wait_p99_ms"`
 	SchedP999 float64 `json:"sched_wait_p99_9_ms"`
-	Target    string  `json:"target"`
-	Pass      bool    `json:"pass"`
+	// CPU is the process's CPU time per second of the open loop (cores
+	// used; the machine has NumCPU), LoadAvg the machine's one-minute load
+	// average at its end (Linux; 0 elsewhere).
+	CPU     float64 `json:"cpu_cores"`
+	LoadAvg float64 `json:"load_average"`
+	Target  string  `json:"target"`
+	Pass    bool    `json:"pass"`
 	// Curve is the latency distribution for the chart: the latency at
 	// percentiles from 0 to 99.99 (as far as the count allows).
 	Curve []CurvePoint `json:"curve"`
