@@ -25,6 +25,7 @@ type sample struct {
 	ops     int64
 	elapsed time.Duration
 	mallocs uint64
+	cpu     time.Duration // the process's CPU time (all goroutines, client and server)
 }
 
 func (s sample) nsPerOp() float64 { return float64(s.elapsed.Nanoseconds()) / float64(max(s.ops, 1)) }
@@ -42,6 +43,7 @@ func runFor(ctx context.Context, l load, d time.Duration) (sample, error) {
 		m0, m1   runtime.MemStats
 	)
 	runtime.ReadMemStats(&m0)
+	cpu0 := processCPU()
 	start := time.Now()
 	for w := range max(l.conc, 1) {
 		wg.Go(func() {
@@ -68,13 +70,14 @@ func runFor(ctx context.Context, l load, d time.Duration) (sample, error) {
 	if firstErr == nil {
 		firstErr = ctx.Err()
 	}
-	return sample{ops: ops.Load(), elapsed: elapsed, mallocs: m1.Mallocs - m0.Mallocs}, firstErr
+	return sample{ops: ops.Load(), elapsed: elapsed, mallocs: m1.Mallocs - m0.Mallocs, cpu: processCPU() - cpu0}, firstErr
 }
 
 // pair is the outcome of a comparison: medians over the rounds.
 type pair struct {
 	oursNs, refNs         float64 // ns per operation
 	oursAllocs, refAllocs float64 // process-wide allocations per operation
+	oursCPU, refCPU       float64 // process CPU µs per operation
 }
 
 // compare measures ours and ref interleaved: a short warm-up of each, then
@@ -90,11 +93,12 @@ func compare(ctx context.Context, cfg config, ours, ref load) (pair, error) {
 
 // medians are the medians of the rounds of several sides, in the order the
 // sides were given.
-type medians struct{ ns, allocs []float64 }
+type medians struct{ ns, allocs, cpu []float64 }
 
 // pair is the comparison of side i (ours) with side j (the reference).
 func (m medians) pair(i, j int) pair {
-	return pair{oursNs: m.ns[i], refNs: m.ns[j], oursAllocs: m.allocs[i], refAllocs: m.allocs[j]}
+	return pair{oursNs: m.ns[i], refNs: m.ns[j], oursAllocs: m.allocs[i], refAllocs: m.allocs[j],
+		oursCPU: m.cpu[i], refCPU: m.cpu[j]}
 }
 
 // roundOrder is the order in which the n sides run in round i: as given in
@@ -136,14 +140,17 @@ func compareN(ctx context.Context, cfg config, loads ...load) (medians, error) {
 }
 
 func mediansOf(samples [][]sample) medians {
-	m := medians{ns: make([]float64, len(samples)), allocs: make([]float64, len(samples))}
+	m := medians{ns: make([]float64, len(samples)), allocs: make([]float64, len(samples)), cpu: make([]float64, len(samples))}
 	for k, ss := range samples {
-		m.ns[k], m.allocs[k] = median(ss, sample.nsPerOp), median(ss, allocsPerOp)
+		m.ns[k], m.allocs[k], m.cpu[k] = median(ss, sample.nsPerOp), median(ss, allocsPerOp), median(ss, cpuPerOp)
 	}
 	return m
 }
 
 func allocsPerOp(s sample) float64 { return float64(s.mallocs) / float64(max(s.ops, 1)) }
+
+// cpuPerOp is the process's CPU time per operation, in µs.
+func cpuPerOp(s sample) float64 { return float64(s.cpu.Microseconds()) / float64(max(s.ops, 1)) }
 
 func median(ss []sample, f func(sample) float64) float64 {
 	v := make([]float64, len(ss))
@@ -181,11 +188,12 @@ func (b batchTimer) once(ctx context.Context) (sample, error) {
 	runtime.GC()
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
+	cpu0 := processCPU()
 	start := time.Now()
 	n, err := do(ctx)
 	elapsed := time.Since(start)
 	runtime.ReadMemStats(&m1)
-	return sample{ops: int64(n), elapsed: elapsed, mallocs: m1.Mallocs - m0.Mallocs}, err
+	return sample{ops: int64(n), elapsed: elapsed, mallocs: m1.Mallocs - m0.Mallocs, cpu: processCPU() - cpu0}, err
 }
 
 // compareBatches is compare for batch sides: one warm-up round each, then

@@ -36,7 +36,11 @@ func writeTable(out io.Writer, rep *Report) error {
 	}
 	fmt.Fprintln(out, "\nreferences:")
 	for _, r := range rep.Results {
-		fmt.Fprintf(out, "%4s. %s\n", r.Row, r.RefName)
+		cpu := ""
+		if r.OursCPU > 0 || r.RefCPU > 0 {
+			cpu = fmt.Sprintf(" (CPU µs/op ours/ref: %.0f / %.0f)", r.OursCPU, r.RefCPU)
+		}
+		fmt.Fprintf(out, "%4s. %s%s\n", r.Row, r.RefName, cpu)
 	}
 	s := rep.Settings
 	fmt.Fprintf(out, "\n%s, %d CPUs (GOMAXPROCS %d), %s, %s; %d and %d tasks, concurrency %d, "+

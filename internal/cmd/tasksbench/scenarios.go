@@ -51,6 +51,10 @@ type Result struct {
 	// client and server together), when measured.
 	OursAllocs float64 `json:"ours_allocs_per_op,omitempty"`
 	RefAllocs  float64 `json:"reference_allocs_per_op,omitempty"`
+	// The process's CPU time per operation (µs, all goroutines: for the
+	// HTTP scenarios client and server), when measured.
+	OursCPU float64 `json:"ours_cpu_us_per_op,omitempty"`
+	RefCPU  float64 `json:"reference_cpu_us_per_op,omitempty"`
 }
 
 // Point is one measurement of the chart: the in-process latency of one
@@ -95,6 +99,7 @@ func throughput(name, ref string, p pair, atLeast float64) Result {
 		Scenario: name, RefName: ref, Unit: "ops/s",
 		Ours: 1e9 / p.oursNs, Reference: 1e9 / p.refNs, Ratio: p.refNs / p.oursNs,
 		Target: fmt.Sprintf("≥ %.1fx", atLeast), OursAllocs: p.oursAllocs, RefAllocs: p.refAllocs,
+		OursCPU: p.oursCPU, RefCPU: p.refCPU,
 	}
 	r.Pass = r.Ratio >= atLeast
 	return r
@@ -106,6 +111,7 @@ func timeRatio(name, ref string, p pair, atMost float64) Result {
 		Scenario: name, RefName: ref, Unit: "µs/op",
 		Ours: p.oursNs / 1e3, Reference: p.refNs / 1e3, Ratio: p.oursNs / p.refNs,
 		Target: fmt.Sprintf("≤ %.1fx", atMost), OursAllocs: p.oursAllocs, RefAllocs: p.refAllocs,
+		OursCPU: p.oursCPU, RefCPU: p.refCPU,
 	}
 	r.Pass = r.Ratio <= atMost
 	return r
