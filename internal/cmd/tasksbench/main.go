@@ -70,6 +70,7 @@ type config struct {
 	Progress     io.Writer      // progress bars; nil: none
 	Sizes        []int          // dataset sizes of the chart
 	Run          *regexp.Regexp // measure only the steps whose names match; nil: all
+	Skip         *regexp.Regexp // skip the steps whose names match; nil: none
 	CPUProfile   string         // write a CPU profile of the whole run here
 	PG           string         // PostgreSQL for the copy into PostgreSQL; "": not measured
 	Load         float64        // open-loop arrival rate, as a fraction of the closed-loop maximum
@@ -99,6 +100,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		"(sqlitestore create, sqlitestore get, sqlitestore find, memstore, concurrent create, HTTP, "+
 		"callback submit, callback delivery, RSS, disk, chart, console, copy into SQLite, copy into PostgreSQL, copy RSS, "+
 		"tail submit, tail retrieve, tail retrieve_batch, tail delivery)")
+	skipPat := fs.String("skip", "", "skip the steps whose names match this regular expression (e.g. '^copy': the copies of 1,000,000 tasks take about 15 minutes)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (both sides of every comparison) to this file")
 	pg := fs.String("pg", os.Getenv("TASKS_PG_URL"), "PostgreSQL URL for the copy into PostgreSQL (a schema is created and dropped per round); default $TASKS_PG_URL, none: that row is skipped")
 	loadFrac := fs.Float64("load", 0.5, "open-loop arrival rate of the tail-latency scenarios, as a fraction of their closed-loop maximum measured in the same run")
@@ -126,6 +128,14 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 			return config{}, err
 		}
 		cfg.Run = re
+	}
+	if *skipPat != "" {
+		re, err := regexp.Compile(*skipPat)
+		if err != nil {
+			fmt.Fprintln(stderr, "tasksbench: -skip:", err)
+			return config{}, err
+		}
+		cfg.Skip = re
 	}
 	rowsSet := false
 	fs.Visit(func(f *flag.Flag) { rowsSet = rowsSet || f.Name == "rows" })

@@ -213,7 +213,11 @@ func TestParseFlags(t *testing.T) {
 	if err != nil || cfg.Load != 0.1 || cfg.TailDuration != 30*time.Second {
 		t.Errorf("-load 0.1 -tail-duration 30s: %v, %v, %v", cfg.Load, cfg.TailDuration, err)
 	}
-	for _, bad := range [][]string{{"-load", "0"}, {"-load", "1.5"}, {"-rows", "10"}, {"-concurrency", "0"}, {"extra"}, {"-run", "("}} {
+	cfg, err = parseFlags([]string{"-skip", "^copy"}, &bytes.Buffer{})
+	if err != nil || cfg.Skip == nil || !cfg.Skip.MatchString("copy RSS") || cfg.Skip.MatchString("tail submit") {
+		t.Errorf("-skip ^copy: %v, %v", cfg.Skip, err)
+	}
+	for _, bad := range [][]string{{"-skip", "("}, {"-load", "0"}, {"-load", "1.5"}, {"-rows", "10"}, {"-concurrency", "0"}, {"extra"}, {"-run", "("}} {
 		if _, err := parseFlags(bad, &bytes.Buffer{}); err == nil {
 			t.Errorf("parseFlags(%q) accepted", bad)
 		}

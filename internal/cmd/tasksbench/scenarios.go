@@ -191,7 +191,7 @@ func measureAll(ctx context.Context, cfg config) (*Report, error) {
 	}
 	var results []Result
 	for _, s := range steps {
-		if cfg.Run != nil && !cfg.Run.MatchString(s.name) {
+		if (cfg.Run != nil && !cfg.Run.MatchString(s.name)) || (cfg.Skip != nil && cfg.Skip.MatchString(s.name)) {
 			continue
 		}
 		status(cfg, "measuring %s…", s.name)
