@@ -6,11 +6,18 @@
 //	go run ./internal/cmd/tasksbench                 # 1,000,000-task datasets
 //	go run ./internal/cmd/tasksbench -short          # small datasets, under a minute
 //	go run ./internal/cmd/tasksbench -json -svg docs/bench.svg
+//	go run ./internal/cmd/tasksbench -svg docs/bench.svg -latency-svg docs/latency.svg -json-file docs/bench.json
 //
 // Ours and the reference of a scenario are measured interleaved in the same
 // process: several short rounds alternate between them (ours first in even
 // rounds, the reference first in odd ones) and the medians of the rounds
 // are compared, so a machine loaded by something else slows both alike.
+//
+// After the comparisons, four scenarios (submit, retrieve, retrieve_batch,
+// callback delivery) run as open loops: requests sent at a constant rate,
+// -load times the closed-loop maximum measured just before, each latency
+// measured from the request's intended send time into an HDR histogram;
+// the table prints their percentiles, -latency-svg draws them.
 //
 // Datasets are built once and kept in -dir between runs (SQLite files,
 // named by schema and dataset version and size); the in-memory ones are
