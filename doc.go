@@ -24,7 +24,8 @@
 //
 //   - taskstore: the domain — Task, Filter, Principal, the Store interface and
 //     its sentinel errors. taskstore/storetest is the conformance suite every
-//     store passes (yours too).
+//     store passes (yours too); taskstore/storekit holds the helpers a store
+//     is written with (argument checks, Normalize, millisecond times).
 //   - memstore: a Store in memory, for tests and ephemeral servers.
 //   - sqlitestore: a Store on one SQLite file (pure Go, no cgo), for a single
 //     server process.
@@ -53,6 +54,39 @@
 //	mux := http.NewServeMux()
 //	mux.Handle("POST /openai/images/generations", handler.Authenticate(auth, rec.Wrap("images_generations", imagesHandler)))
 //	mux.Handle("/openai/tasks", handler.New(store, auth))
+//
+// # Conventions
+//
+// Every package follows the same rules, so that what is learnt in one holds in
+// the others.
+//
+// Options: constructors take their required arguments and then functional
+// options (With…), as in handler.New(store, auth, handler.WithLogger(l)) or
+// sqlitestore.Open(path, sqlitestore.WithBusyTimeout(d)); an option left out
+// keeps the documented default. A component configured by many independent
+// settings that embedders also build from flags or files takes one Options
+// struct whose zero fields mean the documented default: that is
+// callback.Options, and only it.
+//
+// Errors: failures the caller can act on are the sentinels of taskstore
+// (ErrNotFound, ErrConflict, ErrInvalid, ErrClosed, ErrUnavailable) and of
+// each package (callback.ErrClosed, handler.ErrNoToken, …), wrapped with
+// context: test them with errors.Is. taskstore.Reason gives the part of an
+// ErrInvalid error to show a client. Any other failure of a store is a system
+// failure, of the store's own type (sqlitestore.Error, pgstore.Error): the
+// operation (Op), the database's code as a string (Code: "SQLITE_FULL",
+// SQLSTATE "53300"), a message without SQL text or file paths, and Unwrap
+// giving the driver's error (and taskstore.ErrUnavailable when the store
+// cannot reach its data).
+//
+// Logging: every component that logs does so through log/slog and takes an
+// optional *slog.Logger (WithLogger, or callback.Options.Logger). None, or
+// nil, means slog.Default() as it is when the component is built (New,
+// Open); pass slog.New(slog.DiscardHandler) for silence. The one function
+// that logs without taking a logger, the handler.Authenticate middleware,
+// uses slog.Default() as it is when Authenticate is called.
+// What callers need is returned as an error; logs carry the details that
+// errors leave out (driver messages, retries, a database coming and going).
 //
 // See the README for the wire contract, configuration and guarantees.
 package tasks

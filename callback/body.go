@@ -13,8 +13,10 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/tasksapi/tasks/internal/jsonw"
 	"github.com/tasksapi/tasks/internal/webhook"
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // Limits on the callback-mode fields.
@@ -36,10 +38,13 @@ const (
 // Messages of the 400 answers to a malformed callback-mode request.
 const (
 	msgBadCallbackURL = "callback_url must be an absolute http or https URL"
-	msgBadTraceID     = "trace_id must be a string of at most 128 characters"
-	msgBadAsyncJSON   = "async must be a boolean"
-	msgBadAsyncForm   = "async must be true or false"
-	msgBadUTF8        = "the request body must be valid UTF-8"
+	// msgPrivateCallbackURL is followed by the guard's reason, e.g.
+	// "address 10.0.0.1 is not allowed (private network)".
+	msgPrivateCallbackURL = "callback_url must not point to a loopback, private or special-purpose address"
+	msgBadTraceID         = "trace_id must be a string of at most 128 characters"
+	msgBadAsyncJSON       = "async must be a boolean"
+	msgBadAsyncForm       = "async must be true or false"
+	msgBadUTF8            = "the request body must be valid UTF-8"
 )
 
 // tooLargeToStore is the 400 message of a callback-mode request whose stored
@@ -89,6 +94,7 @@ type fields struct {
 	callbackURL, traceID string // callbackURL is "" unless the body had one (setURL refuses "")
 	async                bool
 	seen                 [3]bool
+	allowPrivate         bool // Options.AllowPrivateNetworks: see checkCallbackURL
 }
 
 func (f *fields) once(i int, name string) error {
@@ -100,7 +106,10 @@ func (f *fields) once(i int, name string) error {
 }
 
 func (f *fields) setURL(s string) error {
-	if err := checkCallbackURL(s); err != nil {
+	if err := checkCallbackURL(s, f.allowPrivate); err != nil {
+		if errors.Is(err, errPrivateCallbackURL) {
+			return &badRequest{msgPrivateCallbackURL + ": " + err.(*privateURLError).reason}
+		}
 		return &badRequest{msgBadCallbackURL}
 	}
 	f.callbackURL = s
@@ -108,7 +117,7 @@ func (f *fields) setURL(s string) error {
 }
 
 func (f *fields) setTraceID(s string) error {
-	if taskstore.TooLong(s) || !utf8.ValidString(s) {
+	if storekit.TooLong(s) || !utf8.ValidString(s) {
 		return &badRequest{msgBadTraceID}
 	}
 	f.traceID = s
@@ -118,8 +127,10 @@ func (f *fields) setTraceID(s string) error {
 // inspectJSON inspects a JSON request body. A body that is not a JSON object,
 // or that has neither callback_url nor "async": true, is not callback mode.
 // null counts as an absent field. A callback-mode body whose compacted form
-// (the stored request) is longer than maxStored bytes is refused.
-func inspectJSON(body []byte, maxStored int64) (inspection, error) {
+// (the stored request) is longer than maxStored bytes is refused; so is a
+// callback_url the guard would refuse, unless allowPrivate (see
+// checkCallbackURL).
+func inspectJSON(body []byte, maxStored int64, allowPrivate bool) (inspection, error) {
 	if !mentionsFields(body, true) {
 		return inspection{}, nil
 	}
@@ -127,7 +138,7 @@ func inspectJSON(body []byte, maxStored int64) (inspection, error) {
 	if !ok {
 		return inspection{}, nil // not an object: the upstream decides
 	}
-	var f fields
+	f := fields{allowPrivate: allowPrivate}
 	var err error
 	forEachMember(obj, func(k, _, val []byte) {
 		if err != nil {
@@ -234,7 +245,7 @@ type formPart struct {
 // A form whose stored request would be longer than maxStored bytes is
 // refused, its size reckoned before anything is encoded (a 31 MiB field of
 // control bytes would take 6 bytes each as a JSON string).
-func inspectMultipart(body []byte, boundary string, maxStored int64) (inspection, error) {
+func inspectMultipart(body []byte, boundary string, maxStored int64, allowPrivate bool) (inspection, error) {
 	if !mentionsFields(body, false) {
 		return inspection{}, nil
 	}
@@ -255,7 +266,7 @@ func inspectMultipart(body []byte, boundary string, maxStored int64) (inspection
 		fn := p.FileName()
 		parts = append(parts, formPart{header: p.Header, name: p.FormName(), filename: fn, data: data})
 	}
-	var f fields
+	f := fields{allowPrivate: allowPrivate}
 	for _, p := range parts {
 		var err error
 		switch p.name {
@@ -333,7 +344,7 @@ func describeForm(parts []formPart) []byte {
 		if i > 0 {
 			out = append(out, ',')
 		}
-		out = taskstore.AppendString(out, name)
+		out = jsonw.AppendString(out, name)
 		out = append(out, ':')
 		vs := values[name]
 		if len(vs) > 1 {
@@ -401,13 +412,13 @@ func (p *formPart) fileContentType() string {
 // a file's {"filename","content_type","size","sha256"}.
 func appendPart(v []byte, p *formPart) []byte {
 	if p.filename == "" {
-		return taskstore.AppendString(v, string(p.data))
+		return jsonw.AppendString(v, string(p.data))
 	}
 	sum := sha256.Sum256(p.data)
 	v = append(v, `{"filename":`...)
-	v = taskstore.AppendString(v, p.filename)
+	v = jsonw.AppendString(v, p.filename)
 	v = append(v, `,"content_type":`...)
-	v = taskstore.AppendString(v, p.fileContentType())
+	v = jsonw.AppendString(v, p.fileContentType())
 	v = append(v, `,"size":`...)
 	v = strconv.AppendInt(v, int64(len(p.data)), 10)
 	v = append(v, `,"sha256":"`...)
@@ -425,7 +436,7 @@ func partSize(p *formPart) int64 {
 		int64(len(strconv.AppendInt(nil, int64(len(p.data)), 10)))
 }
 
-// stringSize returns len(taskstore.AppendString(nil, string(b))): the
+// stringSize returns len(jsonw.AppendString(nil, string(b))): the
 // quotes, and each byte as AppendString escapes it (2 bytes for \\, ", \b,
 // \f, \n, \r and \t; 6 for the other control characters, for <, > and &,
 // for each byte of invalid UTF-8 and for U+2028 and U+2029).
@@ -459,15 +470,41 @@ func stringSize(b []byte) int64 {
 // checkCallbackURL validates a callback URL with the sender's own check
 // (webhook.CheckURL: http or https, a host, a valid port, no odd numeric
 // host forms), so that a URL the sender would never try is refused before a
-// task is stored. Private addresses pass here: the Sender's guard refuses
-// them when it connects, unless the recorder allows private networks. The
-// error says why the URL is refused and wraps ErrBadCallbackURL.
-func checkCallbackURL(s string) error {
+// task is stored. The error says why the URL is refused and wraps
+// ErrBadCallbackURL.
+//
+// Unless allowPrivate (Options.AllowPrivateNetworks), a host that the
+// connect-time guard would refuse without resolving anything is refused
+// here too, with an error that also wraps errPrivateCallbackURL: an IP
+// literal in a refused range (loopback, private, link-local, unspecified,
+// IPv4-mapped or -translated forms of those, and the other special-purpose
+// ranges of internal/webhook), and the names "localhost" and
+// "*.localhost" (RFC 6761: they mean loopback, and the guard refuses them
+// by name). Other names pass: they are resolved and checked when the
+// Sender connects, so DNS cannot be used to get around the guard.
+func checkCallbackURL(s string, allowPrivate bool) error {
 	if len(s) > MaxCallbackURLLength {
 		return fmt.Errorf("%w: longer than %d bytes", ErrBadCallbackURL, MaxCallbackURLLength)
 	}
-	if err := webhook.CheckURL(s, true); err != nil {
+	if err := webhook.CheckURL(s, allowPrivate); err != nil {
+		if errors.Is(err, webhook.ErrNotAllowed) {
+			return &privateURLError{reason: err.Error()}
+		}
 		return fmt.Errorf("%w: %s", ErrBadCallbackURL, strings.TrimPrefix(err.Error(), "invalid URL: "))
 	}
 	return nil
 }
+
+// errPrivateCallbackURL marks a callback URL refused at submit because its
+// host is an address (or a localhost name) the guard refuses.
+var errPrivateCallbackURL = errors.New("callback: callback_url points to a refused address")
+
+// privateURLError is checkCallbackURL's error for such a URL. It wraps
+// both ErrBadCallbackURL and errPrivateCallbackURL.
+type privateURLError struct{ reason string }
+
+func (e *privateURLError) Error() string {
+	return "callback: " + msgPrivateCallbackURL + ": " + e.reason
+
+}
+func (e *privateURLError) Unwrap() []error { return []error{ErrBadCallbackURL, errPrivateCallbackURL} }

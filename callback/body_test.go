@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/internal/jsonw"
 )
 
 func TestResponseBytes(t *testing.T) {
@@ -34,7 +34,7 @@ func TestResponseBytes(t *testing.T) {
 		{"ErrorCodeNumber", "", outcome{status: 429, body: []byte(`{"error":{"code":429,"message":"slow down"}}`)},
 			`{"success":false,"task_id":"id-1","error":{"code":"api_error","message":"slow down"}}`, false},
 		// The upstream's own code and message are each kept where it sent a
-		// non-empty string (CONTRACT.md §1).
+		// non-empty string (the package documentation's "Responses").
 		{"ErrorCodeOnly", "", outcome{status: 429, body: []byte(`{"error":{"code":"rate_limit_exceeded"}}`)},
 			`{"success":false,"task_id":"id-1","error":{"code":"rate_limit_exceeded","message":"upstream returned status 429"}}`, false},
 		{"ErrorMessageOnly", "", outcome{status: 400, body: []byte(`{"error":{"message":"bad prompt"}}`)},
@@ -66,15 +66,48 @@ func TestResponseBytes(t *testing.T) {
 
 func TestCheckCallbackURL(t *testing.T) {
 	for _, u := range []string{"http://example.com", "HTTPS://example.com:8443/cb?x=1#f", "http://user:pw@10.0.0.1/", "http://[::1]:80/"} {
-		if err := checkCallbackURL(u); err != nil {
+		if err := checkCallbackURL(u, true); err != nil {
 			t.Errorf("%s refused: %v", u, err)
 		}
 	}
 	for _, u := range []string{"", "example.com/cb", "//example.com/cb", "ftp://example.com", "http:example.com", "http://", "http://:80/", "javascript:alert(1)",
 		"http://exa mple.com/", "http://example.com/\n", "http://example.com/" + strings.Repeat("a", 2030)} {
-		if err := checkCallbackURL(u); !errors.Is(err, ErrBadCallbackURL) {
+		if err := checkCallbackURL(u, true); !errors.Is(err, ErrBadCallbackURL) {
 			t.Errorf("%q accepted (%v)", u, err)
 		}
+	}
+}
+
+// TestCheckCallbackURLPrivate: unless private networks are allowed, an IP
+// literal the delivery guard refuses, in any spelling, and a localhost name
+// are refused with ErrBadCallbackURL (and errPrivateCallbackURL); public
+// addresses and other names pass (names are checked when connecting).
+func TestCheckCallbackURLPrivate(t *testing.T) {
+	refused := []string{
+		"http://[::ffff:127.0.0.1]/", "http://[::ffff:0:127.0.0.1]/", "http://10.0.0.1/",
+		"http://169.254.169.254/", "http://0.0.0.0/", "http://[::1]/", "http://127.0.0.1:8080/cb",
+		"http://127.0.0.1./", "http://[::ffff:7f00:1]/", "http://[2002:7f00:1::]/", "http://[fc00::1]/",
+		"http://224.0.0.1/", "http://255.255.255.255/", "http://user:pw@192.168.0.1/", "http://localhost/",
+		"http://a.b.localhost:80/",
+	}
+	accepted := []string{"http://93.184.216.34/", "https://[2606:2800:220:1:248:1893:25c8:1946]/cb",
+		"http://example.com/", "http://localhost.example.com/", "http://10.0.0.1.nip.io/"}
+	for _, u := range refused {
+		err := checkCallbackURL(u, false)
+		if !errors.Is(err, ErrBadCallbackURL) || !errors.Is(err, errPrivateCallbackURL) {
+			t.Errorf("%s: %v, want a refused address", u, err)
+		}
+		if err := checkCallbackURL(u, true); err != nil {
+			t.Errorf("%s with private networks allowed: %v", u, err)
+		}
+	}
+	for _, u := range accepted {
+		if err := checkCallbackURL(u, false); err != nil {
+			t.Errorf("%s: %v", u, err)
+		}
+	}
+	if err := checkCallbackURL("ftp://10.0.0.1/", false); errors.Is(err, errPrivateCallbackURL) || !errors.Is(err, ErrBadCallbackURL) {
+		t.Errorf("ftp: %v", err)
 	}
 }
 
@@ -93,7 +126,7 @@ func FuzzInspectJSON(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		in, err := inspectJSON(body, 1<<40)
+		in, err := inspectJSON(body, 1<<40, true)
 		if err != nil {
 			if _, ok := errors.AsType[*badRequest](err); !ok {
 				t.Fatalf("unexpected error type %T: %v", err, err)
@@ -108,7 +141,7 @@ func FuzzInspectJSON(f *testing.F) {
 		if !in.callback {
 			return
 		}
-		checkStoredLimit(t, len(in.stored), func(limit int64) error { _, err := inspectJSON(body, limit); return err })
+		checkStoredLimit(t, len(in.stored), func(limit int64) error { _, err := inspectJSON(body, limit, true); return err })
 		var want bytes.Buffer
 		if err := json.Compact(&want, body); err != nil || !bytes.Equal(in.stored, want.Bytes()) {
 			t.Fatalf("stored request %s, want the compacted body %s", in.stored, want.Bytes())
@@ -129,7 +162,7 @@ func FuzzInspectJSON(f *testing.F) {
 				t.Fatalf("upstream body %s lost member %q", in.upstream, k)
 			}
 		}
-		if in.callbackURL != "" && checkCallbackURL(in.callbackURL) != nil {
+		if in.callbackURL != "" && checkCallbackURL(in.callbackURL, true) != nil {
 			t.Fatalf("accepted callback_url %q", in.callbackURL)
 		}
 	})
@@ -170,7 +203,7 @@ const newBoundaryBody = "--a*b\r\nContent-Disposition: form-data; name=\"async\"
 	"--a*b\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nhello\r\n--a*b--\r\n"
 
 func TestMultipartNewBoundary(t *testing.T) {
-	in, err := inspectMultipart([]byte(newBoundaryBody), "a*b", 1<<40)
+	in, err := inspectMultipart([]byte(newBoundaryBody), "a*b", 1<<40, true)
 	if err != nil || !in.callback {
 		t.Fatalf("inspect: %+v, %v", in, err)
 	}
@@ -199,7 +232,7 @@ func FuzzInspectMultipart(f *testing.F) {
 		if boundary == "" {
 			return // Wrap never inspects a multipart body without a boundary
 		}
-		in, err := inspectMultipart(body, boundary, 1<<40)
+		in, err := inspectMultipart(body, boundary, 1<<40, true)
 		if err != nil {
 			if _, ok := errors.AsType[*badRequest](err); !ok {
 				t.Fatalf("unexpected error type %T: %v", err, err)
@@ -212,7 +245,7 @@ func FuzzInspectMultipart(f *testing.F) {
 		if !json.Valid(in.stored) || in.stored[0] != '{' {
 			t.Fatalf("stored request is not a JSON object: %s", in.stored)
 		}
-		checkStoredLimit(t, len(in.stored), func(limit int64) error { _, err := inspectMultipart(body, boundary, limit); return err })
+		checkStoredLimit(t, len(in.stored), func(limit int64) error { _, err := inspectMultipart(body, boundary, limit, true); return err })
 		bd := boundary
 		if in.contentType != "" {
 			_, params, err := mime.ParseMediaType(in.contentType)
@@ -243,7 +276,7 @@ func BenchmarkInspectJSON(b *testing.B) {
 		`"callback_url":"https://receiver.example/cb","trace_id":"bench-trace"}`)
 	b.ReportAllocs()
 	for b.Loop() {
-		if in, err := inspectJSON(body, 1<<30); err != nil || !in.callback {
+		if in, err := inspectJSON(body, 1<<30, true); err != nil || !in.callback {
 			b.Fatal(in, err)
 		}
 	}
@@ -332,7 +365,7 @@ func checkStoredLimit(t *testing.T, size int, inspect func(limit int64) error) {
 // its description whatever its size.
 func TestStoredSize(t *testing.T) {
 	for _, s := range []string{"", "plain", "\x00\x01\x1f\x7f", "<a&b>", "\\\"\b\f\n\r\t", "é€😀", "\xff\xc3", "\u2028\u2029", strings.Repeat("\x01", 100)} {
-		if got, want := stringSize([]byte(s)), int64(len(taskstore.AppendString(nil, s))); got != want {
+		if got, want := stringSize([]byte(s)), int64(len(jsonw.AppendString(nil, s))); got != want {
 			t.Errorf("stringSize(%q) = %d, want %d", s, got, want)
 		}
 	}
@@ -345,11 +378,14 @@ func TestStoredSize(t *testing.T) {
 	fw.Write(bytes.Repeat([]byte{0}, 100000))
 	mw.WriteField("async", "true")
 	mw.Close()
-	in, err := inspectMultipart(buf.Bytes(), mw.Boundary(), 1<<30)
+	in, err := inspectMultipart(buf.Bytes(), mw.Boundary(), 1<<30, true)
 	if err != nil || !in.callback {
 		t.Fatal(in, err)
 	}
-	checkStoredLimit(t, len(in.stored), func(limit int64) error { _, err := inspectMultipart(buf.Bytes(), mw.Boundary(), limit); return err })
+	checkStoredLimit(t, len(in.stored), func(limit int64) error {
+		_, err := inspectMultipart(buf.Bytes(), mw.Boundary(), limit, true)
+		return err
+	})
 	if len(in.stored) < 6000 || len(in.stored) > 6400 {
 		t.Errorf("a form of 1,000 control bytes and a 100 kB file is stored as %d bytes, want about 6,000 + the file's description", len(in.stored))
 	}

@@ -225,7 +225,7 @@ func (w *wakeTimes) popUntil(now time.Time) {
 func (r *Recorder) claim(want int) chan claimResult {
 	ch := make(chan claimResult, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(r.deliverCtx, storeTimeout)
+		ctx, cancel := context.WithTimeout(r.io, storeTimeout)
 		defer cancel()
 		tasks, err := r.store.ClaimDeliveries(ctx, r.now(), r.o.Lease, want)
 		ch <- claimResult{tasks, want, err}
@@ -340,20 +340,22 @@ func (r *Recorder) startFree(held []heldTask) []heldTask {
 	return kept
 }
 
-// handBack defers deliveries in the background (a store write); a failure
-// leaves them claimed until their claims expire.
+// handBack defers deliveries in the background (a store write); a failure,
+// or Close giving up, leaves them claimed until their claims expire.
 func (r *Recorder) handBack(ds []taskstore.Deferral) {
 	r.deliveries.Add(1)
 	go func() {
 		defer r.deliveries.Done()
 		var n int
-		err := r.retryStore(context.WithoutCancel(r.deliverCtx), func(ctx context.Context) error {
+		err := r.retryStore(r.io, func(ctx context.Context) error {
 			var err error
 			n, err = r.store.DeferDeliveries(ctx, ds)
 			return err
 		})
 		if err != nil {
-			r.log.Error("callback: handing deliveries back to the store", "deliveries", len(ds), "err", err)
+			if r.io.Err() == nil {
+				r.log.Error("callback: handing deliveries back to the store", "deliveries", len(ds), "err", err)
+			}
 			return
 		}
 		r.c.deferred.Add(uint64(n))
@@ -422,14 +424,20 @@ func (r *Recorder) start(x heldTask, probe bool, began time.Time) {
 // record.
 func (r *Recorder) deliver(t taskstore.Task, h *hostState, pk string, probe bool, began time.Time) {
 	now := r.now()
-	res := r.sender.Send(r.deliverCtx, t.Callback.URL, t.ID, t.Response, now)
-	if r.deliverCtx.Err() != nil {
+	ctx := context.WithValue(r.io, taskIDKey{}, t.ID) // the attempt's context
+	res := r.sender.Send(ctx, t.Callback.URL, t.ID, t.Response, now)
+	if r.io.Err() != nil {
 		// Cancelled by Close: not an attempt. The claim expires and the
 		// next start (or another process) retries.
 		r.ended(h, pk, probe, began, res, neutral)
 		return
 	}
-	r.recording <- struct{}{}
+	select {
+	case r.recording <- struct{}{}:
+	case <-r.io.Done(): // Close gave up: left unrecorded, as above
+		r.ended(h, pk, probe, began, res, neutral)
+		return
+	}
 	r.ended(h, pk, probe, began, res, classify(res))
 	defer func() { <-r.recording }()
 	attempt := t.Callback.Attempts + 1
@@ -438,18 +446,22 @@ func (r *Recorder) deliver(t taskstore.Task, h *hostState, pk string, probe bool
 	a := taskstore.Attempt{At: now, Status: res.Status, Error: res.Err, Delivered: res.Delivered}
 	if !res.Delivered && !res.Gone && !res.Permanent {
 		// Retried on the schedule; past its end a.Next stays zero: given up.
-		a.Next, _ = r.o.Schedule.Next(attempt, now, res.RetryAfter, nil)
+		a.Next, _ = r.o.Schedule.next(attempt, now, res.RetryAfter)
 	}
 	// A delivered callback whose recording fails while the store is
 	// unavailable is held here and recorded once it answers: sending it
 	// again after the claim would be a duplicate.
-	err := r.untilStored(r.deliverCtx.Done(), "delivery attempt", t.ID, func(ctx context.Context) error {
+	err := r.untilStored(r.io, "delivery attempt", t.ID, func(ctx context.Context) error {
 		return r.store.RecordAttempt(ctx, t.ID, a)
 	})
 	if err != nil {
-		if errors.Is(err, taskstore.ErrNotFound) || errors.Is(err, taskstore.ErrConflict) {
+		switch {
+		case errors.Is(err, taskstore.ErrNotFound) || errors.Is(err, taskstore.ErrConflict):
 			r.log.Warn("callback: delivery attempt not recorded: the task was deleted or its callback settled", "task_id", t.ID, "err", err)
-		} else {
+		case r.io.Err() != nil:
+			r.log.Warn("callback: delivery attempt not recorded: Close gave up waiting for the store; it is made again once its claim expires",
+				"task_id", t.ID, "err", err)
+		default:
 			// The claim expires and the delivery becomes due again.
 			r.log.Error("callback: recording delivery attempt", "task_id", t.ID, "err", err)
 		}
@@ -473,10 +485,8 @@ func (r *Recorder) deliver(t taskstore.Task, h *hostState, pk string, probe bool
 			r.wakeAt(a.Next)
 		}
 	}
-	if h := r.o.Hooks.DeliveryAttempted; h != nil {
-		h(DeliveryEvent{
-			TaskID: t.ID, Attempt: attempt, Status: res.Status, Delivered: a.Delivered, GaveUp: gaveUp,
-			Next: a.Next, Err: a.Error, Duration: time.Since(began),
-		})
-	}
+	callHook(r, "DeliveryAttempted", t.ID, r.o.Hooks.DeliveryAttempted, ctx, DeliveryEvent{
+		TaskID: t.ID, Type: t.Type, TraceID: t.TraceID, Attempt: attempt, Status: res.Status,
+		Delivered: a.Delivered, GaveUp: gaveUp, Next: a.Next, Err: a.Error, Duration: time.Since(began),
+	})
 }

@@ -47,7 +47,7 @@ func receiverDownThenUp(t *testing.T, o callback.Options) {
 		}
 	})
 	var events atomic.Int32
-	o.Hooks.DeliveryAttempted = func(callback.DeliveryEvent) { events.Add(1) }
+	o.Hooks.DeliveryAttempted = func(_ context.Context, _ callback.DeliveryEvent) { events.Add(1) }
 	rec := newRecorder(t, store, o)
 	id := submitCallback(t, rec, rc.URL+"/hook")
 	task := waitDelivery(t, store, id)
@@ -119,7 +119,7 @@ func TestRetryAfterHonoured(t *testing.T) {
 	rec := newRecorder(t, store, callback.Options{
 		Schedule: callback.Schedule{0, 10 * time.Millisecond, 10 * time.Millisecond},
 		Now:      func() time.Time { return t0 },
-		Hooks:    callback.Hooks{DeliveryAttempted: func(callback.DeliveryEvent) { events.Add(1) }},
+		Hooks:    callback.Hooks{DeliveryAttempted: func(_ context.Context, _ callback.DeliveryEvent) { events.Add(1) }},
 	})
 	id := submitCallback(t, rec, rc.URL)
 	var task taskstore.Task
@@ -190,10 +190,14 @@ func TestRestartResumesDelivery(t *testing.T) {
 	}
 }
 
+// TestSSRFGuard: with the guard on, a callback to a refused address that
+// reached the store anyway (stored by a recorder that allowed private
+// networks, or before callback_url was checked at submit; a name resolving
+// to one) is refused at connect time and given up after one attempt.
+// TestPrivateCallbackURLAtSubmit covers the submit-time check.
 func TestSSRFGuard(t *testing.T) {
 	store := newMemStore(t)
 	rc := newReceiver(t, nil)
-	rec := newRecorder(t, store, callback.Options{}, guardOn)
 	_, port, _ := net.SplitHostPort(rc.Listener.Addr().String())
 	urls := []string{
 		rc.URL + "/cb",                            // 127.0.0.1
@@ -205,10 +209,20 @@ func TestSSRFGuard(t *testing.T) {
 		"http://169.254.169.254/latest/meta-data", // cloud metadata
 		"http://0.0.0.0:" + port + "/cb",          // unspecified
 	}
+	ctx := context.Background()
+	now := time.Now()
 	ids := make([]string, len(urls))
 	for i, u := range urls {
-		ids[i] = submitCallback(t, rec, u)
+		ids[i] = fmt.Sprintf("00000000-0000-7000-8000-%012d", i)
+		if err := store.Create(ctx, taskstore.Task{ID: ids[i], Type: "images_generations",
+			Request: []byte(`{"prompt":"p"}`), Callback: taskstore.Callback{URL: u}, CreatedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+		if err := store.Finish(ctx, ids[i], []byte(`{"success":true}`), now); err != nil {
+			t.Fatal(err)
+		}
 	}
+	newRecorder(t, store, callback.Options{}, guardOn)
 	for i, id := range ids {
 		task := waitDelivery(t, store, id)
 		if task.CallbackStatus() != taskstore.CallbackFailed || task.Callback.Attempts != 1 || task.Callback.LastError == "" {

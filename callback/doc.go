@@ -61,6 +61,16 @@
 // attempts are summed up in the log per receiver every Options.LogInterval,
 // with each attempt's details at Debug level.
 //
+// Unless Options.AllowPrivateNetworks, the SSRF guard refuses loopback,
+// private, link-local, multicast, unspecified and other special-purpose
+// addresses when it connects, on the resolved address. A callback_url whose
+// host is such an address written as an IP literal (in any spelling:
+// IPv4-mapped, IPv4-translated, bracketed IPv6, a trailing dot), or the
+// name localhost or a name under .localhost, is refused before anything is
+// stored: Wrap answers 400 bad_request naming callback_url and the address,
+// Submit returns ErrBadCallbackURL. Other names are accepted and checked
+// when connecting.
+//
 // Recorder.Redeliver makes the callbacks of finished tasks due again
 // whatever their status (the Tasks API's redeliver action calls it when
 // given the recorder with handler.WithRedeliverer), and Recorder.Recover
@@ -71,9 +81,16 @@
 // # Limits
 //
 // Every limit is an Options field with a default. Request bodies are read
-// as their bytes arrive, never sized by a declared Content-Length, up to
-// Options.MaxBodyBytes; a task's stored request is at most
-// Options.MaxRequestBytes. Accepted tasks wait in Options.Queue places, a
+// as their bytes arrive, never sized by a declared Content-Length. A
+// callback-mode body is held in memory, at most Options.MaxBodyBytes; a
+// task's stored request is at most Options.MaxRequestBytes. A request
+// without callback_url is not limited by the recorder: Wrap holds its first
+// MiB in memory and spills the rest to a temporary file (os.CreateTemp, in
+// $TMPDIR) while it looks for the callback-mode fields, then streams the
+// whole body to the handler; the file is unlinked when created where the
+// system allows it, and closed and removed when the handler returns. Cap
+// such bodies in front of Wrap (http.MaxBytesReader) if the handler does
+// not. Accepted tasks wait in Options.Queue places, a
 // principal (application and user) taking at most Options.QueuePerPrincipal,
 // and the bodies they hold in memory until their run ends are bounded by
 // Options.QueueBytes (Options.QueueBytesPerPrincipal per principal); beyond
@@ -85,7 +102,9 @@
 //
 // Queued and running tasks hold a lease in the store, renewed while this
 // process lives. Close lets them finish until its context ends and records
-// the rest as "interrupted"; a task whose process crashed is found by the
+// the rest as "interrupted", returning within about a second of the
+// context's end even when the store hangs (what it could not record is then
+// left as a crash leaves it). A task whose process crashed is found by the
 // sweeper of any recorder once its lease expires (at once with
 // Options.SoleOwner) and finished as "interrupted", so no task stays
 // unfinished forever and its callback is still sent. The sweeper finishes
@@ -103,4 +122,15 @@
 // repeat of a write whose answer was lost succeeds), and the recorder passes
 // the same explicit times each time. A callback-mode request that cannot be
 // stored meanwhile is answered 503 with Retry-After.
+//
+// # Metrics and tracing
+//
+// Options.Hooks are called when a task is created, starts and finishes,
+// and after each delivery attempt, each with the context of what it
+// reports on (the request's values, the task's run context, the attempt's);
+// Recorder.Stats reads the counters. Options.WrapTransport wraps the
+// transport of the deliveries (with otelhttp.NewTransport, say) while the
+// SSRF guard stays in the dialer underneath. The README's "Metrics"
+// section shows what tasksd builds on them, and its "Guarantees" section
+// sums up what the recorder promises.
 package callback

@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/tasksapi/tasks/callback"
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // gated is an upstream that blocks until its gate is closed (ignoring its
@@ -354,8 +355,8 @@ func TestStatsAndHooks(t *testing.T) {
 	var attempts []callback.DeliveryEvent
 	var finishedFirst []string // tasks whose TaskFinished came before their TaskCreated
 	rec := newRecorder(t, store, callback.Options{Hooks: callback.Hooks{
-		TaskCreated: func(e callback.TaskEvent) { mu.Lock(); created = append(created, e); mu.Unlock() },
-		TaskFinished: func(e callback.TaskEvent) {
+		TaskCreated: func(_ context.Context, e callback.TaskEvent) { mu.Lock(); created = append(created, e); mu.Unlock() },
+		TaskFinished: func(_ context.Context, e callback.TaskEvent) {
 			mu.Lock()
 			defer mu.Unlock()
 			if !slices.ContainsFunc(created, func(c callback.TaskEvent) bool { return c.ID == e.ID }) {
@@ -363,7 +364,11 @@ func TestStatsAndHooks(t *testing.T) {
 			}
 			finished = append(finished, e)
 		},
-		DeliveryAttempted: func(e callback.DeliveryEvent) { mu.Lock(); attempts = append(attempts, e); mu.Unlock() },
+		DeliveryAttempted: func(_ context.Context, e callback.DeliveryEvent) {
+			mu.Lock()
+			attempts = append(attempts, e)
+			mu.Unlock()
+		},
 	}})
 	ok := acceptedID(t, post(rec.Wrap("a", jsonHandler(nil, 200, `{}`)), "application/json", `{"callback_url":"`+rc.URL+`"}`), "")
 	bad := acceptedID(t, post(rec.Wrap("b", jsonHandler(nil, 500, `{}`)), "application/json", `{"callback_url":"`+rc.URL+`","trace_id":"x"}`), "x")
@@ -451,7 +456,7 @@ func TestStoreFailureNotAcknowledged(t *testing.T) {
 		mustHide string
 	}{
 		{"SystemFailure", errors.New("sqlitestore: disk I/O error at /var/lib/secret/tasks.db"), 500, "api_error", "", "/var/lib"},
-		{"Invalid", taskstore.Invalidf("user_id must be at most 128 bytes"), 400, "bad_request", "user_id must be at most 128 bytes", ""},
+		{"Invalid", storekit.Invalidf("user_id must be at most 128 bytes"), 400, "bad_request", "user_id must be at most 128 bytes", ""},
 		{"Unavailable", fmt.Errorf("pgstore: create: failed to connect to 10.9.8.7:5432: %w", taskstore.ErrUnavailable),
 			503, "api_error", "the task store is unavailable; retry later", "10.9.8.7"},
 	}

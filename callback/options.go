@@ -8,25 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tasksapi/tasks/internal/webhook"
 	"github.com/tasksapi/tasks/taskstore"
 )
-
-// Schedule lists the delays before each delivery attempt of a callback; its
-// length is the number of attempts. The first attempt is made as soon as the
-// task finishes, whatever the first delay says; each later attempt waits its
-// delay (with ±20% jitter, and at least as long as the receiver's Retry-After)
-// after the previous one failed.
-type Schedule = webhook.Schedule
-
-// DefaultSchedule is the delivery schedule used when Options.Schedule is
-// empty, in the spirit of Standard Webhooks: at once, then after 5s, 5m, 30m,
-// 2h, 5h and 10h.
-var DefaultSchedule = webhook.DefaultSchedule
-
-// ParseSchedule parses a comma-separated list of delays such as
-// "0s,5s,5m,30m,2h,5h,10h" (the format of a command-line flag).
-func ParseSchedule(s string) (Schedule, error) { return webhook.ParseSchedule(s) }
 
 // Defaults applied by New to zero Options fields.
 const (
@@ -36,7 +19,7 @@ const (
 	DefaultMaxBodyBytes     = 32 << 20
 	DefaultMaxRequestBytes  = 4 << 20
 	DefaultQueueBytes       = 256 << 20
-	DefaultAttemptTimeout   = webhook.DefaultTimeout
+	DefaultAttemptTimeout   = 15 * time.Second
 	DefaultConnectTimeout   = 5 * time.Second
 	DefaultFirstByteTimeout = 10 * time.Second
 	DefaultDeliveryWorkers  = 32
@@ -86,10 +69,10 @@ type Options struct {
 	// TaskTimeout bounds one task's run; a task that takes longer finishes
 	// with the failure code "timeout". Default 10 minutes.
 	TaskTimeout time.Duration
-	// MaxBodyBytes caps the JSON or multipart request bodies that Wrap
-	// reads to look for callback_url; a larger body is refused with 400
-	// bad_request. Synchronous requests pass through with their bodies up
-	// to this size too. Default 32 MiB.
+	// MaxBodyBytes caps the JSON or multipart bodies of callback-mode
+	// requests, which Wrap holds in memory; a larger one is refused with
+	// 400 bad_request. Requests without callback_url are not limited by it:
+	// Wrap streams them to the handler (see Wrap). Default 32 MiB.
 	MaxBodyBytes int64
 	// MaxRequestBytes caps a task's stored request (Task.Request): a
 	// callback-mode JSON body, compacted; the JSON object describing a
@@ -101,15 +84,17 @@ type Options struct {
 	// ErrRequestTooLarge. Default 4 MiB.
 	MaxRequestBytes int64
 
-	// Schedule is the callback delivery schedule. Default DefaultSchedule.
+	// Schedule is the callback delivery schedule. Default DefaultSchedule().
 	Schedule Schedule
 	// Secret, when set ("whsec_" followed by base64), signs every callback
 	// with the Standard Webhooks webhook-signature header.
 	Secret string
 	// AllowPrivateNetworks lets callbacks reach loopback, private and
-	// link-local addresses. Off by default: such a callback is refused at
-	// connect time and given up. Turn it on for tests and in-house
-	// receivers only.
+	// link-local addresses. Off by default: a callback_url whose host is
+	// such an address as an IP literal, or localhost, is refused at submit
+	// (400 bad_request, ErrBadCallbackURL), and a name resolving to one is
+	// refused at connect time and given up. Turn it on for tests and
+	// in-house receivers only.
 	AllowPrivateNetworks bool
 	// AttemptTimeout bounds one delivery attempt. Default 15 seconds. It
 	// must be shorter than Lease.
@@ -117,8 +102,7 @@ type Options struct {
 	// ConnectTimeout bounds the connection of a delivery attempt (name
 	// resolution included) and FirstByteTimeout the wait for the
 	// receiver's answer once the callback is sent, each within
-	// AttemptTimeout. They do not apply with a custom Transport. Defaults
-	// 5 and 10 seconds.
+	// AttemptTimeout. Defaults 5 and 10 seconds.
 	ConnectTimeout   time.Duration
 	FirstByteTimeout time.Duration
 	// DeliveryWorkers is how many delivery attempts (POSTs) run at once.
@@ -206,64 +190,26 @@ type Options struct {
 
 	// Logger receives the recorder's logs. Default slog.Default().
 	Logger *slog.Logger
-	// Hooks are optional functions called on task and delivery events.
+	// Hooks are optional functions called on task and delivery events
+	// (see Hooks).
 	Hooks Hooks
+
+	// WrapTransport, when set, wraps the HTTP transport of callback
+	// deliveries, for example to trace them:
+	//
+	//	WrapTransport: func(rt http.RoundTripper) http.RoundTripper { return otelhttp.NewTransport(rt) },
+	//
+	// New calls it once with the recorder's own transport, and every
+	// delivery attempt goes through the RoundTripper it returns, which must
+	// pass each request on to rt. Connections are still made by the
+	// recorder's own dialer, so the SSRF guard (see AllowPrivateNetworks),
+	// ConnectTimeout and FirstByteTimeout keep applying. Each request's
+	// context carries the task id (TaskID) and is the context given to the
+	// DeliveryAttempted hook. It must not return nil.
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 
 	// Now is the clock (a test seam). Default time.Now.
 	Now func() time.Time
-	// Transport, when set, replaces the HTTP transport of callback
-	// deliveries. It bypasses the connect-time address guard of
-	// AllowPrivateNetworks: a test seam, not for production.
-	Transport http.RoundTripper
-}
-
-// Hooks are optional functions called when something happens, for example
-// to feed metrics. They are called synchronously from the recorder's
-// goroutines, possibly concurrently: keep them fast and safe for concurrent
-// use. A nil hook is skipped.
-type Hooks struct {
-	// TaskCreated is called once a task has been stored and queued.
-	TaskCreated func(TaskEvent)
-	// TaskFinished is called once a task's response has been recorded.
-	TaskFinished func(TaskEvent)
-	// DeliveryAttempted is called after every recorded delivery attempt.
-	DeliveryAttempted func(DeliveryEvent)
-	// Redelivered is called after Redeliver or Recover made callbacks due
-	// again, with their task ids (once per store call: Recover calls it
-	// once per batch).
-	Redelivered func(ids []string)
-}
-
-// TaskEvent describes a task for Hooks.
-type TaskEvent struct {
-	ID      string
-	Type    string
-	TraceID string
-	// Success and Code are set for TaskFinished: Code is the failure code
-	// ("api_error", "timeout", "interrupted", or the upstream's own) when
-	// Success is false.
-	Success bool
-	Code    string
-	// Duration is the run time for TaskFinished (zero when the task never
-	// ran, e.g. interrupted while queued).
-	Duration time.Duration
-}
-
-// DeliveryEvent describes one delivery attempt for Hooks.
-type DeliveryEvent struct {
-	TaskID string
-	// Attempt counts this task's attempts, starting at 1.
-	Attempt int
-	// Status is the receiver's HTTP status, 0 when there was no answer.
-	Status int
-	// Delivered: the receiver accepted the callback. GaveUp: no further
-	// attempt will be made. Neither: another attempt is scheduled at Next.
-	Delivered bool
-	GaveUp    bool
-	Next      time.Time
-	// Err describes a failed attempt.
-	Err      string
-	Duration time.Duration
 }
 
 // Stats is a snapshot of a Recorder's counters, for metrics.
@@ -367,9 +313,10 @@ func (o Options) withDefaults() (Options, error) {
 	setDefault(&o.Lease, DefaultLease)
 	setDefault(&o.StoreGrace, DefaultStoreGrace)
 	if len(o.Schedule) == 0 {
-		o.Schedule = DefaultSchedule
+		o.Schedule = DefaultSchedule()
+	} else {
+		o.Schedule = append(Schedule(nil), o.Schedule...) // the caller may reuse its slice
 	}
-	o.Schedule = append(Schedule(nil), o.Schedule...) // the caller may reuse its slice
 	if o.MaxHostPause < o.HostPause {
 		return o, fmt.Errorf("callback: invalid options: MaxHostPause (%v) must not be shorter than HostPause (%v)", o.MaxHostPause, o.HostPause)
 	}

@@ -10,10 +10,12 @@ import (
 
 	"github.com/tasksapi/tasks/internal/webhook"
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
-// Errors returned by Submit (Wrap answers them with the contract's error
-// bodies).
+// Errors returned by Submit. Wrap answers them with error bodies,
+// {"error":{"code":"…","message":"…"},"trace_id":"…"} (see the README's
+// "Guarantees").
 var (
 	// ErrQueueFull: Options.Queue tasks are already waiting for a worker.
 	// Nothing was stored; retry later.
@@ -27,8 +29,10 @@ var (
 	// ErrNotNew: the Recorder is a zero value, not made by New.
 	ErrNotNew = errors.New("callback: Recorder not created with New")
 	// ErrBadCallbackURL: the callback URL is not an absolute http or https
-	// URL of at most MaxCallbackURLLength bytes. The returned error wraps it
-	// with the reason.
+	// URL of at most MaxCallbackURLLength bytes or, unless
+	// Options.AllowPrivateNetworks, its host is an IP literal the delivery
+	// guard refuses (loopback, private, link-local, …) or a localhost name.
+	// The returned error wraps it with the reason.
 	ErrBadCallbackURL = errors.New("callback: callback_url must be an absolute http or https URL")
 )
 
@@ -36,9 +40,13 @@ const (
 	// storeTimeout bounds the recorder's own store calls (bookkeeping that
 	// must not hang on a stuck store, and must survive a cancelled request).
 	storeTimeout = 30 * time.Second
-	// deliveryGrace is how long in-flight delivery attempts may still run
-	// once Close's context has ended.
-	deliveryGrace = 500 * time.Millisecond
+	// closeGrace is how long, once Close's context has ended, the
+	// recorder's store writes (the interrupted tasks' responses, the
+	// outcomes of delivery attempts) and delivery attempts in flight may
+	// still go on; and how long after that Close waits for the goroutines
+	// stuck in a store that ignores its context, before leaving them
+	// behind.
+	closeGrace = 500 * time.Millisecond
 	// renewChunk is how many ids go into one RenewLeases call.
 	renewChunk = 500
 )
@@ -78,9 +86,11 @@ type Recorder struct {
 	// bg is cancelled last, stopping the renewer, sweeper and pruner.
 	bg       context.Context
 	bgCancel context.CancelFunc
-	// deliverCtx is the context of delivery attempts.
-	deliverCtx    context.Context
-	deliverCancel context.CancelFunc
+	// io is the context of delivery attempts and of the store writes that
+	// Close waits for: cancelled closeGrace after Close's context ends (or
+	// when Close returns), so that a hung store cannot hold Close.
+	io       context.Context
+	ioCancel context.CancelFunc
 
 	wake     chan struct{} // wakes the delivery loop
 	disp     dispatcher    // delivery scheduling (hosts.go)
@@ -124,7 +134,7 @@ func New(store taskstore.Store, o Options) (*Recorder, error) {
 		Timeout:              o.AttemptTimeout,
 		ConnectTimeout:       o.ConnectTimeout,
 		FirstByteTimeout:     o.FirstByteTimeout,
-		Transport:            o.Transport,
+		WrapTransport:        o.WrapTransport,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("callback: %w", err)
@@ -144,10 +154,10 @@ func New(store taskstore.Store, o Options) (*Recorder, error) {
 		loopDone:  make(chan struct{}),
 		recording: make(chan struct{}, 4*o.DeliveryWorkers),
 	}
-	r.started = taskstore.Millis(r.now())
+	r.started = storekit.Millis(r.now())
 	r.hardStop, r.hardStopCancel = context.WithCancel(context.Background())
 	r.bg, r.bgCancel = context.WithCancel(context.Background())
-	r.deliverCtx, r.deliverCancel = context.WithCancel(context.Background())
+	r.io, r.ioCancel = context.WithCancel(context.Background())
 
 	r.workersWG.Add(o.Workers)
 	for range o.Workers {
@@ -182,15 +192,28 @@ func (r *Recorder) now() time.Time { return r.o.Now() }
 //     ends, running tasks are cancelled and every task not yet finished is
 //     recorded with the "interrupted" failure (its callback stays due in the
 //     store for the next start);
-//  3. the delivery loop stops; attempts in flight may go on while ctx lasts
-//     (plus a short grace), then they are cancelled and left unrecorded, to
-//     be retried once their claim expires;
+//  3. the delivery loop stops; attempts in flight may go on while ctx lasts;
 //  4. the lease renewer, sweeper and pruner stop, and Close waits for every
 //     goroutine it started, except handler goroutines of cancelled tasks that
 //     ignore their context (see Wrap).
 //
-// Close returns ctx's error when tasks had to be interrupted, else nil. It
-// does not close the store. Calling it again is a no-op that returns nil.
+// Once ctx has ended, Close returns within about a second whatever the
+// store does: half a second after ctx ends, the store writes still under
+// way (the interrupted tasks' responses, the outcomes of delivery attempts,
+// a submission being stored) and the delivery attempts in flight are
+// cancelled through their contexts, and half a second later Close stops
+// waiting. What it could not record is left as a crash leaves it, and
+// nothing is lost: a task whose response was not recorded keeps its lease
+// until it expires, then a sweeper (of any recorder on the store, such as
+// the next one started) finishes it as "interrupted" and its callback is
+// sent; a delivery attempt whose
+// outcome was not recorded is sent again once its claim expires. A store
+// that ignores its contexts keeps the goroutines blocked in it until it
+// answers (Close logs a warning when it leaves any behind).
+//
+// Close returns ctx's error when tasks had to be interrupted or a store
+// call abandoned, else nil. It does not close the store. Calling it again
+// is a no-op that returns nil.
 func (r *Recorder) Close(ctx context.Context) error {
 	if r.ready == nil {
 		return ErrNotNew
@@ -204,10 +227,55 @@ func (r *Recorder) close(ctx context.Context) error {
 	r.mu.Lock()
 	r.closed = true
 	r.mu.Unlock()
-	r.submitting.Wait() // reservations being stored finish enqueueing or release
-	close(r.ready)
 
+	// When ctx ends: running tasks are interrupted at once; the store
+	// writes and deliveries still under way are cancelled closeGrace
+	// later; and closeGrace after that, Close stops waiting (giveUp).
+	giveUp := make(chan struct{})
+	returned := make(chan struct{})
+	defer close(returned)
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-returned:
+			return
+		}
+		r.hardStopCancel()
+		t := time.NewTimer(closeGrace)
+		defer t.Stop()
+		for _, step := range []func(){r.ioCancel, func() { close(giveUp) }} {
+			select {
+			case <-t.C:
+			case <-returned:
+				return
+			}
+			step()
+			t.Reset(closeGrace)
+		}
+	}()
 	var err error
+	abandoned := 0 // stages whose goroutines were left behind
+	wait := func(done <-chan struct{}) bool {
+		select {
+		case <-done:
+			return true
+		case <-giveUp:
+			select {
+			case <-done:
+				return true
+			default:
+				abandoned++
+				return false
+			}
+		}
+	}
+
+	// Submissions being stored enqueue their tasks (or give their places
+	// back); then the workers drain the queue and end.
+	go func() {
+		r.submitting.Wait()
+		close(r.ready)
+	}()
 	workersDone := make(chan struct{})
 	go func() {
 		r.workersWG.Wait()
@@ -219,36 +287,39 @@ func (r *Recorder) close(ctx context.Context) error {
 		select {
 		case <-workersDone:
 		case <-ctx.Done():
-			err = ctx.Err()
-			r.hardStopCancel() // workers now finish every remaining task as interrupted
-			<-workersDone
+			err = ctx.Err() // tasks are interrupted
+			wait(workersDone)
 		}
 	}
 	r.hardStopCancel()
 
 	close(r.stopLoop)
-	<-r.loopDone
-	deliveriesDone := make(chan struct{})
-	go func() {
-		r.deliveries.Wait()
-		close(deliveriesDone)
-	}()
-	select {
-	case <-deliveriesDone:
-	case <-ctx.Done():
-		t := time.NewTimer(deliveryGrace)
-		select {
-		case <-deliveriesDone:
-		case <-t.C:
-		}
-		t.Stop()
+	if wait(r.loopDone) {
+		// Attempts in flight go on while ctx lasts (and closeGrace more).
+		deliveriesDone := make(chan struct{})
+		go func() {
+			r.deliveries.Wait()
+			close(deliveriesDone)
+		}()
+		wait(deliveriesDone)
 	}
-	r.deliverCancel()
-	<-deliveriesDone
+	r.ioCancel()
 
 	r.bgCancel()
-	r.bgWG.Wait()
+	bgDone := make(chan struct{})
+	go func() {
+		r.bgWG.Wait()
+		close(bgDone)
+	}()
+	wait(bgDone)
 	r.sender.CloseIdleConnections()
+	if abandoned > 0 {
+		r.log.Warn("callback: Close gave up waiting for the store: calls that ignore their context are left behind",
+			"stages", abandoned)
+		if err == nil {
+			err = ctx.Err()
+		}
+	}
 	return err
 }
 
@@ -292,7 +363,8 @@ func (r *Recorder) wakeDelivery() {
 }
 
 // retryStore runs a bookkeeping store call, retrying system failures (not
-// the sentinel errors) a few times with a short pause.
+// the sentinel errors) a few times with a short pause, each try bounded by
+// storeTimeout; it gives up when ctx ends.
 func (r *Recorder) retryStore(ctx context.Context, f func(ctx context.Context) error) error {
 	var err error
 	for attempt := range 3 {

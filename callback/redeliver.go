@@ -37,7 +37,7 @@ func (r *Recorder) Redeliver(ctx context.Context, ids ...string) ([]string, erro
 	if err != nil {
 		return nil, closedErr(err)
 	}
-	r.redelivered(done)
+	r.redelivered(ctx, done)
 	return done, nil
 }
 
@@ -64,7 +64,7 @@ func (r *Recorder) Recover(ctx context.Context, since time.Time) (int, error) {
 			return total, closedErr(err)
 		}
 		total += len(ids)
-		r.redelivered(ids)
+		r.redelivered(ctx, ids)
 		if len(ids) < recoverBatch {
 			return total, nil
 		}
@@ -73,14 +73,12 @@ func (r *Recorder) Recover(ctx context.Context, since time.Time) (int, error) {
 
 // redelivered counts callbacks made due again, tells the hook, and wakes
 // the delivery loop.
-func (r *Recorder) redelivered(ids []string) {
+func (r *Recorder) redelivered(ctx context.Context, ids []string) {
 	if len(ids) == 0 {
 		return
 	}
 	r.c.redelivered.Add(uint64(len(ids)))
-	if h := r.o.Hooks.Redelivered; h != nil {
-		h(ids)
-	}
+	callHook(r, "Redelivered", "", r.o.Hooks.Redelivered, ctx, ids)
 	r.wakeDelivery()
 }
 

@@ -27,7 +27,7 @@ func TestRedeliver(t *testing.T) {
 		var hooked [][]string
 		var hookMu sync.Mutex
 		rec := newRecorder(t, store, callback.Options{PollInterval: time.Hour, Hooks: callback.Hooks{
-			Redelivered: func(ids []string) {
+			Redelivered: func(_ context.Context, ids []string) {
 				hookMu.Lock()
 				hooked = append(hooked, slices.Clone(ids))
 				hookMu.Unlock()

@@ -8,7 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tasksapi/tasks/internal/jsonscan"
-	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/internal/jsonw"
 )
 
 // Failure codes recorded in a failed task's response.
@@ -52,10 +52,10 @@ func (e *TaskError) Error() string { return e.Code + ": " + e.Message }
 func success(id, traceID string, obj []byte) []byte {
 	dst := make([]byte, 0, len(obj)+len(id)+len(traceID)+48)
 	dst = append(dst, `{"success":true,"task_id":`...)
-	dst = taskstore.AppendString(dst, id)
+	dst = jsonw.AppendString(dst, id)
 	if traceID != "" {
 		dst = append(dst, `,"trace_id":`...)
-		dst = taskstore.AppendString(dst, traceID)
+		dst = jsonw.AppendString(dst, traceID)
 	}
 	forEachMember(obj, func(key, raw, val []byte) {
 		if k := string(key); k == "success" || k == "task_id" || k == "trace_id" {
@@ -73,15 +73,15 @@ func success(id, traceID string, obj []byte) []byte {
 func failure(id, traceID, code, message string) []byte {
 	dst := make([]byte, 0, 96+len(id)+len(traceID)+len(code)+len(message))
 	dst = append(dst, `{"success":false,"task_id":`...)
-	dst = taskstore.AppendString(dst, id)
+	dst = jsonw.AppendString(dst, id)
 	if traceID != "" {
 		dst = append(dst, `,"trace_id":`...)
-		dst = taskstore.AppendString(dst, traceID)
+		dst = jsonw.AppendString(dst, traceID)
 	}
 	dst = append(dst, `,"error":{"code":`...)
-	dst = taskstore.AppendString(dst, code)
+	dst = jsonw.AppendString(dst, code)
 	dst = append(dst, `,"message":`...)
-	dst = taskstore.AppendString(dst, message)
+	dst = jsonw.AppendString(dst, message)
 	return append(dst, "}}"...)
 }
 
@@ -184,10 +184,10 @@ func jsonString(raw []byte) string {
 func acceptedAnswer(id, traceID string) []byte {
 	dst := make([]byte, 0, 32+len(id)+len(traceID))
 	dst = append(dst, `{"task_id":`...)
-	dst = taskstore.AppendString(dst, id)
+	dst = jsonw.AppendString(dst, id)
 	if traceID != "" {
 		dst = append(dst, `,"trace_id":`...)
-		dst = taskstore.AppendString(dst, traceID)
+		dst = jsonw.AppendString(dst, traceID)
 	}
 	return append(dst, '}')
 }

@@ -26,13 +26,13 @@ const (
 // retried as retryStore does and, while the store reports
 // taskstore.ErrUnavailable (a database restarting, a network cut), again
 // and again for up to Options.StoreGrace, the result waiting in memory. It
-// gives up early once stop is closed (Close gave up waiting). f must be
-// safe to repeat: the Store contract makes these three writes so when they
-// are given the same arguments, explicit times included (a repeat of a
-// write whose answer was lost succeeds).
-func (r *Recorder) untilStored(stop <-chan struct{}, what, taskID string, f func(ctx context.Context) error) error {
+// gives up when ctx ends (Close gave up waiting): ctx bounds every store
+// call too. f must be safe to repeat: the Store contract makes these three
+// writes so when they are given the same arguments, explicit times
+// included (a repeat of a write whose answer was lost succeeds).
+func (r *Recorder) untilStored(ctx context.Context, what, taskID string, f func(ctx context.Context) error) error {
 	began := time.Now()
-	err := r.retryUnavailable(stop, r.o.StoreGrace, what, taskID, f)
+	err := r.retryUnavailable(ctx, r.o.StoreGrace, what, taskID, f)
 	if err == nil && time.Since(began) > storeRetryFirst {
 		r.log.Debug("callback: stored after retrying", "what", what, "task_id", taskID, "waited", time.Since(began).Round(time.Millisecond))
 	}
@@ -40,18 +40,18 @@ func (r *Recorder) untilStored(stop <-chan struct{}, what, taskID string, f func
 }
 
 // retryUnavailable calls f through retryStore, and again with backoff while
-// it fails with taskstore.ErrUnavailable, for up to grace or until stop is
-// closed. The first unavailable failure is logged (Warn) with what was
-// being written, and the success that follows it (Info).
-func (r *Recorder) retryUnavailable(stop <-chan struct{}, grace time.Duration, what, taskID string, f func(ctx context.Context) error) error {
+// it fails with taskstore.ErrUnavailable, for up to grace or until ctx
+// ends. The first unavailable failure is logged (Warn) with what was being
+// written, and the success that follows it (Info).
+func (r *Recorder) retryUnavailable(ctx context.Context, grace time.Duration, what, taskID string, f func(ctx context.Context) error) error {
 	var since time.Time
 	pause := storeRetryFirst
 	for {
-		err := r.retryStore(context.Background(), f)
+		err := r.retryStore(ctx, f)
 		switch {
 		case err == nil:
 			if !since.IsZero() {
-				r.log.LogAttrs(context.Background(), slog.LevelInfo, "callback: the store answered again; written",
+				r.log.LogAttrs(ctx, slog.LevelInfo, "callback: the store answered again; written",
 					slog.String("what", what), slog.String("task_id", taskID),
 					slog.Duration("waited", time.Since(since).Round(time.Millisecond)))
 			}
@@ -61,7 +61,7 @@ func (r *Recorder) retryUnavailable(stop <-chan struct{}, grace time.Duration, w
 		}
 		if since.IsZero() {
 			since = time.Now()
-			r.log.LogAttrs(context.Background(), slog.LevelWarn, "callback: store unavailable; retrying",
+			r.log.LogAttrs(ctx, slog.LevelWarn, "callback: store unavailable; retrying",
 				slog.String("what", what), slog.String("task_id", taskID), slog.Duration("for_up_to", grace),
 				slog.String("err", err.Error()))
 		}
@@ -71,7 +71,7 @@ func (r *Recorder) retryUnavailable(stop <-chan struct{}, grace time.Duration, w
 		}
 		t := time.NewTimer(min(pause, left))
 		select {
-		case <-stop:
+		case <-ctx.Done():
 			t.Stop()
 			return err
 		case <-t.C:

@@ -86,13 +86,13 @@ type events struct {
 
 func (e *events) hooks() callback.Hooks {
 	return callback.Hooks{
-		TaskFinished: func(ev callback.TaskEvent) {
+		TaskFinished: func(_ context.Context, ev callback.TaskEvent) {
 			e.finished.Add(1)
 			e.mu.Lock()
 			e.codes = append(e.codes, ev.Code)
 			e.mu.Unlock()
 		},
-		DeliveryAttempted: func(ev callback.DeliveryEvent) {
+		DeliveryAttempted: func(_ context.Context, ev callback.DeliveryEvent) {
 			if ev.Delivered {
 				e.delivered.Add(1)
 			}

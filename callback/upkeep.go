@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // Upkeep: the sweeper finishes abandoned tasks (and, with SoleOwner, the
@@ -97,7 +98,7 @@ func (r *Recorder) sweeper() {
 // their leases expire.
 func (r *Recorder) recoverTasks() error {
 	start := time.Now()
-	n, err := r.sweep(r.bg, taskstore.Millis(r.started.Add(r.o.Lease)), restartBatch, r.isActive)
+	n, err := r.sweep(r.bg, storekit.Millis(r.started.Add(r.o.Lease)), restartBatch, r.isActive)
 	if err == nil {
 		var more int
 		more, err = r.sweep(r.bg, r.started.AddDate(100, 0, 0), restartBatch, func(t taskstore.Task) bool {
@@ -196,7 +197,8 @@ func (r *Recorder) finishAbandoned(ctx context.Context, tasks []taskstore.Task) 
 		}
 		t := tasks[i]
 		r.log.Debug("callback: abandoned task finished as interrupted", "task_id", t.ID)
-		r.finished(TaskEvent{ID: t.ID, Type: t.Type, TraceID: t.TraceID, Code: CodeInterrupted}, t.Callback.URL != "")
+		r.finished(context.WithValue(context.Background(), taskIDKey{}, t.ID),
+			TaskEvent{ID: t.ID, Type: t.Type, TraceID: t.TraceID, Code: CodeInterrupted}, t.Callback.URL != "")
 	}
 	return len(done), took, nil
 }

@@ -88,8 +88,9 @@ func (r *Recorder) unhold(tq *tenantQueue, bytes int64) {
 // setting its ID, CreatedAt and LeaseUntil; it returns the id and the
 // principal's queue. bytes is what the task will hold in memory until its
 // run ends. The store call keeps ctx's values but not its cancellation (it
-// is bounded by storeTimeout instead): once Create has started, a caller
-// that gives up must not leave behind a stored task that nobody queued. On
+// is bounded by storeTimeout instead, and by Close giving up): once Create
+// has started, a caller that gives up must not leave behind a stored task
+// that nobody queued. On
 // success the caller must enqueue the task; on error the reservation is
 // released. The errors are reserve's (ErrClosed, or ErrQueueFull alone or
 // wrapped with the principal's or the memory budget's reason) or the
@@ -103,7 +104,9 @@ func (r *Recorder) createTask(ctx context.Context, t taskstore.Task, bytes int64
 	t.ID, t.CreatedAt = newTaskID(), r.now()
 	t.LeaseUntil = t.CreatedAt.Add(r.o.Lease)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	stop := context.AfterFunc(r.io, cancel)
 	err = r.store.Create(sctx, t)
+	stop()
 	cancel()
 	if err != nil {
 		r.release(tq, bytes)
@@ -123,9 +126,7 @@ func (r *Recorder) enqueue(j *job) {
 	// Counted and announced before a worker can take it, so that no
 	// TaskFinished comes before its TaskCreated.
 	r.c.tasksCreated.Add(1)
-	if h := r.o.Hooks.TaskCreated; h != nil {
-		h(TaskEvent{ID: j.id, Type: j.typ, TraceID: j.traceID})
-	}
+	callHook(r, "TaskCreated", j.id, r.o.Hooks.TaskCreated, j.base, TaskEvent{ID: j.id, Type: j.typ, TraceID: j.traceID})
 	r.ready <- struct{}{}
 	r.submitting.Done()
 }
@@ -157,18 +158,20 @@ func (r *Recorder) runJob(j *job) {
 		return
 	}
 	started := r.now()
-	err := r.untilStored(r.hardStop.Done(), "task start", j.id, func(ctx context.Context) error { return r.store.Start(ctx, j.id, started) })
+	// Not worth waiting for once Close gives up: the run is then cut short.
+	err := r.untilStored(r.hardStop, "task start", j.id, func(ctx context.Context) error { return r.store.Start(ctx, j.id, started) })
 	switch {
 	case errors.Is(err, taskstore.ErrNotFound), errors.Is(err, taskstore.ErrConflict):
 		// Deleted, or finished by someone else (its lease had expired).
 		r.log.Warn("callback: task not run: it was deleted or already finished", "task_id", j.id, "err", err)
 		return
-	case err != nil:
+	case err != nil && r.hardStop.Err() == nil:
 		r.log.Error("callback: recording task start", "task_id", j.id, "err", err)
 	}
 
 	ctx, cancel := context.WithTimeout(j.base, r.o.TaskTimeout)
 	stop := context.AfterFunc(r.hardStop, cancel)
+	callHook(r, "TaskStarted", j.id, r.o.Hooks.TaskStarted, ctx, TaskEvent{ID: j.id, Type: j.typ, TraceID: j.traceID})
 	done := make(chan outcome, 1)
 	go func() { done <- r.safeRun(ctx, j) }()
 	var o outcome
@@ -226,12 +229,16 @@ func (r *Recorder) safeRun(ctx context.Context, j *job) (o outcome) {
 // else already finished (or deleted) is left alone.
 func (r *Recorder) finishTask(j *job, resp []byte, ok bool, code string, dur time.Duration) {
 	at := r.now() // the same for every try, so that a repeat is recognised
-	err := r.untilStored(r.hardStop.Done(), "task response", j.id, func(ctx context.Context) error {
+	err := r.untilStored(r.io, "task response", j.id, func(ctx context.Context) error {
 		return r.store.Finish(ctx, j.id, resp, at)
 	})
 	switch {
 	case errors.Is(err, taskstore.ErrNotFound), errors.Is(err, taskstore.ErrConflict):
 		r.log.Warn("callback: task response not recorded: it was deleted or already finished", "task_id", j.id, "err", err)
+		return
+	case err != nil && r.io.Err() != nil:
+		r.log.Warn("callback: task response not recorded: Close gave up waiting for the store; the task is finished as interrupted once its lease expires",
+			"task_id", j.id, "err", err)
 		return
 	case err != nil:
 		// The lease is no longer renewed: once it expires a sweeper
@@ -240,21 +247,19 @@ func (r *Recorder) finishTask(j *job, resp []byte, ok bool, code string, dur tim
 		r.log.Error("callback: recording task response", "task_id", j.id, "err", err)
 		return
 	}
-	r.finished(TaskEvent{ID: j.id, Type: j.typ, TraceID: j.traceID, Success: ok, Code: code, Duration: dur}, j.callback)
+	r.finished(j.base, TaskEvent{ID: j.id, Type: j.typ, TraceID: j.traceID, Success: ok, Code: code, Duration: dur}, j.callback)
 }
 
 // finished counts a task whose response was recorded, calls the
-// TaskFinished hook and, when the task has a callback, wakes the delivery
-// loop.
-func (r *Recorder) finished(ev TaskEvent, callback bool) {
+// TaskFinished hook with ctx and, when the task has a callback, wakes the
+// delivery loop.
+func (r *Recorder) finished(ctx context.Context, ev TaskEvent, callback bool) {
 	r.wakeWaiters(ev.ID)
 	r.c.tasksFinished.Add(1)
 	if !ev.Success {
 		r.c.tasksFailed.Add(1)
 	}
-	if h := r.o.Hooks.TaskFinished; h != nil {
-		h(ev)
-	}
+	callHook(r, "TaskFinished", ev.ID, r.o.Hooks.TaskFinished, ctx, ev)
 	if callback {
 		r.wakeDelivery()
 	}
@@ -281,7 +286,7 @@ func (r *Recorder) renewer() {
 			n := min(len(ids), renewChunk)
 			chunk := ids[:n]
 			ids = ids[n:]
-			err := r.retryUnavailable(r.bg.Done(), r.o.Lease/3, "task leases", "", func(ctx context.Context) error { return r.store.RenewLeases(ctx, chunk, until) })
+			err := r.retryUnavailable(r.bg, r.o.Lease/3, "task leases", "", func(ctx context.Context) error { return r.store.RenewLeases(ctx, chunk, until) })
 			if err != nil && r.bg.Err() == nil {
 				r.log.Error("callback: renewing task leases", "tasks", len(chunk), "err", err)
 			}

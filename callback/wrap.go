@@ -15,16 +15,25 @@ import (
 	"github.com/google/uuid"
 	"github.com/tasksapi/tasks/internal/apierr"
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // Wrap returns a handler that adds callback mode to h, an image endpoint
 // whose tasks are recorded with the given type (e.g. "images_generations").
 //
 // A request whose Content-Type is application/json or multipart/form-data
-// is read into memory (at most Options.MaxBodyBytes, else 400 bad_request)
-// and inspected:
+// is read and inspected. A callback-mode body (or one refused as such) must
+// be at most Options.MaxBodyBytes, else 400 bad_request naming the limit.
+// Up to 1 MiB a body is read into memory; past that the bytes go to a
+// temporary file while a streaming scan looks for the callback-mode fields
+// at the top level (see the package documentation, Limits), and a body
+// whose top level carries callback_url or trace_id (not null), async
+// (neither null nor false), or one of them twice, is held to
+// Options.MaxBodyBytes, read into memory and inspected like a small one:
 //
-//   - With a callback_url field (an absolute http or https URL), or with
+//   - With a callback_url field (an absolute http or https URL; unless
+//     Options.AllowPrivateNetworks, not an IP literal the delivery guard
+//     refuses, nor localhost or a name under .localhost), or with
 //     "async": true, it is a callback-mode request. callback_url, trace_id
 //     (a string of at most 128 characters) and async (a boolean; for multipart a
 //     form field strconv.ParseBool reads: 1, t, T, true, TRUE, True, or
@@ -40,7 +49,15 @@ import (
 //     api_error. null counts as an absent field.
 //   - Otherwise (other content types, a JSON body that is not an object, a
 //     malformed multipart body, or neither field) h serves the request
-//     synchronously with the original body bytes; nothing is stored.
+//     synchronously with the original body bytes, the same headers and
+//     Content-Length, whatever its size: the recorder sets no limit on it;
+//     nothing is stored. A body read into memory comes from there; a larger
+//     one is read back from the temporary file and then from the
+//     connection, and the file is removed once h returns.
+//
+// A body that cannot be read while Wrap reads it is answered 400
+// bad_request (naming the limit when the error is an
+// *http.MaxBytesError).
 //
 // A worker later runs h on a copy of the request (same method, URL and
 // headers) whose body lacks callback_url, trace_id and async, whose context
@@ -53,7 +70,7 @@ import (
 //
 // Wrap panics if taskType is empty or longer than 128 characters.
 func (r *Recorder) Wrap(taskType string, h http.Handler) http.Handler {
-	if taskType == "" || taskstore.TooLong(taskType) || !utf8.ValidString(taskType) {
+	if taskType == "" || storekit.TooLong(taskType) || !utf8.ValidString(taskType) {
 		panic(fmt.Sprintf("callback: Wrap: task type %q must be 1 to %d characters of UTF-8", taskType, taskstore.MaxIDLength))
 	}
 	if h == nil {
@@ -78,28 +95,52 @@ const (
 )
 
 func (wh *wrapped) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	r := wh.r
 	kind, boundary := bodyKind(req)
 	if kind == kindOther || req.Body == nil || req.Body == http.NoBody {
 		wh.h.ServeHTTP(w, req)
 		return
 	}
-	body, err := readBody(req.Body, req.ContentLength, r.o.MaxBodyBytes)
+	head, err := readBody(req.Body, req.ContentLength, spillAt)
 	switch {
+	case err == nil:
+		wh.serveBody(w, req, kind, boundary, head)
 	case errors.Is(err, errTooLarge):
+		wh.serveLarge(w, req, kind, boundary, head)
+	default:
+		wh.readError(w, err)
+	}
+}
+
+// readError answers a body that could not be read.
+func (wh *wrapped) readError(w http.ResponseWriter, err error) {
+	if mb, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		// An http.MaxBytesReader of the server around this handler.
 		apierr.Write(w, http.StatusBadRequest, apierr.BadRequest,
-			"request body must be at most "+strconv.FormatInt(r.o.MaxBodyBytes, 10)+" bytes")
-		return
-	case err != nil:
-		apierr.Write(w, http.StatusBadRequest, apierr.BadRequest, "the request body could not be read")
+			"request body must be at most "+strconv.FormatInt(mb.Limit, 10)+" bytes")
 		return
 	}
+	apierr.Write(w, http.StatusBadRequest, apierr.BadRequest, "the request body could not be read")
+}
 
+// tooLarge answers a callback-mode body over Options.MaxBodyBytes.
+func (wh *wrapped) tooLarge(w http.ResponseWriter) {
+	apierr.Write(w, http.StatusBadRequest, apierr.BadRequest,
+		"request body must be at most "+strconv.FormatInt(wh.r.o.MaxBodyBytes, 10)+" bytes")
+}
+
+// serveBody serves a request whose whole body was read.
+func (wh *wrapped) serveBody(w http.ResponseWriter, req *http.Request, kind int, boundary string, body []byte) {
+	r := wh.r
 	var in inspection
+	var err error
 	if kind == kindJSON {
-		in, err = inspectJSON(body, r.o.MaxRequestBytes)
+		in, err = inspectJSON(body, r.o.MaxRequestBytes, r.o.AllowPrivateNetworks)
 	} else {
-		in, err = inspectMultipart(body, boundary, r.o.MaxRequestBytes)
+		in, err = inspectMultipart(body, boundary, r.o.MaxRequestBytes, r.o.AllowPrivateNetworks)
+	}
+	if (in.callback || err != nil) && int64(len(body)) > r.o.MaxBodyBytes {
+		wh.tooLarge(w)
+		return
 	}
 	if br, ok := errors.AsType[*badRequest](err); ok {
 		apierr.Write(w, http.StatusBadRequest, apierr.BadRequest, br.msg)
@@ -119,6 +160,65 @@ func (wh *wrapped) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	wh.accept(w, req, in)
 }
+
+// serveLarge serves a request whose body is longer than spillAt (or
+// declared so); head holds the bytes read so far (see stream.go).
+func (wh *wrapped) serveLarge(w http.ResponseWriter, req *http.Request, kind int, boundary string, head []byte) {
+	r := wh.r
+	sp := &spool{src: req.Body}
+	defer sp.close()
+	scanned := io.MultiReader(bytes.NewReader(head), sp)
+	var candidate bool
+	if kind == kindJSON {
+		candidate = scanJSON(scanned)
+	} else {
+		candidate = scanMultipart(scanned, boundary)
+	}
+	if sp.rerr != nil {
+		wh.readError(w, sp.rerr)
+		return
+	}
+	spooled, err := sp.replay()
+	if err == nil {
+		err = sp.werr
+	}
+	if err != nil {
+		apierr.Internal(req.Context(), w, r.log, "callback: spooling request body", err)
+		return
+	}
+	rest := io.MultiReader(bytes.NewReader(head), spooled, req.Body)
+	if !candidate {
+		// Not callback mode: the handler reads what was read, then the rest.
+		pass := *req
+		pass.Body = passBody{rest, req.Body}
+		pass.GetBody = nil
+		wh.h.ServeHTTP(w, &pass)
+		return
+	}
+	if req.ContentLength > r.o.MaxBodyBytes || int64(len(head))+sp.n > r.o.MaxBodyBytes {
+		wh.tooLarge(w)
+		return
+	}
+	body, err := readBody(rest, req.ContentLength, r.o.MaxBodyBytes)
+	switch {
+	case errors.Is(err, errTooLarge):
+		wh.tooLarge(w)
+		return
+	case err != nil:
+		wh.readError(w, err)
+		return
+	}
+	sp.close()
+	wh.serveBody(w, req, kind, boundary, body)
+}
+
+// passBody is the body a large non-callback request is passed through with.
+type passBody struct {
+	io.Reader
+	orig io.Closer
+}
+
+func (b passBody) Close() error { return b.orig.Close() }
 
 // accept stores and queues a callback-mode request, then answers it.
 func (wh *wrapped) accept(w http.ResponseWriter, req *http.Request, in inspection) {
@@ -209,7 +309,9 @@ func bodyKind(req *http.Request) (kind int, boundary string) {
 
 var errTooLarge = errors.New("callback: request body too large")
 
-// readBody reads all of body, failing with errTooLarge past max bytes.
+// readBody reads all of body, failing with errTooLarge past max bytes: it
+// then returns the bytes read (max+1), or none when the declared length is
+// larger than max.
 //
 // The buffer grows with the bytes that arrive, never ahead of them: it
 // starts small and doubles when full, so it holds at most about twice what
@@ -234,7 +336,7 @@ func readBody(body io.Reader, length, max int64) ([]byte, error) {
 		n, err := body.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if int64(len(buf)) > max {
-			return nil, errTooLarge
+			return buf, errTooLarge
 		}
 		if err == io.EOF {
 			return buf, nil
@@ -339,7 +441,9 @@ type Submission struct {
 // *TaskError chooses the failure code and message; any other error becomes
 // "api_error" with a generic message, so its text never reaches the client.
 //
-// Errors: ErrBadCallbackURL (wrapped with the reason), ErrRequestTooLarge
+// Errors: ErrBadCallbackURL (wrapped with the reason: not an absolute http
+// or https URL, or, unless Options.AllowPrivateNetworks, a host that is an
+// IP literal the delivery guard refuses or a localhost name), ErrRequestTooLarge
 // (a Request longer than Options.MaxRequestBytes, wrapped with the limit),
 // ErrQueueFull (the queue is full, or the principal's share of it or of
 // Options.QueueBytes is, wrapped with the reason), ErrClosed, or the store's error (taskstore.ErrInvalid naming the field for
@@ -355,7 +459,7 @@ func (r *Recorder) Submit(ctx context.Context, s Submission, run func(ctx contex
 		return "", err
 	}
 	if s.CallbackURL != "" {
-		if err := checkCallbackURL(s.CallbackURL); err != nil {
+		if err := checkCallbackURL(s.CallbackURL, r.o.AllowPrivateNetworks); err != nil {
 			return "", err
 		}
 	}

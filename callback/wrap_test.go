@@ -156,7 +156,7 @@ func TestAsyncWithoutCallback(t *testing.T) {
 	}
 }
 
-// trace_id is limited to 128 characters (CONTRACT §1), not bytes.
+// trace_id is limited to 128 characters (the README's "Limits"), not bytes.
 func TestTraceIDCountsCharacters(t *testing.T) {
 	store := newMemStore(t)
 	rec := newRecorder(t, store, callback.Options{})

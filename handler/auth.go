@@ -127,8 +127,8 @@ func bearerToken(h string) (string, bool) {
 // holds a principal (taskstore.NewContext, put there by the server's own
 // authentication middleware) goes on as it is; any other request is decided
 // by auth. A rejected one is answered 400 no_token (the error wraps
-// ErrNoToken), 500 api_error, logged through slog.Default (it wraps
-// ErrAuthUnavailable), or 401 invalid_token; otherwise the caller's
+// ErrNoToken), 500 api_error, logged to slog.Default() as it is when
+// Authenticate is called (it wraps ErrAuthUnavailable), or 401 invalid_token; otherwise the caller's
 // principal is put into the request context with taskstore.NewContext and
 // next serves the request.
 //
@@ -140,12 +140,13 @@ func Authenticate(auth Authenticator, next http.Handler) http.Handler {
 	if next == nil {
 		panic("handler.Authenticate: nil next handler")
 	}
+	log := slog.Default()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := taskstore.FromContext(r.Context()); ok {
 			next.ServeHTTP(w, r)
 			return
 		}
-		p, ok := authenticate(w, r, auth, slog.Default())
+		p, ok := authenticate(w, r, auth, log)
 		if !ok {
 			return
 		}

@@ -103,7 +103,9 @@ import (
 	"time"
 
 	"github.com/tasksapi/tasks/internal/apierr"
+	"github.com/tasksapi/tasks/internal/jsonw"
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // Handler serves the Tasks API over a taskstore.Store. Create it with New;
@@ -167,8 +169,8 @@ func WithTypes(types ...string) Option {
 }
 
 // WithLogger sets the logger that internal failures go to, each with the
-// trace_id of its answer. The default is slog.Default() at the time of the
-// failure.
+// trace_id of its answer. Without it, or with nil, they go to
+// slog.Default() as it is when New is called.
 func WithLogger(l *slog.Logger) Option {
 	return func(h *Handler) { h.log = l }
 }
@@ -190,6 +192,9 @@ func New(store taskstore.Store, auth Authenticator, opts ...Option) *Handler {
 	h := &Handler{store: store, auth: auth, pageBytes: DefaultPageBytes}
 	for _, o := range opts {
 		o(h)
+	}
+	if h.log == nil {
+		h.log = slog.Default()
 	}
 	return h
 }
@@ -323,7 +328,7 @@ const notFound = "{}"
 
 func (h *Handler) retrieve(ctx context.Context, p taskstore.Principal, req *request, out []byte) ([]byte, error) {
 	if req.id == "" { // by trace_id alone: the newest visible match
-		if taskstore.TooLong(req.traceID) { // no task has such a trace_id
+		if storekit.TooLong(req.traceID) { // no task has such a trace_id
 			return append(out, notFound...), nil
 		}
 		// The filter names no application or user, so Scope cannot refuse it.
@@ -337,7 +342,7 @@ func (h *Handler) retrieve(ctx context.Context, p taskstore.Principal, req *requ
 		}
 		return page[0].AppendJSON(out), nil
 	}
-	if taskstore.TooLong(req.id) { // no task has such an id
+	if storekit.TooLong(req.id) { // no task has such an id
 		return append(out, notFound...), nil
 	}
 	t, err := h.store.Get(ctx, req.id)
@@ -397,7 +402,7 @@ func (h *Handler) retrieveBatch(ctx context.Context, p taskstore.Principal, req 
 func (h *Handler) delete(ctx context.Context, p taskstore.Principal, req *request, out []byte) ([]byte, error) {
 	deleted := false
 	t, err := taskstore.Task{}, taskstore.ErrNotFound
-	if !taskstore.TooLong(req.id) { // else no task has such an id
+	if !storekit.TooLong(req.id) { // else no task has such an id
 		t, err = h.store.Get(ctx, req.id)
 	}
 	switch {
@@ -417,7 +422,7 @@ func (h *Handler) delete(ctx context.Context, p taskstore.Principal, req *reques
 		}
 	}
 	out = append(out, `{"id":`...)
-	out = taskstore.AppendString(out, req.id)
+	out = jsonw.AppendString(out, req.id)
 	out = append(out, `,"deleted":`...)
 	out = strconv.AppendBool(out, deleted)
 	return append(out, '}'), nil
@@ -465,7 +470,7 @@ func (h *Handler) redeliver(ctx context.Context, p taskstore.Principal, req *req
 		if i > 0 {
 			out = append(out, ',')
 		}
-		out = taskstore.AppendString(out, id)
+		out = jsonw.AppendString(out, id)
 	}
 	out = append(out, `],"count":`...)
 	out = strconv.AppendInt(out, int64(len(done)), 10)

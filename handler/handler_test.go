@@ -20,6 +20,7 @@ import (
 	"github.com/tasksapi/tasks/handler"
 	"github.com/tasksapi/tasks/memstore"
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // call is one HTTP request to the handler.
@@ -476,7 +477,7 @@ func TestStoreErrors(t *testing.T) {
 		})
 	}
 	t.Run("Invalid", func(t *testing.T) {
-		h := handler.New(brokenStore{err: fmt.Errorf("find: %w", taskstore.Invalidf("ids must be short"))},
+		h := handler.New(brokenStore{err: fmt.Errorf("find: %w", storekit.Invalidf("ids must be short"))},
 			handler.InsecureAnyoneIsOperator)
 		rec := serve(h, call{auth: "Bearer x", body: `{"action":"retrieve_batch"}`})
 		ids.checkError(t, rec, 400, "bad_request", "ids must be short")

@@ -57,7 +57,7 @@ func newestFirst(a, b taskstore.Task) int {
 }
 
 // Fixtures: two tenants' tasks sharing a trace id, the wire example of
-// CONTRACT.md §2 among them.
+// the Tasks API's retrieve example among them.
 var (
 	taskFinished = taskstore.Task{
 		ID:            "7489df4c-ef03-4de0-b598-e9a590793434",

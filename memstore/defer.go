@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // DeferDeliveries hands claimed deliveries back without an attempt; see
@@ -14,7 +15,7 @@ func (s *Store) DeferDeliveries(ctx context.Context, ds []taskstore.Deferral) (i
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	if err := taskstore.CheckDeferrals(ds); err != nil {
+	if err := storekit.CheckDeferrals(ds); err != nil {
 		return 0, err
 	}
 	s.mu.Lock()
@@ -29,12 +30,12 @@ func (s *Store) DeferDeliveries(ctx context.Context, ds []taskstore.Deferral) (i
 			continue
 		}
 		r := s.recs.at(slot)
-		if !r.pending() || !r.claimed || r.next != taskstore.ToMillis(d.ClaimedUntil) {
+		if !r.pending() || !r.claimed || r.next != storekit.ToMillis(d.ClaimedUntil) {
 			continue
 		}
 		old := r.state()
 		s.due.remove(&s.recs, byDue, slot)
-		r.next, r.claimed = taskstore.ToMillis(d.Next), false
+		r.next, r.claimed = storekit.ToMillis(d.Next), false
 		s.settle(slot, old)
 		n++
 	}

@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // Find returns the page of tasks matching f, newest first, and the total
@@ -32,7 +33,7 @@ func (s *Store) Find(ctx context.Context, f taskstore.Filter) ([]taskstore.Task,
 	if s.closed || s.byID == nil {
 		return nil, 0, s.unusable()
 	}
-	minMs, maxMs, empty := f.CreatedRange()
+	minMs, maxMs, empty := storekit.CreatedRange(f)
 	set := statesOf(f.Status, f.CallbackStatus)
 	if empty || set == 0 { // (a running task's callback is never delivered)
 		return []taskstore.Task{}, 0, nil

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // FinishMany finishes the listed tasks that are unfinished, each as Finish
@@ -15,11 +16,11 @@ func (s *Store) FinishMany(ctx context.Context, outcomes []taskstore.Outcome, at
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	outcomes, err := taskstore.CheckOutcomes(outcomes)
+	outcomes, err := storekit.CheckOutcomes(outcomes)
 	if err != nil {
 		return nil, err
 	}
-	ms := taskstore.MillisOrNow(at)
+	ms := storekit.MillisOrNow(at)
 	// Copied and judged before taking the lock.
 	resps := make([][]byte, len(outcomes))
 	oks := make([]bool, len(outcomes))

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 var base = time.Date(2025, 11, 14, 17, 50, 7, 967_000_000, time.UTC)
@@ -747,7 +748,7 @@ func randomTrace(rng *rand.Rand, traces []string, n int) string {
 
 func compareFind(t *testing.T, s *Store, model map[string]taskstore.Task, f taskstore.Filter) {
 	t.Helper()
-	minMs, maxMs, _ := f.CreatedRange()
+	minMs, maxMs, _ := storekit.CreatedRange(f)
 	var want []taskstore.Task
 	for _, x := range model {
 		ms := x.CreatedAt.UnixMilli()
@@ -855,7 +856,7 @@ func TestPlan(t *testing.T) {
 			f := sh.f
 			f.Status, f.CallbackStatus, f.Limit = sf.Status, sf.CallbackStatus, 12
 			set := statesOf(f.Status, f.CallbackStatus)
-			minMs, maxMs, _ := f.CreatedRange()
+			minMs, maxMs, _ := storekit.CreatedRange(f)
 			q := s.plan(f, set, minMs, maxMs)
 			cands := len(q.slots)
 			for _, ix := range q.runs {

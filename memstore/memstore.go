@@ -84,6 +84,7 @@ import (
 	"time"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // Store is an in-memory taskstore.Store. Create one with New; the zero Store
@@ -133,7 +134,7 @@ func (s *Store) Create(ctx context.Context, t taskstore.Task) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	t, err := taskstore.Normalize(t, time.Now()) // copies the JSON: the store owns it
+	t, err := storekit.Normalize(t, time.Now()) // copies the JSON: the store owns it
 	if err != nil {
 		return err
 	}
@@ -155,12 +156,12 @@ func (s *Store) Create(ctx context.Context, t taskstore.Task) error {
 		app: t.ApplicationID, user: t.UserID, cred: t.CredentialID,
 		url: t.Callback.URL, lastErr: t.Callback.LastError,
 		request: t.Request, response: t.Response,
-		created:   taskstore.ToMillis(t.CreatedAt),
-		started:   taskstore.ToMillis(t.StartedAt),
-		finished:  taskstore.ToMillis(t.FinishedAt),
-		lease:     taskstore.ToMillis(t.LeaseUntil),
-		next:      taskstore.ToMillis(t.Callback.NextAttemptAt),
-		delivered: taskstore.ToMillis(t.Callback.DeliveredAt),
+		created:   storekit.ToMillis(t.CreatedAt),
+		started:   storekit.ToMillis(t.StartedAt),
+		finished:  storekit.ToMillis(t.FinishedAt),
+		lease:     storekit.ToMillis(t.LeaseUntil),
+		next:      storekit.ToMillis(t.Callback.NextAttemptAt),
+		delivered: storekit.ToMillis(t.Callback.DeliveredAt),
 		attempts:  uint32(t.Callback.Attempts), lastStatus: int32(t.Callback.LastStatus),
 		ok: ok,
 	}
@@ -384,7 +385,7 @@ func (s *Store) Start(ctx context.Context, id string, at time.Time) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	ms := taskstore.MillisOrNow(at)
+	ms := storekit.MillisOrNow(at)
 	return s.update(id, func(slot uint32, r *rec) error {
 		switch {
 		case r.finished != 0:
@@ -407,10 +408,10 @@ func (s *Store) Finish(ctx context.Context, id string, response json.RawMessage,
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := taskstore.CheckResponse(response); err != nil {
+	if err := storekit.CheckResponse(response); err != nil {
 		return err
 	}
-	ms := taskstore.MillisOrNow(at)
+	ms := storekit.MillisOrNow(at)
 	response = bytes.Clone(response)
 	ok := taskstore.Succeeded(response)
 	return s.update(id, func(slot uint32, r *rec) error {
@@ -459,10 +460,10 @@ func (s *Store) Prune(ctx context.Context, before time.Time, limit int) (int, er
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	if err := taskstore.CheckLimit(limit); err != nil {
+	if err := storekit.CheckLimit(limit); err != nil {
 		return 0, err
 	}
-	cut := taskstore.CeilMillis(before)
+	cut := storekit.CeilMillis(before)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || s.byID == nil {
@@ -488,7 +489,7 @@ func (s *Store) RenewLeases(ctx context.Context, ids []string, until time.Time) 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	ms := taskstore.ToMillis(until)
+	ms := storekit.ToMillis(until)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || s.byID == nil {
@@ -517,10 +518,10 @@ func (s *Store) Abandoned(ctx context.Context, before time.Time, limit int) ([]t
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := taskstore.CheckLimit(limit); err != nil {
+	if err := storekit.CheckLimit(limit); err != nil {
 		return nil, err
 	}
-	cut := taskstore.CeilMillis(before)
+	cut := storekit.CeilMillis(before)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed || s.byID == nil {
@@ -547,11 +548,11 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, lease time.D
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := taskstore.CheckClaim(now, lease, limit); err != nil {
+	if err := storekit.CheckClaim(now, lease, limit); err != nil {
 		return nil, err
 	}
 	nowMs := now.UnixMilli() // due means NextAttemptAt <= now: floor
-	until := taskstore.ToMillis(now.Add(lease))
+	until := storekit.ToMillis(now.Add(lease))
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || s.byID == nil {
@@ -581,16 +582,16 @@ func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attemp
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	delivered, next := a.Millis()
+	delivered, next := storekit.AttemptMillis(a)
 	return s.update(id, func(slot uint32, r *rec) error {
 		if r.recorded(a, delivered, next) {
 			return nil // a repeat
 		}
 		if !r.pending() {
 			return fmt.Errorf("%w: the callback of task %q is %s, not pending", taskstore.ErrConflict, id, taskstore.Task{
-				FinishedAt: taskstore.FromMillis(r.finished),
+				FinishedAt: storekit.FromMillis(r.finished),
 				Callback: taskstore.Callback{URL: r.url,
-					NextAttemptAt: taskstore.FromMillis(r.next), DeliveredAt: taskstore.FromMillis(r.delivered)},
+					NextAttemptAt: storekit.FromMillis(r.next), DeliveredAt: storekit.FromMillis(r.delivered)},
 			}.CallbackStatus())
 		}
 		old := r.state()
@@ -625,7 +626,7 @@ func (s *Store) Redeliver(ctx context.Context, ids []string, at time.Time) ([]st
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	ms := taskstore.MillisOrNow(at)
+	ms := storekit.MillisOrNow(at)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || s.byID == nil {
@@ -660,10 +661,10 @@ func (s *Store) RedeliverFailed(ctx context.Context, since, at time.Time, limit 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := taskstore.CheckLimit(limit); err != nil {
+	if err := storekit.CheckLimit(limit); err != nil {
 		return nil, err
 	}
-	from, ms := taskstore.CeilMillis(since), taskstore.MillisOrNow(at)
+	from, ms := storekit.CeilMillis(since), storekit.MillisOrNow(at)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || s.byID == nil {

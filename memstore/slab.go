@@ -6,6 +6,7 @@ import (
 	"math"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // rec is a stored task: times in Unix milliseconds (0 = not set), JSON owned
@@ -18,7 +19,7 @@ type rec struct {
 	created, started  int64
 	finished, lease   int64
 	next, delivered   int64
-	attempts          uint32 // Normalize allows up to MaxInt32; RecordAttempt adds one
+	attempts          uint32 // storekit.Normalize allows up to MaxInt32; RecordAttempt adds one
 	lastStatus        int32  // an HTTP status, 0 to 999
 	// ok: the task finished with a success (taskstore.Succeeded of its
 	// response), computed once when the response is stored.
@@ -41,7 +42,7 @@ func (r *rec) gaveUp() bool {
 }
 
 // recorded reports whether the callback already records attempt a, whose
-// delivery time and next attempt (Attempt.Millis) are given: the repeat of
+// delivery time and next attempt (storekit.AttemptMillis) are given: the repeat of
 // a RecordAttempt (see taskstore.Store).
 func (r *rec) recorded(a taskstore.Attempt, delivered, next int64) bool {
 	if r.url == "" || r.finished == 0 || r.lastStatus != int32(a.Status) || r.lastErr != a.Error {
@@ -63,17 +64,17 @@ func (r *rec) task(buf *[]byte) taskstore.Task {
 		ID: r.id, TraceID: r.traceID, Type: r.typ,
 		Request:       carve(buf, r.request),
 		Response:      carve(buf, r.response),
-		CreatedAt:     taskstore.FromMillis(r.created),
-		StartedAt:     taskstore.FromMillis(r.started),
-		FinishedAt:    taskstore.FromMillis(r.finished),
+		CreatedAt:     storekit.FromMillis(r.created),
+		StartedAt:     storekit.FromMillis(r.started),
+		FinishedAt:    storekit.FromMillis(r.finished),
 		ApplicationID: r.app, UserID: r.user, CredentialID: r.cred,
 		Callback: taskstore.Callback{
 			URL: r.url, Attempts: int(r.attempts),
-			NextAttemptAt: taskstore.FromMillis(r.next),
-			DeliveredAt:   taskstore.FromMillis(r.delivered),
+			NextAttemptAt: storekit.FromMillis(r.next),
+			DeliveredAt:   storekit.FromMillis(r.delivered),
 			LastStatus:    int(r.lastStatus), LastError: r.lastErr,
 		},
-		LeaseUntil: taskstore.FromMillis(r.lease),
+		LeaseUntil: storekit.FromMillis(r.lease),
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // Walk returns at most limit tasks after the cursor in (CreatedAt, ID)
@@ -13,10 +14,10 @@ func (s *Store) Walk(ctx context.Context, from taskstore.Cursor, limit int) ([]t
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := taskstore.CheckLimit(limit); err != nil {
+	if err := storekit.CheckLimit(limit); err != nil {
 		return nil, err
 	}
-	ms, id := from.Key()
+	ms, id := storekit.CursorKey(from)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {

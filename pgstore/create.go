@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // Create stores tasks with group commit: a Create that finds fewer than
@@ -76,7 +77,7 @@ func (s *Store) Create(ctx context.Context, t taskstore.Task) error {
 		return err
 	}
 	defer s.leave()
-	t, err := taskstore.Normalize(t, time.Now())
+	t, err := storekit.Normalize(t, time.Now())
 	if err != nil {
 		return err
 	}
@@ -205,10 +206,10 @@ func (s *Store) insertOne(ctx context.Context, t taskstore.Task) error {
 		response, success = string(t.Response), taskstore.Succeeded(t.Response)
 	}
 	args := []any{
-		t.ID, t.TraceID, t.Type, taskstore.ToMillis(t.CreatedAt), taskstore.ToMillis(t.StartedAt),
-		taskstore.ToMillis(t.FinishedAt), t.ApplicationID, t.UserID, t.CredentialID, t.Callback.URL,
-		t.Callback.Attempts, taskstore.ToMillis(t.Callback.NextAttemptAt), taskstore.ToMillis(t.Callback.DeliveredAt),
-		t.Callback.LastStatus, t.Callback.LastError, taskstore.ToMillis(t.LeaseUntil),
+		t.ID, t.TraceID, t.Type, storekit.ToMillis(t.CreatedAt), storekit.ToMillis(t.StartedAt),
+		storekit.ToMillis(t.FinishedAt), t.ApplicationID, t.UserID, t.CredentialID, t.Callback.URL,
+		t.Callback.Attempts, storekit.ToMillis(t.Callback.NextAttemptAt), storekit.ToMillis(t.Callback.DeliveredAt),
+		t.Callback.LastStatus, t.Callback.LastError, storekit.ToMillis(t.LeaseUntil),
 		string(t.Request), response, success,
 	}
 	var n int64
@@ -324,10 +325,10 @@ func (s *Store) insertMany(batch []*pendingCreate) (map[string]bool, error) {
 	for i, p := range batch {
 		t := p.t
 		ids[i], traces[i], types[i] = t.ID, t.TraceID, t.Type
-		created[i], started[i], finished[i] = taskstore.ToMillis(t.CreatedAt), taskstore.ToMillis(t.StartedAt), taskstore.ToMillis(t.FinishedAt)
+		created[i], started[i], finished[i] = storekit.ToMillis(t.CreatedAt), storekit.ToMillis(t.StartedAt), storekit.ToMillis(t.FinishedAt)
 		apps[i], users[i], creds[i], urls[i] = t.ApplicationID, t.UserID, t.CredentialID, t.Callback.URL
-		attempts[i], next[i], delivered[i] = int32(t.Callback.Attempts), taskstore.ToMillis(t.Callback.NextAttemptAt), taskstore.ToMillis(t.Callback.DeliveredAt)
-		statuses[i], lastErrs[i], lease[i] = int32(t.Callback.LastStatus), t.Callback.LastError, taskstore.ToMillis(t.LeaseUntil)
+		attempts[i], next[i], delivered[i] = int32(t.Callback.Attempts), storekit.ToMillis(t.Callback.NextAttemptAt), storekit.ToMillis(t.Callback.DeliveredAt)
+		statuses[i], lastErrs[i], lease[i] = int32(t.Callback.LastStatus), t.Callback.LastError, storekit.ToMillis(t.LeaseUntil)
 		requests[i] = string(t.Request)
 		if t.Response != nil {
 			r, ok := string(t.Response), taskstore.Succeeded(t.Response)

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // deferDeliveries hands back the deliveries whose claims still hold them
@@ -22,7 +23,7 @@ func (s *Store) DeferDeliveries(ctx context.Context, ds []taskstore.Deferral) (i
 		return 0, err
 	}
 	defer s.leave()
-	if err := taskstore.CheckDeferrals(ds); err != nil {
+	if err := storekit.CheckDeferrals(ds); err != nil {
 		return 0, err
 	}
 	ids := make([]string, 0, len(ds))
@@ -33,8 +34,8 @@ func (s *Store) DeferDeliveries(ctx context.Context, ds []taskstore.Deferral) (i
 			continue // no stored task has such an id
 		}
 		ids = append(ids, d.ID)
-		until = append(until, taskstore.ToMillis(d.ClaimedUntil))
-		next = append(next, taskstore.ToMillis(d.Next))
+		until = append(until, storekit.ToMillis(d.ClaimedUntil))
+		next = append(next, storekit.ToMillis(d.Next))
 	}
 	if len(ids) == 0 {
 		return 0, nil

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // ErrSchemaTooNew: the database was migrated by a newer version of pgstore
@@ -258,7 +259,7 @@ func (s *Store) translate(ctx context.Context, op string, err error) error {
 		case pe.Code == "23505": // unique_violation
 			return fmt.Errorf("%w: %s", taskstore.ErrConflict, pe.Message)
 		case pe.Code == "22021", pe.Code == "22P02", pe.Code == "22P05": // bad encoding, bad input syntax
-			return taskstore.Invalidf("%s: value not accepted by PostgreSQL: %s", op, pe.Message)
+			return storekit.Invalidf("%s: value not accepted by PostgreSQL: %s", op, pe.Message)
 		}
 		return &Error{Op: op, Code: pe.Code, Message: pe.Message, Unavailable: unavailable, err: err}
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // finishMany locks the unfinished tasks among $1 in id order (so that two
@@ -33,7 +34,7 @@ func (s *Store) FinishMany(ctx context.Context, outcomes []taskstore.Outcome, at
 		return nil, err
 	}
 	defer s.leave()
-	outcomes, err := taskstore.CheckOutcomes(outcomes)
+	outcomes, err := storekit.CheckOutcomes(outcomes)
 	if err != nil {
 		return nil, err
 	}
@@ -50,7 +51,7 @@ func (s *Store) FinishMany(ctx context.Context, outcomes []taskstore.Outcome, at
 	if len(ids) == 0 {
 		return []string{}, nil
 	}
-	ms := taskstore.MillisOrNow(at)
+	ms := storekit.MillisOrNow(at)
 	finished := make(map[string]bool, len(ids))
 	// Not retried after a lost connection: the statement may have
 	// committed, and a repeat would answer none of the tasks it finished.

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // importColumns are the columns Import writes, in the order of its rows.
@@ -48,7 +49,7 @@ func (s *Store) Import(ctx context.Context, tasks []taskstore.Task) error {
 	now := time.Now()
 	norm := make([]taskstore.Task, len(tasks))
 	for i, t := range tasks {
-		n, err := taskstore.Normalize(t, now)
+		n, err := storekit.Normalize(t, now)
 		if err == nil {
 			err = checkText(n)
 		}
@@ -67,11 +68,11 @@ func (s *Store) Import(ctx context.Context, tasks []taskstore.Task) error {
 		// The JSON goes as []byte, which pgx sends as the json text
 		// unchanged; a nil response is NULL.
 		row[0], row[1], row[2] = t.ID, t.TraceID, t.Type
-		row[3], row[4], row[5] = taskstore.ToMillis(t.CreatedAt), taskstore.ToMillis(t.StartedAt), taskstore.ToMillis(t.FinishedAt)
+		row[3], row[4], row[5] = storekit.ToMillis(t.CreatedAt), storekit.ToMillis(t.StartedAt), storekit.ToMillis(t.FinishedAt)
 		row[6], row[7], row[8], row[9] = t.ApplicationID, t.UserID, t.CredentialID, t.Callback.URL
-		row[10], row[11] = int32(t.Callback.Attempts), taskstore.ToMillis(t.Callback.NextAttemptAt)
-		row[12], row[13], row[14] = taskstore.ToMillis(t.Callback.DeliveredAt), int32(t.Callback.LastStatus), t.Callback.LastError
-		row[15], row[16], row[17], row[18] = taskstore.ToMillis(t.LeaseUntil), []byte(t.Request), []byte(t.Response), success
+		row[10], row[11] = int32(t.Callback.Attempts), storekit.ToMillis(t.Callback.NextAttemptAt)
+		row[12], row[13], row[14] = storekit.ToMillis(t.Callback.DeliveredAt), int32(t.Callback.LastStatus), t.Callback.LastError
+		row[15], row[16], row[17], row[18] = storekit.ToMillis(t.LeaseUntil), []byte(t.Request), []byte(t.Response), success
 		return row, nil
 	}
 	return s.do(ctx, "import", safeIfUnsent, func() error {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // importTasks returns n tasks in every state a copy meets: finished with a
@@ -65,7 +66,7 @@ func TestImport(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want, _ := taskstore.Normalize(tasks[i], time.Now())
+		want, _ := storekit.Normalize(tasks[i], time.Now())
 		if !sameTask(got, want) {
 			t.Errorf("Get = %+v\nwant %+v", got, want)
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tasksapi/tasks/internal/pgtest"
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // TestLostBatchAnswer: a group-commit batch of creates whose answer is lost
@@ -31,7 +32,7 @@ func TestLostBatchAnswer(t *testing.T) {
 	defer s.Close()
 	ctx := context.Background()
 	mk := func(id string) taskstore.Task {
-		x, err := taskstore.Normalize(taskstore.Task{ID: id, Type: "t", Request: json.RawMessage(`{"id":"` + id + `"}`)}, time.Now())
+		x, err := storekit.Normalize(taskstore.Task{ID: id, Type: "t", Request: json.RawMessage(`{"id":"` + id + `"}`)}, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // Pool defaults; see the With… options.
@@ -60,8 +61,9 @@ func WithConnMaxIdleTime(d time.Duration) Option { return func(c *config) { c.id
 
 // WithLogger sets the logger for migrations (Info), the database becoming
 // unavailable (Warn, once) and available again (Info), the waits of
-// WithStartupWait (Warn) and each retry (Debug). By default nothing is
-// logged.
+// WithStartupWait (Warn) and each retry (Debug). Without it, or with nil,
+// they go to slog.Default() as it is when Open is called; pass
+// slog.New(slog.DiscardHandler) to log nothing.
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
 
 // WithRetries sets how many times an operation is retried after a
@@ -144,7 +146,7 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 		o(&c)
 	}
 	if c.logger == nil {
-		c.logger = slog.New(slog.DiscardHandler)
+		c.logger = slog.Default()
 	}
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
@@ -287,17 +289,17 @@ func (r *row) task() taskstore.Task {
 	return taskstore.Task{
 		ID: r.ID, TraceID: r.TraceID, Type: r.Type,
 		Request: r.Request, Response: r.Response,
-		CreatedAt:     taskstore.FromMillis(r.CreatedMs),
-		StartedAt:     taskstore.FromMillis(r.StartedMs),
-		FinishedAt:    taskstore.FromMillis(r.FinishedMs),
+		CreatedAt:     storekit.FromMillis(r.CreatedMs),
+		StartedAt:     storekit.FromMillis(r.StartedMs),
+		FinishedAt:    storekit.FromMillis(r.FinishedMs),
 		ApplicationID: r.ApplicationID, UserID: r.UserID, CredentialID: r.CredentialID,
 		Callback: taskstore.Callback{
 			URL: r.CallbackURL, Attempts: r.Attempts,
-			NextAttemptAt: taskstore.FromMillis(r.NextAttemptMs),
-			DeliveredAt:   taskstore.FromMillis(r.DeliveredMs),
+			NextAttemptAt: storekit.FromMillis(r.NextAttemptMs),
+			DeliveredAt:   storekit.FromMillis(r.DeliveredMs),
 			LastStatus:    r.LastStatus, LastError: r.LastError,
 		},
-		LeaseUntil: taskstore.FromMillis(r.LeaseMs),
+		LeaseUntil: storekit.FromMillis(r.LeaseMs),
 	}
 }
 
@@ -371,7 +373,7 @@ func (s *Store) selectPage(ctx context.Context, withLead bool, capHint, pageByte
 			// Scan gives the JSON columns fresh slices, so tasks never
 			// share memory.
 			out = append(out, r.task())
-			weight += out[len(out)-1].Weight()
+			weight += storekit.Weight(out[len(out)-1])
 			if withLead {
 				leads = append(leads, lead)
 			}
@@ -403,21 +405,21 @@ func (s *Store) enter(ctx context.Context) error {
 func (s *Store) leave() { s.inflight.Done() }
 
 // checkText refuses what PostgreSQL text cannot hold: NUL characters (and,
-// for the fields Normalize does not check, invalid UTF-8).
+// for the fields storekit.Normalize does not check, invalid UTF-8).
 func checkText(t taskstore.Task) error {
 	for _, f := range []struct{ name, v string }{
 		{"id", t.ID}, {"trace_id", t.TraceID}, {"type", t.Type}, {"application_id", t.ApplicationID},
 		{"user_id", t.UserID}, {"credential_id", t.CredentialID},
 	} {
 		if strings.IndexByte(f.v, 0) >= 0 {
-			return taskstore.Invalidf("%s must not contain NUL characters", f.name)
+			return storekit.Invalidf("%s must not contain NUL characters", f.name)
 		}
 	}
 	for _, f := range []struct{ name, v string }{
 		{"callback url", t.Callback.URL}, {"callback last_error", t.Callback.LastError},
 	} {
 		if !storable(f.v) {
-			return taskstore.Invalidf("%s must be valid UTF-8 without NUL characters", f.name)
+			return storekit.Invalidf("%s must be valid UTF-8 without NUL characters", f.name)
 		}
 	}
 	return nil
@@ -524,7 +526,7 @@ func (s *Store) Start(ctx context.Context, id string, at time.Time) error {
 		return err
 	}
 	defer s.leave()
-	ms := taskstore.MillisOrNow(at)
+	ms := storekit.MillisOrNow(at)
 	n, err := s.batched(ctx, s.starts, id, ms)
 	if err != nil || n == 1 {
 		return err
@@ -561,10 +563,10 @@ func (s *Store) Finish(ctx context.Context, id string, response json.RawMessage,
 		return err
 	}
 	defer s.leave()
-	if err := taskstore.CheckResponse(response); err != nil {
+	if err := storekit.CheckResponse(response); err != nil {
 		return err
 	}
-	ms := taskstore.MillisOrNow(at)
+	ms := storekit.MillisOrNow(at)
 	n, err := s.batched(ctx, s.finishes, id, string(response), ms, taskstore.Succeeded(response))
 	if err != nil || n == 1 {
 		return err
@@ -676,7 +678,7 @@ func (s *Store) Prune(ctx context.Context, before time.Time, limit int) (int, er
 		return 0, err
 	}
 	defer s.leave()
-	if err := taskstore.CheckLimit(limit); err != nil {
+	if err := storekit.CheckLimit(limit); err != nil {
 		return 0, err
 	}
 	var n int64
@@ -684,7 +686,7 @@ func (s *Store) Prune(ctx context.Context, before time.Time, limit int) (int, er
 	// and a repeat would delete up to limit more tasks and report only its
 	// own count.
 	err := s.do(ctx, "prune", safeIfUnsent, func() (err error) {
-		n, err = s.exec(ctx, pruneTasks, taskstore.CeilMillis(before), limit)
+		n, err = s.exec(ctx, pruneTasks, storekit.CeilMillis(before), limit)
 		return err
 	})
 	if err != nil {
@@ -731,7 +733,7 @@ func (s *Store) RenewLeases(ctx context.Context, ids []string, until time.Time) 
 	if len(ids) == 0 {
 		return nil
 	}
-	ms := taskstore.ToMillis(until)
+	ms := storekit.ToMillis(until)
 	return s.do(ctx, "renew leases", idempotent, func() error {
 		_, err := s.exec(ctx, renewLeases, ids, ms)
 		return err
@@ -751,12 +753,12 @@ func (s *Store) Abandoned(ctx context.Context, before time.Time, limit int) ([]t
 		return nil, err
 	}
 	defer s.leave()
-	if err := taskstore.CheckLimit(limit); err != nil {
+	if err := storekit.CheckLimit(limit); err != nil {
 		return nil, err
 	}
 	var out []taskstore.Task
 	err := s.do(ctx, "abandoned", idempotent, func() (err error) {
-		out, _, err = s.selectTasks(ctx, false, limit, abandonedTasks, taskstore.CeilMillis(before), limit)
+		out, _, err = s.selectTasks(ctx, false, limit, abandonedTasks, storekit.CeilMillis(before), limit)
 		return err
 	})
 	if err != nil {
@@ -800,7 +802,7 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, lease time.D
 		return nil, err
 	}
 	defer s.leave()
-	if err := taskstore.CheckClaim(now, lease, limit); err != nil {
+	if err := storekit.CheckClaim(now, lease, limit); err != nil {
 		return nil, err
 	}
 	var claimed []taskstore.Task
@@ -808,7 +810,7 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, lease time.D
 	// Retrying after a lost connection is safe: a claim whose answer was
 	// lost only delays those deliveries until the claim expires.
 	err := s.do(ctx, "claim deliveries", idempotent, func() (err error) {
-		claimed, due, err = s.selectTasks(ctx, true, limit, claimDeliveries, now.UnixMilli(), taskstore.ToMillis(now.Add(lease)), limit)
+		claimed, due, err = s.selectTasks(ctx, true, limit, claimDeliveries, now.UnixMilli(), storekit.ToMillis(now.Add(lease)), limit)
 		return err
 	})
 	if err != nil {
@@ -850,7 +852,7 @@ func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attemp
 		return err
 	}
 	defer s.leave()
-	delivered, next := a.Millis()
+	delivered, next := storekit.AttemptMillis(a)
 	msg := strings.ReplaceAll(strings.ToValidUTF8(a.Error, "\uFFFD"), "\x00", "")
 	n, err := s.batched(ctx, s.records, id, a.Status, msg, delivered, next)
 	if err != nil || n == 1 {
@@ -867,9 +869,9 @@ func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attemp
 		return nil
 	}
 	why := taskstore.Task{
-		FinishedAt: taskstore.FromMillis(st.FinishedMs),
+		FinishedAt: storekit.FromMillis(st.FinishedMs),
 		Callback: taskstore.Callback{URL: st.CallbackURL,
-			NextAttemptAt: taskstore.FromMillis(st.NextAttemptMs), DeliveredAt: taskstore.FromMillis(st.DeliveredMs)},
+			NextAttemptAt: storekit.FromMillis(st.NextAttemptMs), DeliveredAt: storekit.FromMillis(st.DeliveredMs)},
 	}.CallbackStatus()
 	return fmt.Errorf("%w: the callback of task %q is %s, not pending", taskstore.ErrConflict, id, why)
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // findQuery is the SQL of one Find call.
@@ -53,7 +54,7 @@ func (q findQuery) withMode(args []any) []any {
 // Each list with one value becomes "col = $n" rather than "col = ANY($n)",
 // which gives the planner a better estimate for cached (generic) plans.
 func buildFind(f taskstore.Filter) (q findQuery, ok bool) {
-	minMs, maxMs, empty := f.CreatedRange()
+	minMs, maxMs, empty := storekit.CreatedRange(f)
 	if empty {
 		return q, false
 	}

@@ -6,7 +6,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // A delivery is claimed while claim_ms is set and equal to next_attempt_ms
@@ -61,7 +61,7 @@ func (s *Store) Redeliver(ctx context.Context, ids []string, at time.Time) ([]st
 	if len(ids) == 0 {
 		return []string{}, nil
 	}
-	ms := taskstore.MillisOrNow(at)
+	ms := storekit.MillisOrNow(at)
 	found := make(map[string]bool, len(ids))
 	// Repeating it after a lost connection is harmless: the callbacks it
 	// made due are still due (or claimed since, hence left alone), and the
@@ -125,12 +125,12 @@ func (s *Store) RedeliverFailed(ctx context.Context, since, at time.Time, limit 
 		return nil, err
 	}
 	defer s.leave()
-	if err := taskstore.CheckLimit(limit); err != nil {
+	if err := storekit.CheckLimit(limit); err != nil {
 		return nil, err
 	}
 	sinceMs := int64(-1 << 63) // the zero time: every finished task
 	if !since.IsZero() {
-		sinceMs = taskstore.CeilMillis(since)
+		sinceMs = storekit.CeilMillis(since)
 	}
 	var out []string
 	// Not repeated after a lost connection: the batch may have been made
@@ -138,7 +138,7 @@ func (s *Store) RedeliverFailed(ctx context.Context, since, at time.Time, limit 
 	err := s.do(ctx, "redeliver failed", safeIfUnsent, func() error {
 		out = make([]string, 0, min(limit, 1000))
 		return s.conn(ctx, func(c *pgx.Conn) error {
-			rows, err := c.Query(ctx, redeliverFailed, sinceMs, taskstore.MillisOrNow(at), limit)
+			rows, err := c.Query(ctx, redeliverFailed, sinceMs, storekit.MillisOrNow(at), limit)
 			if err != nil {
 				return err
 			}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tasksapi/tasks/internal/pgtest"
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // trickyResponses are responses whose success bit is easy to get wrong:
@@ -270,11 +271,11 @@ func insertV2(t *testing.T, url string, all []taskstore.Task) {
 			resp = lit(string(x.Response))
 		}
 		stmts = append(stmts, fmt.Sprintf(`INSERT INTO tasks (`+taskColumns+`) VALUES (%s, %s, %s, %d, %d, %d, %s, %s, %s, %s,
-			%d, %d, %d, %d, %s, %d, %s, %s)`, lit(x.ID), lit(x.TraceID), lit(x.Type), taskstore.ToMillis(x.CreatedAt),
-			taskstore.ToMillis(x.StartedAt), taskstore.ToMillis(x.FinishedAt), lit(x.ApplicationID), lit(x.UserID),
-			lit(x.CredentialID), lit(x.Callback.URL), x.Callback.Attempts, taskstore.ToMillis(x.Callback.NextAttemptAt),
-			taskstore.ToMillis(x.Callback.DeliveredAt), x.Callback.LastStatus, lit(x.Callback.LastError),
-			taskstore.ToMillis(x.LeaseUntil), lit(string(x.Request)), resp))
+			%d, %d, %d, %d, %s, %d, %s, %s)`, lit(x.ID), lit(x.TraceID), lit(x.Type), storekit.ToMillis(x.CreatedAt),
+			storekit.ToMillis(x.StartedAt), storekit.ToMillis(x.FinishedAt), lit(x.ApplicationID), lit(x.UserID),
+			lit(x.CredentialID), lit(x.Callback.URL), x.Callback.Attempts, storekit.ToMillis(x.Callback.NextAttemptAt),
+			storekit.ToMillis(x.Callback.DeliveredAt), x.Callback.LastStatus, lit(x.Callback.LastError),
+			storekit.ToMillis(x.LeaseUntil), lit(string(x.Request)), resp))
 	}
 	pgtest.Exec(t, url, stmts...)
 }

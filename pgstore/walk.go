@@ -6,6 +6,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // walkTasks reads the tasks after a (created_ms, id) position in that
@@ -23,14 +24,14 @@ func (s *Store) Walk(ctx context.Context, after taskstore.Cursor, limit int) ([]
 		return nil, err
 	}
 	defer s.leave()
-	if err := taskstore.CheckLimit(limit); err != nil {
+	if err := storekit.CheckLimit(limit); err != nil {
 		return nil, err
 	}
-	ms, id := after.Key()
+	ms, id := storekit.CursorKey(after)
 	if !storable(id) {
 		// PostgreSQL text cannot hold it, so no stored task has it: the
 		// cursor comes from elsewhere.
-		return nil, taskstore.Invalidf("cursor id must be valid UTF-8 without NUL characters")
+		return nil, storekit.Invalidf("cursor id must be valid UTF-8 without NUL characters")
 	}
 	var out []taskstore.Record
 	err := s.do(ctx, "walk", idempotent, func() error {

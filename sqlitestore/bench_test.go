@@ -28,6 +28,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // benchDataVersion changes whenever fillSQL changes, so that a cached
@@ -286,7 +287,7 @@ func BenchmarkRawCreateSchema(b *testing.B) {
 				args := make([][]any, b.N)
 				for i := range args {
 					now := time.UnixMilli(1_700_000_000_000 + int64(i))
-					t, err := taskstore.Normalize(taskstore.Task{
+					t, err := storekit.Normalize(taskstore.Task{
 						ID: uuid.Must(uuid.NewV7()).String(), TraceID: "bench-trace", Type: "images_generations",
 						CreatedAt: now, Request: request, ApplicationID: "app-1", UserID: "user-001", CredentialID: "cred-001",
 						Callback: taskstore.Callback{URL: "https://client.example.com/hooks"}, LeaseUntil: now.Add(time.Minute),

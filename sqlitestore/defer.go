@@ -5,7 +5,9 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/tasksapi/tasks/internal/jsonw"
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // deferSQL hands back the listed deliveries that their claims still hold.
@@ -24,7 +26,7 @@ func (s *Store) DeferDeliveries(ctx context.Context, ds []taskstore.Deferral) (i
 		return 0, err
 	}
 	defer s.leave()
-	if err := taskstore.CheckDeferrals(ds); err != nil {
+	if err := storekit.CheckDeferrals(ds); err != nil {
 		return 0, err
 	}
 	list := make([]byte, 0, 2+len(ds)*64)
@@ -37,7 +39,7 @@ func (s *Store) DeferDeliveries(ctx context.Context, ds []taskstore.Deferral) (i
 			list = append(list, ',')
 		}
 		list = append(list, '[')
-		list = taskstore.AppendString(list, d.ID)
+		list = jsonw.AppendString(list, d.ID)
 		list = append(list, ',')
 		list = strconv.AppendInt(list, ms(d.ClaimedUntil), 10)
 		list = append(list, ',')

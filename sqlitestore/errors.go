@@ -11,26 +11,48 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // Error is a system failure of a Store method: anything that is not one of
 // the taskstore sentinels or a context error. Its message names the method
-// and the SQLite result code, never SQL text or file paths; the driver's own
-// message goes to the logger set with WithLogger.
+// and the SQLite result code, never SQL text or file paths; the driver's
+// own message goes to the logger (see WithLogger). It has the shape of
+// pgstore.Error: Code is a string, and Unwrap gives the driver's error.
 type Error struct {
 	// Op is the Store method that failed, e.g. "create".
 	Op string
-	// Code is the SQLite (extended) result code, e.g. 10 for SQLITE_IOERR or
-	// 522 for SQLITE_IOERR_SHORT_READ; 0 when the failure did not come from
-	// SQLite.
-	Code int
+	// Code names the SQLite result code as SQLite does: the extended
+	// code's name (e.g. "SQLITE_IOERR_SHORT_READ", "SQLITE_BUSY_TIMEOUT"),
+	// or the primary code's ("SQLITE_FULL") when the failure has no
+	// extended code or SQLite has no name for it. It is "" when the failure
+	// did not come from SQLite. The numeric codes are those of the driver's
+	// *sqlite.Error (modernc.org/sqlite), which errors.As finds.
+	Code string
+
+	code int   // the (extended) result code; 0 when not from SQLite
+	err  error // the driver's error
 }
 
 func (e *Error) Error() string {
-	if e.Code == 0 {
+	if e.code == 0 {
 		return "sqlitestore: " + e.Op + ": internal error"
 	}
-	return "sqlitestore: " + e.Op + ": " + codeName(e.Code)
+	return "sqlitestore: " + e.Op + ": " + codeName(e.code)
+}
+
+// Unwrap returns the error the failure came from: the driver's
+// *sqlite.Error for a failure of SQLite's.
+func (e *Error) Unwrap() error { return e.err }
+
+// newError makes the *Error for err, a failure of op with the SQLite result
+// code code (0 when not from SQLite).
+func newError(op string, code int, err error) *Error {
+	e := &Error{Op: op, code: code, err: err}
+	if code != 0 {
+		e.Code = codeIdent(code)
+	}
+	return e
 }
 
 // translate is the one place driver errors become the errors callers see:
@@ -57,13 +79,13 @@ func (s *Store) translate(op string, err error) error {
 		case sqlite3.SQLITE_CONSTRAINT_CHECK:
 			// json_valid is stricter than encoding/json in a few corners
 			// (nesting deeper than 1000 levels).
-			return taskstore.Invalidf("request or response is JSON the database does not accept")
+			return storekit.Invalidf("request or response is JSON the database does not accept")
 		}
 		s.log.Error("sqlitestore: "+op+" failed", "code", se.Code(), "err", se.Error())
-		return &Error{Op: op, Code: se.Code()}
+		return newError(op, se.Code(), err)
 	}
 	s.log.Error("sqlitestore: "+op+" failed", "err", err.Error())
-	return &Error{Op: op}
+	return newError(op, 0, err)
 }
 
 // isDomain reports whether err is a taskstore sentinel the Store decided on.
@@ -120,6 +142,22 @@ func codeName(code int) string {
 		return name
 	}
 	return name + " (extended code " + strconv.Itoa(code) + ")"
+}
+
+// codeIdent names an SQLite result code by one identifier: the extended
+// code's name when SQLite has one, else the primary code's.
+func codeIdent(code int) string {
+	if n, ok := extendedNames[code]; ok {
+		return n
+	}
+	if n, ok := driverName(code); ok {
+		return n
+	}
+	primary := code & 0xff
+	if n, ok := driverName(primary); ok {
+		return n
+	}
+	return "SQLITE_" + strconv.Itoa(primary)
 }
 
 // driverName is the code's name as the driver's description ends it, as in

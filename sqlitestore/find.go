@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // Find returns the page of tasks matching f, newest first, and the total
@@ -114,7 +115,7 @@ const orderDesc = ` ORDER BY created_ms DESC, id DESC`
 // chooses between them from the counters (readConn.findChoosing). Totals
 // without ids, trace ids or window are sums of the per-state counters.
 func buildFind(f taskstore.Filter) (q findQuery, ok bool) {
-	minMs, maxMs, empty := f.CreatedRange()
+	minMs, maxMs, empty := storekit.CreatedRange(f)
 	if empty {
 		return q, false
 	}
@@ -420,7 +421,7 @@ func (w *where) sql() string {
 }
 
 // validList drops the strings that are not valid UTF-8: no stored task has
-// one (taskstore.Normalize). ok is false when the list was non-empty and
+// one (storekit.Normalize). ok is false when the list was non-empty and
 // nothing is left, so that nothing can match.
 func validList(vs []string) (out []string, ok bool) {
 	for i, v := range vs {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // TestFindRoutesAgree reads every status filter with a key along both of
@@ -25,7 +26,7 @@ func TestFindRoutesAgree(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, x := range all {
-		all[i], _ = taskstore.Normalize(x, time.Now())
+		all[i], _ = storekit.Normalize(x, time.Now())
 	}
 	keys := []taskstore.Filter{
 		{UserID: "u1"}, {ApplicationID: "app2"}, {Types: []string{"b"}}, {Types: []string{"a", "c"}},

@@ -5,7 +5,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tasksapi/tasks/internal/jsonw"
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // finishManySQL finishes, in one statement, the unfinished tasks of a JSON
@@ -30,7 +32,7 @@ func (s *Store) FinishMany(ctx context.Context, outcomes []taskstore.Outcome, at
 		return nil, err
 	}
 	defer s.leave()
-	outcomes, err := taskstore.CheckOutcomes(outcomes)
+	outcomes, err := storekit.CheckOutcomes(outcomes)
 	if err != nil {
 		return nil, err
 	}
@@ -46,9 +48,9 @@ func (s *Store) FinishMany(ctx context.Context, outcomes []taskstore.Outcome, at
 			list = append(list, ',')
 		}
 		list = append(list, '[')
-		list = taskstore.AppendString(list, o.ID)
+		list = jsonw.AppendString(list, o.ID)
 		list = append(list, ',')
-		list = taskstore.AppendString(list, string(o.Response))
+		list = jsonw.AppendString(list, string(o.Response))
 		list = append(list, ',')
 		list = strconv.AppendInt(list, flag(!taskstore.Succeeded(o.Response)), 10)
 		list = append(list, ']')
@@ -57,7 +59,7 @@ func (s *Store) FinishMany(ctx context.Context, outcomes []taskstore.Outcome, at
 	if n == 0 {
 		return []string{}, nil
 	}
-	arg, atMs := string(append(list, ']')), taskstore.MillisOrNow(at)
+	arg, atMs := string(append(list, ']')), storekit.MillisOrNow(at)
 	finished := make(map[string]bool, n)
 	err = s.write(ctx, false, func(w *writer) error {
 		clear(finished)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // Import stores many tasks in one transaction: all of them, or none when it
@@ -35,7 +36,7 @@ func (s *Store) Import(ctx context.Context, tasks []taskstore.Task) error {
 	now := time.Now()
 	rows := make([][]any, len(tasks))
 	for i, t := range tasks {
-		n, err := taskstore.Normalize(t, now)
+		n, err := storekit.Normalize(t, now)
 		if err != nil {
 			return fmt.Errorf("sqlitestore: import: task %d: %w", i, err)
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 func rawOpen(t *testing.T, path string) *sql.DB {
@@ -246,7 +247,7 @@ func TestMigrateFromV2(t *testing.T) {
 	const n = 8 * 9 * 2 // every state with every response, twice
 	var all []taskstore.Task
 	for i := range n {
-		x, err := taskstore.Normalize(v2Task(i), time.Now())
+		x, err := storekit.Normalize(v2Task(i), time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -431,7 +432,7 @@ func checkStatusFilters(t *testing.T, s *Store, path string, all []taskstore.Tas
 
 // matches is Find's filter, in Go, for the fields checkStatusFilters sets.
 func matches(x taskstore.Task, f taskstore.Filter) bool {
-	minMs, maxMs, _ := f.CreatedRange()
+	minMs, maxMs, _ := storekit.CreatedRange(f)
 	ms := x.CreatedAt.UnixMilli()
 	return (len(f.IDs) == 0 || slices.Contains(f.IDs, x.ID)) &&
 		(len(f.TraceIDs) == 0 || slices.Contains(f.TraceIDs, x.TraceID)) &&

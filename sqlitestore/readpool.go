@@ -11,6 +11,7 @@ import (
 	"modernc.org/sqlite"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // The read path: Get, Find, Abandoned and Walk run on connections of the
@@ -356,7 +357,7 @@ func (c *readConn) queryPage(ctx context.Context, st readStmt, args []any, out [
 			return err
 		}
 		out = append(out, t)
-		weight += t.Weight()
+		weight += storekit.Weight(t)
 		return nil
 	})
 	if err == errPageFull {
@@ -449,7 +450,7 @@ func (c *readConn) find(ctx context.Context, q findQuery, offset int) (page []ta
 				return err
 			}
 			page = append(page, t)
-			weight += t.Weight()
+			weight += storekit.Weight(t)
 			return nil
 		})
 		if err != nil && err != errPageFull {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // TestDriverBlobsAreFresh pins what the read path relies on to hand out the
@@ -109,14 +110,14 @@ func TestFailedConnectionIsReplaced(t *testing.T) {
 			_, _, err := s.Find(ctx, taskstore.Filter{UserID: "u", Offset: 1, Limit: 1})
 			return err
 		}},
-		{"Abandoned", func() error { _, err := s.Abandoned(ctx, taskstore.FromMillis(1<<40), 10); return err }},
+		{"Abandoned", func() error { _, err := s.Abandoned(ctx, storekit.FromMillis(1<<40), 10); return err }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			opened, discarded := s.reads.opened.Load(), s.reads.discarded.Load()
 			rename(t, "tasks", "gone")
 			err := tc.read()
 			var se *Error
-			if !errors.As(err, &se) || se.Code == 0 {
+			if !errors.As(err, &se) || se.Code == "" {
 				t.Fatalf("read with the table gone = %v, want an *Error with a code", err)
 			}
 			if d := s.reads.discarded.Load() - discarded; d != 1 {

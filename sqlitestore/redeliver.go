@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // Redeliver makes the callbacks of the listed finished tasks due again at
@@ -31,7 +31,7 @@ func (s *Store) Redeliver(ctx context.Context, ids []string, at time.Time) ([]st
 		return []string{}, nil
 	}
 	list := jsonList(valid)
-	atMs := taskstore.MillisOrNow(at)
+	atMs := storekit.MillisOrNow(at)
 	found := map[string]bool{}
 	err := s.write(ctx, true, func(w *writer) error {
 		clear(found)
@@ -84,14 +84,14 @@ func (s *Store) RedeliverFailed(ctx context.Context, since, at time.Time, limit 
 		return nil, err
 	}
 	defer s.leave()
-	if err := taskstore.CheckLimit(limit); err != nil {
+	if err := storekit.CheckLimit(limit); err != nil {
 		return nil, err
 	}
 	sinceMs := int64(-1 << 63)
 	if !since.IsZero() {
-		sinceMs = taskstore.CeilMillis(since) // finished_ms >= since, exactly
+		sinceMs = storekit.CeilMillis(since) // finished_ms >= since, exactly
 	}
-	atMs := taskstore.MillisOrNow(at)
+	atMs := storekit.MillisOrNow(at)
 	var out []string
 	err := s.write(ctx, true, func(w *writer) error {
 		out = []string{}

@@ -162,10 +162,11 @@
 //
 // Methods return the taskstore sentinels (ErrNotFound, ErrConflict,
 // ErrClosed) or the context's error wrapped with the operation name, and
-// ErrInvalid as taskstore.Invalidf makes it (its message names the field).
+// ErrInvalid wrapped with a message naming the field (see taskstore.Reason).
 // Any other failure is an *Error naming the operation and the SQLite
-// result code; its message never contains SQL or file paths (the details go
-// to the logger given with WithLogger). Errors from Open do name the path,
+// result code (Code, e.g. "SQLITE_FULL"), which unwraps to the driver's
+// error; its message never contains SQL or file paths (the details go to
+// the logger, see WithLogger). Errors from Open do name the path,
 // since they are meant for the operator who chose it.
 //
 // Before each group commit the writer checks that the path still names the
@@ -229,8 +230,10 @@ func WithBusyTimeout(d time.Duration) Option {
 }
 
 // WithLogger sets the logger that receives the details of system failures
-// (the SQLite message, which callers never see) and of schema migrations.
-// By default nothing is logged.
+// (the SQLite message, which callers never see) and of schema migrations,
+// WAL checkpoints and vacuums. Without it, or with nil, they go to
+// slog.Default() as it is when Open is called; pass
+// slog.New(slog.DiscardHandler) to log nothing.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
 // Store is a taskstore.Store on a SQLite database file. It is safe for
@@ -270,7 +273,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	}
 	log := o.logger
 	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+		log = slog.Default()
 	}
 
 	if fi, err := os.Stat(path); errors.Is(err, os.ErrNotExist) || (err == nil && fi.Size() == 0) {

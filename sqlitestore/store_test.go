@@ -16,7 +16,8 @@ import (
 	"testing"
 	"time"
 
-	_ "modernc.org/sqlite"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/tasksapi/tasks/sqlitestore"
 	"github.com/tasksapi/tasks/taskstore"
@@ -150,7 +151,15 @@ func TestErrorsHideSQLAndPaths(t *testing.T) {
 	}
 	_, readErr := s.Get(ctx, "x")
 
-	for name, err := range map[string]error{"write": writeErr, "read": readErr} {
+	for name, tc := range map[string]struct {
+		err  error
+		code string
+		num  int
+	}{
+		"write": {writeErr, "SQLITE_CONSTRAINT_TRIGGER", sqlite3.SQLITE_CONSTRAINT_TRIGGER},
+		"read":  {readErr, "SQLITE_ERROR", sqlite3.SQLITE_ERROR},
+	} {
+		err := tc.err
 		if err == nil {
 			t.Fatalf("%s: forced failure returned no error", name)
 		}
@@ -161,8 +170,13 @@ func TestErrorsHideSQLAndPaths(t *testing.T) {
 			}
 		}
 		var se *sqlitestore.Error
-		if !errors.As(err, &se) || se.Code == 0 {
-			t.Errorf("%s error %q is not an *sqlitestore.Error with a code", name, msg)
+		if !errors.As(err, &se) || se.Code != tc.code {
+			t.Errorf("%s error %q is not an *sqlitestore.Error with Code %s", name, msg, tc.code)
+		}
+		// Unwrap gives the driver's error, with its numeric code.
+		var de *sqlite.Error
+		if !errors.As(err, &de) || de.Code() != tc.num || !errors.Is(err, de) {
+			t.Errorf("%s error %q does not unwrap to the driver's *sqlite.Error", name, msg)
 		}
 		if errors.Is(err, taskstore.ErrNotFound) || errors.Is(err, taskstore.ErrConflict) || errors.Is(err, taskstore.ErrInvalid) {
 			t.Errorf("%s error %q passes for a domain error", name, msg)

@@ -11,7 +11,9 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
+	"github.com/tasksapi/tasks/internal/jsonw"
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // taskColumns is the whole row packed into a single TEXT value by SQLite:
@@ -125,14 +127,14 @@ func (h *packedHeader) task(str string, req, resp []byte) taskstore.Task {
 	t.Callback.URL, t.Callback.LastError = next(lens[6]), next(lens[7])
 	t.Request, t.Response = req, resp
 	n := &h.n
-	t.CreatedAt = taskstore.FromMillis(n[0])
-	t.StartedAt = taskstore.FromMillis(n[1])
-	t.FinishedAt = taskstore.FromMillis(n[2])
+	t.CreatedAt = storekit.FromMillis(n[0])
+	t.StartedAt = storekit.FromMillis(n[1])
+	t.FinishedAt = storekit.FromMillis(n[2])
 	t.Callback.Attempts = int(n[3])
-	t.Callback.NextAttemptAt = taskstore.FromMillis(n[4])
-	t.Callback.DeliveredAt = taskstore.FromMillis(n[5])
+	t.Callback.NextAttemptAt = storekit.FromMillis(n[4])
+	t.Callback.DeliveredAt = storekit.FromMillis(n[5])
 	t.Callback.LastStatus = int(n[6])
-	t.LeaseUntil = taskstore.FromMillis(n[7])
+	t.LeaseUntil = storekit.FromMillis(n[7])
 	return t
 }
 
@@ -165,7 +167,7 @@ func unpackValue(v any) (taskstore.Task, error) {
 	return taskstore.Task{}, errPacked
 }
 
-func ms(t time.Time) int64 { return taskstore.ToMillis(t) }
+func ms(t time.Time) int64 { return storekit.ToMillis(t) }
 
 // Create stores a new task (see taskstore.Store).
 func (s *Store) Create(ctx context.Context, t taskstore.Task) error {
@@ -174,7 +176,7 @@ func (s *Store) Create(ctx context.Context, t taskstore.Task) error {
 		return err
 	}
 	defer s.leave()
-	n, err := taskstore.Normalize(t, time.Now())
+	n, err := storekit.Normalize(t, time.Now())
 	if err != nil {
 		return err
 	}
@@ -242,7 +244,7 @@ func (s *Store) Start(ctx context.Context, id string, at time.Time) error {
 		return err
 	}
 	defer s.leave()
-	atMs := taskstore.MillisOrNow(at)
+	atMs := storekit.MillisOrNow(at)
 	err := s.write(ctx, false, func(w *writer) error {
 		res, err := w.start.Exec(atMs, id)
 		if err != nil {
@@ -263,10 +265,10 @@ func (s *Store) Finish(ctx context.Context, id string, response json.RawMessage,
 		return err
 	}
 	defer s.leave()
-	if err := taskstore.CheckResponse(response); err != nil {
+	if err := storekit.CheckResponse(response); err != nil {
 		return err
 	}
-	resp, atMs := string(response), taskstore.MillisOrNow(at)
+	resp, atMs := string(response), storekit.MillisOrNow(at)
 	failed := flag(!taskstore.Succeeded(response))
 	err := s.write(ctx, false, func(w *writer) error {
 		res, err := w.finish.Exec(resp, atMs, failed, atMs, id)
@@ -309,12 +311,12 @@ func (s *Store) Prune(ctx context.Context, before time.Time, limit int) (int, er
 		return 0, err
 	}
 	defer s.leave()
-	if err := taskstore.CheckLimit(limit); err != nil {
+	if err := storekit.CheckLimit(limit); err != nil {
 		return 0, err
 	}
 	var deleted int64
 	err := s.write(ctx, false, func(w *writer) error {
-		res, err := w.prune.Exec(taskstore.CeilMillis(before), limit) // created_ms < before, exactly
+		res, err := w.prune.Exec(storekit.CeilMillis(before), limit) // created_ms < before, exactly
 		if err != nil {
 			return err
 		}
@@ -358,13 +360,13 @@ func (s *Store) Abandoned(ctx context.Context, before time.Time, limit int) ([]t
 		return nil, err
 	}
 	defer s.leave()
-	if err := taskstore.CheckLimit(limit); err != nil {
+	if err := storekit.CheckLimit(limit); err != nil {
 		return nil, err
 	}
 	// lease_ms < before, with before rounded up to the next whole
 	// millisecond. A zero lease (stored as 0) always counts as expired;
 	// leases before 1970 are not meaningful.
-	args := []any{max(taskstore.CeilMillis(before), 1), int64(limit)}
+	args := []any{max(storekit.CeilMillis(before), 1), int64(limit)}
 	var out []taskstore.Task
 	err := s.reads.do(ctx, func(c *readConn) (err error) {
 		out, err = c.queryTasks(ctx, c.abandoned, args, []taskstore.Task{})
@@ -385,7 +387,7 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, lease time.D
 		return nil, err
 	}
 	defer s.leave()
-	if err := taskstore.CheckClaim(now, lease, limit); err != nil {
+	if err := storekit.CheckClaim(now, lease, limit); err != nil {
 		return nil, err
 	}
 	nowMs, until := ms(now), ms(now.Add(lease))
@@ -409,7 +411,7 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, lease time.D
 				rids = append(rids, ',')
 			}
 			rids = strconv.AppendInt(rids, rid, 10)
-			t.Callback.NextAttemptAt = taskstore.FromMillis(until) // as the UPDATE below sets it
+			t.Callback.NextAttemptAt = storekit.FromMillis(until) // as the UPDATE below sets it
 			claimed = append(claimed, t)
 		}
 		if err := rows.Close(); err != nil {
@@ -438,7 +440,7 @@ func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attemp
 		return err
 	}
 	defer s.leave()
-	delivered, next := a.Millis()
+	delivered, next := storekit.AttemptMillis(a)
 	err := s.write(ctx, false, func(w *writer) error {
 		var (
 			res sql.Result
@@ -500,7 +502,7 @@ func jsonList(list []string) string {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = taskstore.AppendString(b, v)
+		b = jsonw.AppendString(b, v)
 	}
 	return string(append(b, ']'))
 }

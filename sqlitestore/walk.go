@@ -5,6 +5,7 @@ import (
 	"database/sql/driver"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // readWalkSQL reads the tasks after a (created_ms, id) position in that
@@ -25,10 +26,10 @@ func (s *Store) Walk(ctx context.Context, after taskstore.Cursor, limit int) ([]
 		return nil, err
 	}
 	defer s.leave()
-	if err := taskstore.CheckLimit(limit); err != nil {
+	if err := storekit.CheckLimit(limit); err != nil {
 		return nil, err
 	}
-	ms, id := after.Key()
+	ms, id := storekit.CursorKey(after)
 	args := []any{ms, id, int64(limit)}
 	out := make([]taskstore.Record, 0, min(limit, 1024))
 	err := s.reads.do(ctx, func(c *readConn) error {

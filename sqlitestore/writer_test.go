@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // holdWriter occupies the writer goroutine until the returned release is
@@ -147,7 +148,7 @@ func TestCancelledWhileRunning(t *testing.T) {
 
 func mustNormalize(t *testing.T, x taskstore.Task) taskstore.Task {
 	t.Helper()
-	n, err := taskstore.Normalize(x, time.Now())
+	n, err := storekit.Normalize(x, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

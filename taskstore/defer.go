@@ -9,17 +9,3 @@ type Deferral struct {
 	ClaimedUntil time.Time
 	Next         time.Time
 }
-
-// CheckDeferrals checks the deferrals given to Store.DeferDeliveries: a
-// zero ClaimedUntil or Next gives ErrInvalid.
-func CheckDeferrals(ds []Deferral) error {
-	for _, d := range ds {
-		switch {
-		case d.ClaimedUntil.IsZero():
-			return Invalidf("claimed_until is required")
-		case d.Next.IsZero():
-			return Invalidf("next is required")
-		}
-	}
-	return nil
-}

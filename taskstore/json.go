@@ -6,7 +6,8 @@ import (
 	"math"
 	"strconv"
 	"time"
-	"unicode/utf8"
+
+	"github.com/tasksapi/tasks/internal/jsonw"
 )
 
 // MarshalJSON encodes the task as the Tasks API wire record. It is
@@ -33,13 +34,13 @@ func (t Task) MarshalJSON() ([]byte, error) { return t.AppendJSON(nil), nil }
 // retrieve.
 func (t Task) AppendJSON(dst []byte) []byte {
 	dst = append(dst, `{"id":`...)
-	dst = AppendString(dst, t.ID)
+	dst = jsonw.AppendString(dst, t.ID)
 	if t.TraceID != "" {
 		dst = append(dst, `,"trace_id":`...)
-		dst = AppendString(dst, t.TraceID)
+		dst = jsonw.AppendString(dst, t.TraceID)
 	}
 	dst = append(dst, `,"type":`...)
-	dst = AppendString(dst, t.Type)
+	dst = jsonw.AppendString(dst, t.Type)
 	dst = append(dst, `,"status":"`...)
 	dst = append(dst, t.Status()...)
 	dst = append(dst, `","request":`...)
@@ -52,33 +53,33 @@ func (t Task) AppendJSON(dst []byte) []byte {
 		dst = append(dst, `,"response":`...)
 		dst = append(dst, t.Response...)
 	}
-	created := ToMillis(t.CreatedAt)
+	created := toMillis(t.CreatedAt)
 	dst = append(dst, `,"created_at":`...)
-	dst = AppendMillis(dst, created)
+	dst = jsonw.AppendMillis(dst, created)
 	if !t.StartedAt.IsZero() {
 		dst = append(dst, `,"started_at":`...)
-		dst = AppendMillis(dst, ToMillis(t.StartedAt))
+		dst = jsonw.AppendMillis(dst, toMillis(t.StartedAt))
 	}
 	if !t.FinishedAt.IsZero() {
-		finished := ToMillis(t.FinishedAt)
+		finished := toMillis(t.FinishedAt)
 		dst = append(dst, `,"finished_at":`...)
-		dst = AppendMillis(dst, finished)
+		dst = jsonw.AppendMillis(dst, finished)
 		dst = append(dst, `,"duration":`...)
-		dst = AppendMillis(dst, finished-created)
+		dst = jsonw.AppendMillis(dst, finished-created)
 		dst = append(dst, `,"elapsed":`...)
-		dst = AppendMillis(dst, finished-created)
+		dst = jsonw.AppendMillis(dst, finished-created)
 	}
 	if t.ApplicationID != "" {
 		dst = append(dst, `,"application_id":`...)
-		dst = AppendString(dst, t.ApplicationID)
+		dst = jsonw.AppendString(dst, t.ApplicationID)
 	}
 	if t.UserID != "" {
 		dst = append(dst, `,"user_id":`...)
-		dst = AppendString(dst, t.UserID)
+		dst = jsonw.AppendString(dst, t.UserID)
 	}
 	if t.CredentialID != "" {
 		dst = append(dst, `,"credential_id":`...)
-		dst = AppendString(dst, t.CredentialID)
+		dst = jsonw.AppendString(dst, t.CredentialID)
 	}
 	if st := t.CallbackStatus(); st != CallbackNone {
 		dst = appendCallback(dst, st, &t.Callback)
@@ -98,40 +99,17 @@ func appendCallback(dst []byte, st CallbackStatus, c *Callback) []byte {
 	}
 	if c.LastError != "" {
 		dst = append(dst, `,"last_error":`...)
-		dst = AppendString(dst, c.LastError)
+		dst = jsonw.AppendString(dst, c.LastError)
 	}
 	switch st {
 	case CallbackPending:
 		dst = append(dst, `,"next_attempt_at":`...)
-		dst = AppendMillis(dst, ToMillis(c.NextAttemptAt))
+		dst = jsonw.AppendMillis(dst, toMillis(c.NextAttemptAt))
 	case CallbackDelivered:
 		dst = append(dst, `,"delivered_at":`...)
-		dst = AppendMillis(dst, ToMillis(c.DeliveredAt))
+		dst = jsonw.AppendMillis(dst, toMillis(c.DeliveredAt))
 	}
 	return append(dst, '}')
-}
-
-// AppendMillis appends a count of milliseconds as a JSON number of seconds
-// with at most three decimals and no trailing zeros (1500 → 1.5, 2000 → 2),
-// the same digits encoding/json writes for the float64 value.
-func AppendMillis(dst []byte, ms int64) []byte {
-	u := uint64(ms)
-	if ms < 0 {
-		dst = append(dst, '-')
-		u = uint64(-ms)
-	}
-	dst = strconv.AppendUint(dst, u/1000, 10)
-	frac := u % 1000
-	if frac == 0 {
-		return dst
-	}
-	digits := [3]byte{byte('0' + frac/100), byte('0' + frac/10%10), byte('0' + frac%10)}
-	n := 3
-	for digits[n-1] == '0' {
-		n--
-	}
-	dst = append(dst, '.')
-	return append(dst, digits[:n]...)
 }
 
 // wireTask is the decoding form of the wire record.
@@ -204,70 +182,5 @@ func secondsToTime(s *float64) time.Time {
 	if s == nil {
 		return time.Time{}
 	}
-	return FromMillis(int64(math.Round(*s * 1000)))
-}
-
-const hex = "0123456789abcdef"
-
-// safe[b] is true for ASCII bytes encoding/json writes unescaped (with HTML
-// escaping on, as json.Marshal does).
-var safe = func() (s [utf8.RuneSelf]bool) {
-	for b := 0x20; b < utf8.RuneSelf; b++ {
-		s[b] = b != '"' && b != '\\' && b != '<' && b != '>' && b != '&'
-	}
-	return s
-}()
-
-// AppendString appends s as a JSON string, escaped byte for byte as
-// json.Marshal escapes it: HTML-sensitive <, >, & as \u003c…, control
-// characters, invalid UTF-8 as \ufffd, U+2028 and U+2029 escaped.
-func AppendString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if b := s[i]; b < utf8.RuneSelf {
-			if safe[b] {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch b {
-			case '\\', '"':
-				dst = append(dst, '\\', b)
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		c, size := utf8.DecodeRuneInString(s[i:])
-		if c == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if c == '\u2028' || c == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hex[c&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
+	return fromMillis(int64(math.Round(*s * 1000)))
 }

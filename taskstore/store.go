@@ -29,7 +29,7 @@ import (
 // every backend.
 type Store interface {
 	// Create stores a new task. The task is validated and normalized with
-	// Normalize (ErrInvalid naming the field). A task with the same id
+	// storekit.Normalize (ErrInvalid naming the field). A task with the same id
 	// already stored gives ErrConflict and changes nothing. Request and
 	// Response are kept byte for byte.
 	Create(ctx context.Context, t Task) error
@@ -119,7 +119,7 @@ type Store interface {
 	// Until RecordAttempt ends it or it expires, a claim marks the delivery
 	// as in flight, which Redeliver respects.
 	// A zero now, a negative lease or a limit below 1 gives ErrInvalid
-	// (CheckClaim).
+	// (storekit.CheckClaim).
 	ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]Task, error)
 
 	// DeferDeliveries hands claimed deliveries back without an attempt:

@@ -4,19 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"math"
 	"time"
-	"unicode/utf8"
 )
 
 // MaxIDLength is the longest id, trace_id, type, application_id, user_id or
 // credential_id a store accepts, in characters (Unicode code points).
 const MaxIDLength = 128
-
-// TooLong reports whether s has more than MaxIDLength characters.
-func TooLong(s string) bool {
-	return len(s) > MaxIDLength && utf8.RuneCountInString(s) > MaxIDLength
-}
 
 // Task is one callback-mode (or async) request and, once finished, its
 // response, together with the state of its callback delivery.
@@ -190,136 +183,19 @@ type Filter struct {
 	PageBytes int
 }
 
-// Weight is what a task counts toward Filter.PageBytes: the length of its
-// Request and Response.
-func (t Task) Weight() int { return len(t.Request) + len(t.Response) }
-
 // Validate checks the filter's fields; the error wraps ErrInvalid.
 func (f Filter) Validate() error {
 	switch {
 	case f.Limit < 0:
-		return Invalidf("limit must not be negative")
+		return invalidf("limit must not be negative")
 	case f.Offset < 0:
-		return Invalidf("offset must not be negative")
+		return invalidf("offset must not be negative")
 	case f.PageBytes < 0:
-		return Invalidf("page_bytes must not be negative")
+		return invalidf("page_bytes must not be negative")
 	case f.Status != "" && !f.Status.Valid():
-		return Invalidf("status must be one of pending, running, succeeded, failed")
+		return invalidf("status must be one of pending, running, succeeded, failed")
 	case f.CallbackStatus != "" && !f.CallbackStatus.Valid():
-		return Invalidf("callback_status must be one of waiting, pending, delivered, failed")
-	}
-	return nil
-}
-
-// CreatedRange returns the inclusive CreatedAt bounds of f in Unix
-// milliseconds, with math.MinInt64/MaxInt64 for an unbounded side. empty is
-// true when no millisecond lies inside the window.
-func (f Filter) CreatedRange() (minMs, maxMs int64, empty bool) {
-	minMs, maxMs = -1<<63, 1<<63-1
-	if !f.CreatedMin.IsZero() {
-		minMs = CeilMillis(f.CreatedMin)
-	}
-	if !f.CreatedMax.IsZero() {
-		maxMs = f.CreatedMax.UnixMilli() // rounds down
-	}
-	return minMs, maxMs, minMs > maxMs
-}
-
-// Millis truncates t to the millisecond in UTC, as stores keep it. The zero
-// time stays zero.
-func Millis(t time.Time) time.Time {
-	if t.IsZero() {
-		return time.Time{}
-	}
-	return time.UnixMilli(t.UnixMilli()).UTC()
-}
-
-// FromMillis is the inverse of Time.UnixMilli for stored values: 0 is the
-// zero time.
-func FromMillis(ms int64) time.Time {
-	if ms == 0 {
-		return time.Time{}
-	}
-	return time.UnixMilli(ms).UTC()
-}
-
-// ToMillis returns t in Unix milliseconds; the zero time is 0.
-func ToMillis(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixMilli()
-}
-
-// Normalize validates a task given to Store.Create and returns the copy a
-// store keeps: times truncated to milliseconds (CreatedAt set to now when
-// zero), JSON copied, and no lease on a task that is already finished. The
-// error wraps ErrInvalid and names the field.
-func Normalize(t Task, now time.Time) (Task, error) {
-	if err := checkID("id", t.ID, true); err != nil {
-		return t, err
-	}
-	if err := checkID("trace_id", t.TraceID, false); err != nil {
-		return t, err
-	}
-	if t.Type == "" {
-		return t, Invalidf("type is required")
-	}
-	if TooLong(t.Type) || !utf8.ValidString(t.Type) {
-		return t, Invalidf("type must be valid UTF-8 of at most %d characters", MaxIDLength)
-	}
-	if len(t.Request) == 0 {
-		return t, Invalidf("request is required")
-	}
-	if !validJSON(t.Request) {
-		return t, Invalidf("request must be valid JSON in UTF-8")
-	}
-	if t.Response != nil && !validJSON(t.Response) {
-		return t, Invalidf("response must be valid JSON in UTF-8")
-	}
-	if t.Response != nil && t.FinishedAt.IsZero() {
-		return t, Invalidf("finished_at is required with a response")
-	}
-	if t.Response == nil && !t.FinishedAt.IsZero() {
-		return t, Invalidf("response is required with finished_at")
-	}
-	for _, f := range []struct{ name, v string }{
-		{"application_id", t.ApplicationID}, {"user_id", t.UserID}, {"credential_id", t.CredentialID},
-	} {
-		if err := checkID(f.name, f.v, false); err != nil {
-			return t, err
-		}
-	}
-	if t.Callback.Attempts < 0 || t.Callback.Attempts > math.MaxInt32 {
-		return t, Invalidf("callback attempts must be between 0 and %d", math.MaxInt32)
-	}
-	if t.Callback.LastStatus < 0 || t.Callback.LastStatus > 999 {
-		return t, Invalidf("callback last_status must be between 0 and 999")
-	}
-	t = t.Clone()
-	if t.CreatedAt.IsZero() {
-		t.CreatedAt = now
-	}
-	t.CreatedAt = Millis(t.CreatedAt)
-	t.StartedAt = Millis(t.StartedAt)
-	t.FinishedAt = Millis(t.FinishedAt)
-	t.LeaseUntil = Millis(t.LeaseUntil)
-	t.Callback.NextAttemptAt = Millis(t.Callback.NextAttemptAt)
-	t.Callback.DeliveredAt = Millis(t.Callback.DeliveredAt)
-	if t.Finished() {
-		t.LeaseUntil = time.Time{}
-	}
-	return t, nil
-}
-
-func checkID(name, v string, required bool) error {
-	switch {
-	case v == "" && required:
-		return Invalidf("%s is required", name)
-	case TooLong(v):
-		return Invalidf("%s must be at most %d characters", name, MaxIDLength)
-	case !utf8.ValidString(v):
-		return Invalidf("%s must be valid UTF-8", name)
+		return invalidf("callback_status must be one of waiting, pending, delivered, failed")
 	}
 	return nil
 }
@@ -339,68 +215,18 @@ func FromContext(ctx context.Context) (Principal, bool) {
 	return p, ok
 }
 
-// MillisOrNow returns t in Unix milliseconds, or the current time's when t
-// is zero: how stores read the time arguments of Start, Finish and
-// RecordAttempt.
-func MillisOrNow(t time.Time) int64 {
+// toMillis returns t in Unix milliseconds; the zero time is 0.
+func toMillis(t time.Time) int64 {
 	if t.IsZero() {
-		t = time.Now()
+		return 0
 	}
 	return t.UnixMilli()
 }
 
-// Millis returns what a store records for the attempt, in Unix
-// milliseconds: when it was delivered (a.At, or now when a.At is zero) and
-// 0 for the next attempt, or 0 and a.Next (0 when zero: given up).
-func (a Attempt) Millis() (delivered, next int64) {
-	if a.Delivered {
-		return MillisOrNow(a.At), 0
+// fromMillis is the inverse of toMillis.
+func fromMillis(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
 	}
-	return 0, ToMillis(a.Next)
-}
-
-// CheckResponse checks the response given to Store.Finish: it must be
-// valid JSON text in UTF-8 (RFC 8259), as a stored response is written out
-// byte for byte in the Tasks API and the callback. Else it gives ErrInvalid.
-func CheckResponse(response json.RawMessage) error {
-	if !validJSON(response) {
-		return Invalidf("response must be valid JSON in UTF-8")
-	}
-	return nil
-}
-
-// validJSON reports whether b is valid JSON text: json.Valid does not
-// check that strings are UTF-8.
-func validJSON(b []byte) bool { return utf8.Valid(b) && json.Valid(b) }
-
-// CheckLimit gives ErrInvalid unless limit, the most rows a Prune,
-// Abandoned or ClaimDeliveries call may touch, is positive.
-func CheckLimit(limit int) error {
-	if limit <= 0 {
-		return Invalidf("limit must be positive")
-	}
-	return nil
-}
-
-// CheckClaim checks the arguments of Store.ClaimDeliveries: a zero now, a
-// negative lease or a limit that is not positive gives ErrInvalid.
-func CheckClaim(now time.Time, lease time.Duration, limit int) error {
-	switch {
-	case now.IsZero():
-		return Invalidf("now is required")
-	case lease < 0:
-		return Invalidf("lease must not be negative")
-	}
-	return CheckLimit(limit)
-}
-
-// CeilMillis returns the first whole Unix millisecond at or after t: a
-// stored time (whole milliseconds) is strictly before t exactly when it is
-// before CeilMillis(t).
-func CeilMillis(t time.Time) int64 {
-	ms := t.UnixMilli() // rounds down: Nanosecond is never negative
-	if t.Nanosecond()%int(time.Millisecond) != 0 {
-		ms++
-	}
-	return ms
+	return time.UnixMilli(ms).UTC()
 }

@@ -5,7 +5,9 @@
 //
 // It imports no database driver. Backends live in their own packages
 // (memstore, sqlitestore, pgstore) and prove that they behave alike by
-// passing the conformance suite in taskstore/storetest.
+// passing the conformance suite in taskstore/storetest; the helpers they are
+// written with (argument checks, Normalize, millisecond times, the order of
+// Walk) are in taskstore/storekit, for a store of your own too.
 //
 // # Times
 //
@@ -28,6 +30,7 @@ package taskstore
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Sentinel errors. Stores wrap them with context; use errors.Is.
@@ -55,24 +58,44 @@ var (
 	ErrUnavailable = errors.New("taskstore: store unavailable")
 )
 
-// Invalidf returns an error that wraps ErrInvalid with a message naming the
-// offending field, e.g. Invalidf("limit must not be negative").
-func Invalidf(format string, args ...any) error {
-	return &invalidError{msg: fmt.Sprintf(format, args...)}
+// invalidf returns an error that wraps ErrInvalid with a message naming
+// the offending field, as storekit.Invalidf does.
+func invalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
 }
 
-type invalidError struct{ msg string }
-
-func (e *invalidError) Error() string { return "taskstore: invalid input: " + e.msg }
-func (e *invalidError) Unwrap() error { return ErrInvalid }
-
-// Reason returns the human-readable part of an ErrInvalid error (for example
-// "type is required"), suitable for showing to a client. For any other error
-// it returns "".
+// Reason returns the human-readable part of an ErrInvalid error (for
+// example "type is required"), suitable for showing to a client: the text
+// after "taskstore: invalid input: " in the message of the error, in err's
+// tree, that wraps ErrInvalid itself, as storekit.Invalidf and
+// fmt.Errorf("%w: …", ErrInvalid) make it. For any other error it returns
+// "".
 func Reason(err error) string {
-	var ie *invalidError
-	if errors.As(err, &ie) {
-		return ie.msg
+	msg, _ := reason(err)
+	return msg
+}
+
+func reason(err error) (string, bool) {
+	for err != nil {
+		switch e := err.(type) {
+		case interface{ Unwrap() error }:
+			next := e.Unwrap()
+			if next == ErrInvalid {
+				if msg, ok := strings.CutPrefix(err.Error(), ErrInvalid.Error()+": "); ok {
+					return msg, true
+				}
+			}
+			err = next
+		case interface{ Unwrap() []error }:
+			for _, inner := range e.Unwrap() {
+				if msg, ok := reason(inner); ok {
+					return msg, true
+				}
+			}
+			return "", false
+		default:
+			return "", false
+		}
 	}
-	return ""
+	return "", false
 }

@@ -1,14 +1,16 @@
 package taskstore_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
-	"math/rand/v2"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 var created = time.Date(2025, 11, 14, 17, 50, 7, 967_000_000, time.UTC)
@@ -189,52 +191,6 @@ func TestUnmarshalRoundTrip(t *testing.T) {
 	}
 }
 
-// AppendString must escape exactly as encoding/json does.
-func TestAppendStringMatchesEncodingJSON(t *testing.T) {
-	rng := rand.New(rand.NewPCG(7, 9))
-	alphabet := []string{"a", "\"", "\\", "<", ">", "&", "\n", "\r", "\t", "\b", "\f", "\x00", "\x1f", "\x7f",
-		"é", "猫", "\u2028", "\u2029", "\xff", "\xe2\x82", "🙂", " "}
-	cases := []string{"", "plain", strings.Repeat("x", 100)}
-	for i := 0; i < 2000; i++ {
-		var sb strings.Builder
-		for j := rng.IntN(12); j >= 0; j-- {
-			sb.WriteString(alphabet[rng.IntN(len(alphabet))])
-		}
-		cases = append(cases, sb.String())
-	}
-	for _, s := range cases {
-		want, _ := json.Marshal(s)
-		if got := taskstore.AppendString(nil, s); string(got) != string(want) {
-			t.Fatalf("AppendString(%q) = %s, want %s", s, got, want)
-		}
-	}
-}
-
-func FuzzAppendString(f *testing.F) {
-	f.Add("a<b>&\u2028\xff\x01")
-	f.Fuzz(func(t *testing.T, s string) {
-		want, _ := json.Marshal(s)
-		if got := taskstore.AppendString(nil, s); string(got) != string(want) {
-			t.Fatalf("AppendString(%q) = %s, want %s", s, got, want)
-		}
-	})
-}
-
-// AppendMillis must write the digits encoding/json writes for the float.
-func TestAppendMillisMatchesFloat(t *testing.T) {
-	rng := rand.New(rand.NewPCG(3, 4))
-	values := []int64{0, 1, 10, 100, 999, 1000, 1001, 1500, 1763142607967, 1763142607970, 1763142607900, 1763142608000, -1, -1500, -1000}
-	for i := 0; i < 5000; i++ {
-		values = append(values, rng.Int64N(4_000_000_000_000))
-	}
-	for _, ms := range values {
-		want, _ := json.Marshal(float64(ms) / 1000)
-		if got := taskstore.AppendMillis(nil, ms); string(got) != string(want) {
-			t.Fatalf("AppendMillis(%d) = %s, want %s", ms, got, want)
-		}
-	}
-}
-
 func TestPrincipalScope(t *testing.T) {
 	op := taskstore.Principal{}
 	if !op.IsOperator() || !op.CanSee(taskstore.Task{ApplicationID: "x", UserID: "y"}) {
@@ -269,53 +225,6 @@ func TestPrincipalScope(t *testing.T) {
 	}
 	if f, ok := (taskstore.Principal{ApplicationID: "a"}).Scope(taskstore.Filter{UserID: "anyone"}); !ok || f.UserID != "anyone" || f.ApplicationID != "a" {
 		t.Fatalf("app-only principal narrowing by user: %+v %v", f, ok)
-	}
-}
-
-func TestCreatedRange(t *testing.T) {
-	ms := func(v int64, extraNs int64) time.Time { return time.Unix(0, v*1e6+extraNs) }
-	for _, tc := range []struct {
-		min, max       time.Time
-		wantMin, wantM int64
-		empty          bool
-	}{
-		{ms(5, 0), ms(9, 0), 5, 9, false},
-		{ms(5, 1), ms(9, 999_999), 6, 9, false},
-		{ms(5, 1), ms(5, 999_999), 6, 5, true},
-		{ms(-5, -1), ms(-3, -1), -5, -4, false},
-	} {
-		f := taskstore.Filter{CreatedMin: tc.min, CreatedMax: tc.max}
-		lo, hi, empty := f.CreatedRange()
-		if lo != tc.wantMin || hi != tc.wantM || empty != tc.empty {
-			t.Errorf("CreatedRange(%v, %v) = %d %d %v, want %d %d %v", tc.min, tc.max, lo, hi, empty, tc.wantMin, tc.wantM, tc.empty)
-		}
-	}
-	lo, hi, empty := taskstore.Filter{}.CreatedRange()
-	if lo != -1<<63 || hi != 1<<63-1 || empty {
-		t.Fatalf("unbounded = %d %d %v", lo, hi, empty)
-	}
-}
-
-func TestNormalize(t *testing.T) {
-	now := time.Date(2025, 1, 1, 0, 0, 0, 123_456_789, time.FixedZone("Z1", 7200))
-	in := taskstore.Task{ID: "a", Type: "t", Request: json.RawMessage(`{}`), LeaseUntil: now}
-	out, err := taskstore.Normalize(in, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !out.CreatedAt.Equal(now.Truncate(time.Millisecond)) || out.CreatedAt.Location() != time.UTC || out.CreatedAt.Nanosecond() != 123_000_000 {
-		t.Fatalf("CreatedAt = %v", out.CreatedAt)
-	}
-	in.Request[0] = '['
-	if string(out.Request) != `{}` {
-		t.Fatal("Normalize must copy the request")
-	}
-	_, err = taskstore.Normalize(taskstore.Task{ID: "a", Request: json.RawMessage(`{}`)}, now)
-	if !errors.Is(err, taskstore.ErrInvalid) || taskstore.Reason(err) != "type is required" {
-		t.Fatalf("missing type: %v (reason %q)", err, taskstore.Reason(err))
-	}
-	if taskstore.Reason(errors.New("x")) != "" {
-		t.Fatal("Reason of a non-invalid error must be empty")
 	}
 }
 
@@ -423,47 +332,30 @@ func TestFilterValidateStatuses(t *testing.T) {
 	}
 }
 
-func TestAttemptMillis(t *testing.T) {
-	at := time.UnixMilli(1_700_000_000_123)
-	next := time.UnixMilli(1_700_000_005_000)
+// Reason reads the message of an error that wraps ErrInvalid itself,
+// however deeply it is wrapped, and nothing else.
+func TestReason(t *testing.T) {
+	invalid := storekit.Invalidf("limit must be positive")
 	for _, tc := range []struct {
-		name            string
-		a               taskstore.Attempt
-		delivered, next int64
+		err  error
+		want string
 	}{
-		{"delivered", taskstore.Attempt{At: at, Delivered: true, Next: next}, at.UnixMilli(), 0},
-		{"rescheduled", taskstore.Attempt{At: at, Next: next}, 0, next.UnixMilli()},
-		{"given up", taskstore.Attempt{At: at}, 0, 0},
+		{invalid, "limit must be positive"},
+		{fmt.Errorf("%w: type is required", taskstore.ErrInvalid), "type is required"},
+		{fmt.Errorf("sqlitestore: import: %w", invalid), "limit must be positive"},
+		{fmt.Errorf("%w (%w)", context.Canceled, invalid), "limit must be positive"},
+		{errors.Join(errors.New("other"), invalid), "limit must be positive"},
+		{taskstore.ErrInvalid, ""},
+		{fmt.Errorf("import: %w", taskstore.ErrInvalid), ""},
+		{fmt.Errorf("%w: gone", taskstore.ErrNotFound), ""},
+		{errors.New("taskstore: invalid input: forged"), ""},
+		{nil, ""},
 	} {
-		d, n := tc.a.Millis()
-		if d != tc.delivered || n != tc.next {
-			t.Errorf("%s: Millis() = %d, %d; want %d, %d", tc.name, d, n, tc.delivered, tc.next)
+		if got := taskstore.Reason(tc.err); got != tc.want {
+			t.Errorf("Reason(%v) = %q, want %q", tc.err, got, tc.want)
 		}
-	}
-	before := time.Now().UnixMilli()
-	if d, _ := (taskstore.Attempt{Delivered: true}).Millis(); d < before || d > time.Now().UnixMilli() {
-		t.Errorf("delivered with a zero At: %d, want now", d)
-	}
-}
-
-func TestCheckClaim(t *testing.T) {
-	now := time.Now()
-	for _, tc := range []struct {
-		name  string
-		now   time.Time
-		lease time.Duration
-		limit int
-		ok    bool
-	}{
-		{"valid", now, time.Minute, 1, true},
-		{"zero lease", now, 0, 1, true},
-		{"zero now", time.Time{}, time.Minute, 1, false},
-		{"negative lease", now, -time.Second, 1, false},
-		{"limit 0", now, time.Minute, 0, false},
-	} {
-		err := taskstore.CheckClaim(tc.now, tc.lease, tc.limit)
-		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, taskstore.ErrInvalid)) {
-			t.Errorf("%s: %v", tc.name, err)
+		if tc.want != "" && !errors.Is(tc.err, taskstore.ErrInvalid) {
+			t.Errorf("%v does not wrap ErrInvalid", tc.err)
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package taskstore
 
 import (
-	"strings"
 	"time"
 )
 
@@ -19,26 +18,6 @@ func (t Task) Cursor() Cursor { return Cursor{CreatedAt: t.CreatedAt, ID: t.ID} 
 
 // IsStart reports whether c is the zero Cursor, the start of a walk.
 func (c Cursor) IsStart() bool { return c.CreatedAt.IsZero() && c.ID == "" }
-
-// Key returns the cursor as a store compares it: CreatedAt in Unix
-// milliseconds (rounded down; the zero time is 0) and the id. The start
-// is (math.MinInt64, ""), before every stored task, including tasks
-// created before 1970.
-func (c Cursor) Key() (createdMs int64, id string) {
-	if c.IsStart() {
-		return -1 << 63, ""
-	}
-	return ToMillis(c.CreatedAt), c.ID
-}
-
-// Before reports whether the stored task t comes strictly after the
-// cursor in the order of Store.Walk. Stores without an ordered query use
-// it; it is the reference of that order.
-func (c Cursor) Before(t Task) bool {
-	ms, id := c.Key()
-	tm := ToMillis(t.CreatedAt)
-	return tm > ms || tm == ms && strings.Compare(t.ID, id) > 0
-}
 
 // Record is a task as Store.Walk returns it: the task, as Get returns it,
 // and the one piece of a store's state that a Task does not show.

@@ -8,7 +8,7 @@
 // A recorder only delivers to a loopback receiver when its options allow
 // private networks:
 //
-//	rcv := callbacktest.NewReceiver(t, callbacktest.Options{Secret: secret})
+//	rcv := callbacktest.NewReceiver(t, callbacktest.WithSecret(secret))
 //	rec, _ := callback.New(store, callback.Options{Secret: secret, AllowPrivateNetworks: true})
 //	// submit with "callback_url": rcv.URL, then:
 //	d := rcv.Wait(t, taskID) // the first delivery of that task, answered 2xx
@@ -34,27 +34,40 @@ import (
 	"github.com/tasksapi/tasks/internal/webhook"
 )
 
-// Options configure a Receiver. The zero value answers every callback 204
-// and does not check signatures.
-type Options struct {
-	// Secret, a whsec_… Standard Webhooks secret (the recorder's), makes
-	// the receiver verify every callback's webhook-signature: a callback
-	// whose signature does not verify is answered 400 and is a problem.
-	Secret string
-	// Tolerance is how far webhook-timestamp may be from the receiver's
-	// clock (the Standard Webhooks check against replays). Zero means 5
-	// minutes; negative turns the check off.
-	Tolerance time.Duration
-	// Respond chooses the HTTP status of the answer to a delivery (it sees
-	// the delivery with its Attempt number); nil answers 204. Use it to
-	// script failures: return 503 for the first attempts, 410 to make the
-	// recorder give up.
-	Respond func(d Delivery) int
-	// Listener is where to serve; nil listens on a fresh loopback port.
-	// (An outage test reserves an address, closes it, and serves on it
-	// later.)
-	Listener net.Listener
+// Option configures a Receiver. Without options a receiver answers every
+// callback 204 and does not check signatures.
+type Option func(*config)
+
+type config struct {
+	secret    string
+	tolerance time.Duration
+	respond   func(Delivery) int
+	listener  net.Listener
 }
+
+// WithSecret makes the receiver verify every callback's
+// webhook-signature with secret, a whsec_… Standard Webhooks secret (the
+// recorder's): a callback whose signature does not verify is answered 400
+// and is a problem.
+func WithSecret(secret string) Option { return func(c *config) { c.secret = secret } }
+
+// WithTolerance sets how far webhook-timestamp may be from the receiver's
+// clock (the Standard Webhooks check against replays); default 5 minutes.
+// A d of zero or less turns the check off.
+func WithTolerance(d time.Duration) Option { return func(c *config) { c.tolerance = d } }
+
+// WithRespond sets what chooses the HTTP status of the answer to a
+// delivery (it sees the delivery with its Attempt number); without it, or
+// with nil, every delivery is answered 204. Use it to script failures:
+// return 503 for the first attempts, 410 to make the recorder give up.
+func WithRespond(respond func(d Delivery) int) Option {
+	return func(c *config) { c.respond = respond }
+}
+
+// WithListener makes the receiver serve on ln rather than on a fresh
+// loopback port. (An outage test reserves an address, closes it, and
+// serves on it later.)
+func WithListener(ln net.Listener) Option { return func(c *config) { c.listener = ln } }
 
 // Delivery is one request the receiver got.
 type Delivery struct {
@@ -104,10 +117,10 @@ type Receiver struct {
 }
 
 // NewReceiver starts a receiver on loopback, closed when the test ends. A
-// malformed Secret fails the test.
-func NewReceiver(tb testing.TB, o Options) *Receiver {
+// malformed secret (WithSecret) fails the test.
+func NewReceiver(tb testing.TB, opts ...Option) *Receiver {
 	tb.Helper()
-	rc, err := Start(o)
+	rc, err := Start(opts...)
 	if err != nil {
 		tb.Fatalf("callbacktest: %v", err)
 	}
@@ -116,23 +129,24 @@ func NewReceiver(tb testing.TB, o Options) *Receiver {
 }
 
 // Start starts a receiver on loopback, for code that has no testing.TB;
-// Close stops it. The error is a malformed Secret's.
-func Start(o Options) (*Receiver, error) {
-	rc := &Receiver{respond: o.Respond, tolerance: o.Tolerance, changed: make(chan struct{})}
-	if rc.tolerance == 0 {
-		rc.tolerance = 5 * time.Minute
+// Close stops it. The error is a malformed secret's (WithSecret).
+func Start(opts ...Option) (*Receiver, error) {
+	o := config{tolerance: 5 * time.Minute}
+	for _, opt := range opts {
+		opt(&o)
 	}
-	if o.Secret != "" {
-		key, err := webhook.ParseSecret(o.Secret)
+	rc := &Receiver{respond: o.respond, tolerance: o.tolerance, changed: make(chan struct{})}
+	if o.secret != "" {
+		key, err := webhook.ParseSecret(o.secret)
 		if err != nil {
 			return nil, err
 		}
 		rc.key = key
 	}
 	rc.srv = httptest.NewUnstartedServer(http.HandlerFunc(rc.serve))
-	if o.Listener != nil {
+	if o.listener != nil {
 		rc.srv.Listener.Close()
-		rc.srv.Listener = o.Listener
+		rc.srv.Listener = o.listener
 	}
 	rc.srv.Start()
 	rc.URL = rc.srv.URL

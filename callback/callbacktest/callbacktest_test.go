@@ -39,7 +39,7 @@ func send(t *testing.T, url, id string, body []byte, mutate func(h http.Header))
 }
 
 func TestReceiverChecksTheContract(t *testing.T) {
-	rcv := callbacktest.NewReceiver(t, callbacktest.Options{Secret: secret})
+	rcv := callbacktest.NewReceiver(t, callbacktest.WithSecret(secret))
 	good := []byte(`{"success":true,"task_id":"t1"}`)
 	if st := send(t, rcv.URL+"/a", "t1", good, nil); st != 204 {
 		t.Fatalf("a good callback: %d", st)
@@ -84,12 +84,12 @@ func TestReceiverChecksTheContract(t *testing.T) {
 }
 
 func TestReceiverScriptsAnswers(t *testing.T) {
-	rcv := callbacktest.NewReceiver(t, callbacktest.Options{Respond: func(d callbacktest.Delivery) int {
+	rcv := callbacktest.NewReceiver(t, callbacktest.WithRespond(func(d callbacktest.Delivery) int {
 		if d.Attempt < 3 {
 			return 503
 		}
 		return 200
-	}})
+	}))
 	body := []byte(`{"task_id":"x"}`)
 	for i, want := range []int{503, 503, 200, 200} {
 		if st := send(t, rcv.URL, "x", body, nil); st != want {
@@ -103,7 +103,7 @@ func TestReceiverScriptsAnswers(t *testing.T) {
 }
 
 func TestStartRefusesAMalformedSecret(t *testing.T) {
-	if _, err := callbacktest.Start(callbacktest.Options{Secret: "not-a-secret"}); err == nil {
+	if _, err := callbacktest.Start(callbacktest.WithSecret("not-a-secret")); err == nil {
 		t.Fatal("Start accepted a malformed secret")
 	}
 }

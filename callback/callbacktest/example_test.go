@@ -16,15 +16,15 @@ import (
 // receiver code of its own.
 func Example() {
 	const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-	rcv, err := callbacktest.Start(callbacktest.Options{
-		Secret: secret,
-		Respond: func(d callbacktest.Delivery) int {
+	rcv, err := callbacktest.Start(
+		callbacktest.WithSecret(secret),
+		callbacktest.WithRespond(func(d callbacktest.Delivery) int {
 			if d.Attempt == 1 {
 				return 503 // the first attempt fails: the recorder retries
 			}
 			return 204
-		},
-	})
+		}),
+	)
 	if err != nil {
 		panic(err)
 	}

@@ -74,7 +74,9 @@ import (
 
 	"github.com/tasksapi/tasks/handler"
 	"github.com/tasksapi/tasks/internal/apierr"
+	"github.com/tasksapi/tasks/internal/jsonw"
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 //go:embed assets
@@ -136,8 +138,8 @@ func WithOperator(isOperator func(taskstore.Principal) bool) Option {
 	return func(c *Console) { c.operator = isOperator }
 }
 
-// WithLogger sets where internal failures are logged (default
-// slog.Default()).
+// WithLogger sets where internal failures are logged. Without it, or with
+// nil, they go to slog.Default() as it is when New is called.
 func WithLogger(l *slog.Logger) Option { return func(c *Console) { c.log = l } }
 
 // WithClock sets the clock of the chart and of "age" (a test seam; default
@@ -156,6 +158,9 @@ func New(store taskstore.Store, auth handler.Authenticator, opts ...Option) *Con
 	c := &Console{store: store, auth: auth, operator: taskstore.Principal.IsOperator, now: time.Now}
 	for _, o := range opts {
 		o(c)
+	}
+	if c.log == nil {
+		c.log = slog.Default()
 	}
 	c.files = map[string]asset{}
 	for name, ct := range map[string]string{
@@ -377,7 +382,7 @@ func (c *Console) summary(r *http.Request, out []byte) ([]byte, error) {
 	out = append(out, `},"total":`...)
 	out = strconv.AppendInt(out, int64(total), 10)
 	out = append(out, `,"now":`...)
-	out = taskstore.AppendMillis(out, c.now().UnixMilli())
+	out = jsonw.AppendMillis(out, c.now().UnixMilli())
 	return append(out, '}'), nil
 }
 
@@ -472,7 +477,7 @@ func (c *Console) tasks(r *http.Request, out []byte) ([]byte, error) {
 	out = append(out, `,"limit":`...)
 	out = strconv.AppendInt(out, int64(f.Limit), 10)
 	out = append(out, `,"now":`...)
-	out = taskstore.AppendMillis(out, c.now().UnixMilli())
+	out = jsonw.AppendMillis(out, c.now().UnixMilli())
 	return append(out, '}'), nil
 }
 
@@ -480,30 +485,30 @@ func (c *Console) tasks(r *http.Request, out []byte) ([]byte, error) {
 // the principal, the times and the callback's status and attempts.
 func appendItem(out []byte, t *taskstore.Task) []byte {
 	out = append(out, `{"id":`...)
-	out = taskstore.AppendString(out, t.ID)
+	out = jsonw.AppendString(out, t.ID)
 	if t.TraceID != "" {
 		out = append(out, `,"trace_id":`...)
-		out = taskstore.AppendString(out, t.TraceID)
+		out = jsonw.AppendString(out, t.TraceID)
 	}
 	out = append(out, `,"type":`...)
-	out = taskstore.AppendString(out, t.Type)
+	out = jsonw.AppendString(out, t.Type)
 	out = append(out, `,"status":"`...)
 	out = append(out, t.Status()...)
 	out = append(out, `","created_at":`...)
-	out = taskstore.AppendMillis(out, t.CreatedAt.UnixMilli())
+	out = jsonw.AppendMillis(out, t.CreatedAt.UnixMilli())
 	if t.Finished() {
 		out = append(out, `,"finished_at":`...)
-		out = taskstore.AppendMillis(out, t.FinishedAt.UnixMilli())
+		out = jsonw.AppendMillis(out, t.FinishedAt.UnixMilli())
 		out = append(out, `,"duration":`...)
-		out = taskstore.AppendMillis(out, t.FinishedAt.UnixMilli()-t.CreatedAt.UnixMilli())
+		out = jsonw.AppendMillis(out, t.FinishedAt.UnixMilli()-t.CreatedAt.UnixMilli())
 	}
 	if t.ApplicationID != "" {
 		out = append(out, `,"application_id":`...)
-		out = taskstore.AppendString(out, t.ApplicationID)
+		out = jsonw.AppendString(out, t.ApplicationID)
 	}
 	if t.UserID != "" {
 		out = append(out, `,"user_id":`...)
-		out = taskstore.AppendString(out, t.UserID)
+		out = jsonw.AppendString(out, t.UserID)
 	}
 	if cs := t.CallbackStatus(); cs != taskstore.CallbackNone {
 		out = append(out, `,"callback":{"status":"`...)
@@ -521,7 +526,7 @@ func (c *Console) task(r *http.Request, out []byte) ([]byte, error) {
 	if id == "" {
 		return nil, badRequest("id is required")
 	}
-	if taskstore.TooLong(id) {
+	if storekit.TooLong(id) {
 		return append(out, `{}`...), nil
 	}
 	t, err := c.store.Get(r.Context(), id)
@@ -658,7 +663,7 @@ func (c *Console) redeliver(r *http.Request, out []byte) ([]byte, error) {
 		if i > 0 {
 			out = append(out, ',')
 		}
-		out = taskstore.AppendString(out, id)
+		out = jsonw.AppendString(out, id)
 	}
 	out = append(out, `],"count":`...)
 	out = strconv.AppendInt(out, int64(len(done)), 10)

@@ -225,14 +225,14 @@ func (m *Metrics) Close() {
 // metrics; put them in callback.Options.Hooks.
 func (m *Metrics) Hooks() callback.Hooks {
 	return callback.Hooks{
-		TaskCreated: func(ev callback.TaskEvent) { m.created.WithLabelValues(ev.Type).Inc() },
-		TaskFinished: func(ev callback.TaskEvent) {
+		TaskCreated: func(_ context.Context, ev callback.TaskEvent) { m.created.WithLabelValues(ev.Type).Inc() },
+		TaskFinished: func(_ context.Context, ev callback.TaskEvent) {
 			m.finished.WithLabelValues(ev.Type, Outcome(ev)).Inc()
 			if ev.Duration > 0 {
 				m.duration.WithLabelValues(ev.Type).Observe(ev.Duration.Seconds())
 			}
 		},
-		DeliveryAttempted: func(ev callback.DeliveryEvent) {
+		DeliveryAttempted: func(_ context.Context, ev callback.DeliveryEvent) {
 			switch {
 			case ev.Delivered:
 				m.attempts.WithLabelValues(AttemptDelivered).Inc()

@@ -77,19 +77,20 @@ func TestHooksAndMiddleware(t *testing.T) {
 	m.WatchRecorder(func() callback.Stats { return callback.Stats{Queued: 3, Running: 2} })
 
 	h := m.Hooks()
-	h.TaskCreated(callback.TaskEvent{ID: "task-secret-id-1", Type: "images_generations", TraceID: "trace-secret"})
-	h.TaskCreated(callback.TaskEvent{ID: "task-secret-id-2", Type: "images_edits"})
+	ctx := t.Context()
+	h.TaskCreated(ctx, callback.TaskEvent{ID: "task-secret-id-1", Type: "images_generations", TraceID: "trace-secret"})
+	h.TaskCreated(ctx, callback.TaskEvent{ID: "task-secret-id-2", Type: "images_edits"})
 	for _, ev := range []callback.TaskEvent{
 		{ID: "a", Type: "images_generations", Success: true, Duration: 1500 * time.Millisecond},
 		{ID: "b", Type: "images_generations", Code: "content_policy_violation", Duration: time.Second},
 		{ID: "c", Type: "images_generations", Code: callback.CodeTimeout, Duration: time.Minute},
 		{ID: "d", Type: "images_edits", Code: callback.CodeInterrupted}, // never ran
 	} {
-		h.TaskFinished(ev)
+		h.TaskFinished(ctx, ev)
 	}
-	h.DeliveryAttempted(callback.DeliveryEvent{TaskID: "x", Status: 500, Next: time.Now()})
-	h.DeliveryAttempted(callback.DeliveryEvent{TaskID: "y", Status: 410, GaveUp: true})
-	h.DeliveryAttempted(callback.DeliveryEvent{TaskID: "task-delivered-0001", Status: 200, Delivered: true, Duration: 500 * time.Millisecond})
+	h.DeliveryAttempted(ctx, callback.DeliveryEvent{TaskID: "x", Status: 500, Next: time.Now()})
+	h.DeliveryAttempted(ctx, callback.DeliveryEvent{TaskID: "y", Status: 410, GaveUp: true})
+	h.DeliveryAttempted(ctx, callback.DeliveryEvent{TaskID: "task-delivered-0001", Status: 200, Delivered: true, Duration: 500 * time.Millisecond})
 
 	api := m.Middleware("/openai/tasks", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("fail") != "" {

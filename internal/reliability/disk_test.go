@@ -276,7 +276,7 @@ func testFullDisk(t *testing.T) {
 	}
 	checkCleanError(t, "Create on a full disk", fullErr, path, dir)
 	var se *sqlitestore.Error
-	if !errors.As(fullErr, &se) || se.Code&0xff != 13 {
+	if !errors.As(fullErr, &se) || se.Code != "SQLITE_FULL" {
 		t.Errorf("Create on a full disk: %v (%T); want a *sqlitestore.Error with SQLITE_FULL", fullErr, fullErr)
 	}
 	if _, err := st.Get(ctx, failedID); !errors.Is(err, taskstore.ErrNotFound) {

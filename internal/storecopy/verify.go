@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // Summary describes one side of a verified copy: how many tasks, per task
@@ -130,13 +131,13 @@ func Verify(ctx context.Context, src, dst taskstore.Store, o Options) (Verificat
 		buf = v.Source.add(want, buf)
 		for {
 			h, ok := d.peek()
-			if !ok || !h.Cursor().Before(want) {
+			if !ok || !storekit.CursorBefore(h.Cursor(), want) {
 				break
 			}
 			v.Other++
 			d.next()
 		}
-		if h, ok := d.peek(); ok && h.ID == want.ID && taskstore.ToMillis(h.CreatedAt) == taskstore.ToMillis(want.CreatedAt) {
+		if h, ok := d.peek(); ok && h.ID == want.ID && storekit.ToMillis(h.CreatedAt) == storekit.ToMillis(want.CreatedAt) {
 			d.next()
 			buf = v.Destination.add(h.Task, buf)
 			if diff := Diff(want, h.Task); diff != "" {
@@ -205,7 +206,7 @@ func Diff(want, got taskstore.Task) string {
 		}
 	}
 	tm := func(name string, w, g time.Time) {
-		if taskstore.ToMillis(w) != taskstore.ToMillis(g) {
+		if storekit.ToMillis(w) != storekit.ToMillis(g) {
 			d = append(d, name)
 		}
 	}
@@ -259,19 +260,19 @@ func AppendRecord(b []byte, t taskstore.Task) []byte {
 		b = binary.AppendUvarint(b, uint64(len(t.Response))+1)
 		b = append(b, t.Response...)
 	}
-	n(taskstore.ToMillis(t.CreatedAt))
-	n(taskstore.ToMillis(t.StartedAt))
-	n(taskstore.ToMillis(t.FinishedAt))
+	n(storekit.ToMillis(t.CreatedAt))
+	n(storekit.ToMillis(t.StartedAt))
+	n(storekit.ToMillis(t.FinishedAt))
 	s(t.ApplicationID)
 	s(t.UserID)
 	s(t.CredentialID)
 	s(t.Callback.URL)
 	n(int64(t.Callback.Attempts))
-	n(taskstore.ToMillis(t.Callback.NextAttemptAt))
-	n(taskstore.ToMillis(t.Callback.DeliveredAt))
+	n(storekit.ToMillis(t.Callback.NextAttemptAt))
+	n(storekit.ToMillis(t.Callback.DeliveredAt))
 	n(int64(t.Callback.LastStatus))
 	s(t.Callback.LastError)
-	n(taskstore.ToMillis(t.LeaseUntil))
+	n(storekit.ToMillis(t.LeaseUntil))
 	return b
 }
 

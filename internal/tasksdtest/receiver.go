@@ -31,9 +31,11 @@ type Receiver struct {
 // NewReceiver starts a receiver; it is closed when the test ends.
 func NewReceiver(tb testing.TB, c ReceiverConfig) *Receiver {
 	tb.Helper()
-	return &Receiver{callbacktest.NewReceiver(tb, callbacktest.Options{
-		Secret: c.Secret, Respond: c.Status, Listener: c.Listener,
-	})}
+	opts := []callbacktest.Option{callbacktest.WithSecret(c.Secret), callbacktest.WithRespond(c.Status)}
+	if c.Listener != nil {
+		opts = append(opts, callbacktest.WithListener(c.Listener))
+	}
+	return &Receiver{callbacktest.NewReceiver(tb, opts...)}
 }
 
 // Delivered returns the counts, per webhook-id, of callbacks answered 2xx.

@@ -48,5 +48,6 @@
 // resolvers read as IPv4 addresses, are refused as invalid.
 //
 // A custom Options.Transport bypasses the connect-time check; see its
-// documentation.
+// documentation. Options.WrapTransport, which wraps the Sender's own
+// transport (to trace or count attempts), keeps it.
 package webhook

@@ -1,17 +1,8 @@
 package webhook
 
-import (
-	"context"
-	"net/http"
-	"net/netip"
-)
+import "net/netip"
 
 // Test-only seams. They must be set before the Sender's first Send.
-
-// SetLookup replaces how s resolves host names, so tests never query DNS.
-func SetLookup(s *Sender, f func(ctx context.Context, host string) ([]netip.Addr, error)) {
-	s.dialer.lookup = f
-}
 
 // SetConnectHook installs f in the socket's Control hook, after the guard's
 // check and before connect(2). Returning an error prevents the connection:
@@ -41,6 +32,5 @@ var RefusedReason = refusedReason
 // proxy (from the environment or otherwise): a proxy would dial for it,
 // past the guard.
 func UsesProxy(s *Sender) bool {
-	t, ok := s.client.Transport.(*http.Transport)
-	return !ok || t.Proxy != nil
+	return s.own == nil || s.own.Proxy != nil
 }

@@ -10,6 +10,7 @@ import (
 	"hash"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -84,8 +85,18 @@ type Options struct {
 	// host name that resolves to a private address will be reached. Only
 	// the URL checks (scheme, IP literals, "localhost", non-standard numeric
 	// hosts) and the no-redirect rule still apply. Meant for tests and for
-	// embedders who put their own egress control in the Transport.
+	// embedders who put their own egress control in the Transport; to
+	// instrument deliveries, use WrapTransport instead.
 	Transport http.RoundTripper
+
+	// WrapTransport, when set, wraps the Sender's own transport: every
+	// attempt goes through the RoundTripper it returns, which must send
+	// the request on through the one it was given (as otelhttp.NewTransport
+	// does). The connections are still made by the Sender's own dialer, so
+	// the connect-time SSRF guard, ConnectTimeout and FirstByteTimeout keep
+	// applying. It is called once, by NewSender, and must not return nil.
+	// Ignored when Transport is set.
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 }
 
 // Sender POSTs callback bodies, one attempt per Send. It keeps a pool of
@@ -101,7 +112,8 @@ type Sender struct {
 	maxResp      int64
 	userAgent    []string
 	client       *http.Client
-	dialer       *dialer // nil when Options.Transport is set
+	own          *http.Transport // the Sender's own transport; nil when Options.Transport is set
+	dialer       *dialer         // nil when Options.Transport is set
 }
 
 // NewSender returns a Sender configured by o. It fails on a malformed
@@ -159,7 +171,7 @@ func NewSender(o Options) (*Sender, error) {
 	if rt == nil {
 		s.dialer = newDialer(o.AllowPrivateNetworks)
 		s.dialer.timeout = s.connect
-		rt = &http.Transport{
+		s.own = &http.Transport{
 			Proxy:                  nil, // an environment proxy would dial for us, past the guard
 			DialContext:            s.dialer.DialContext,
 			ForceAttemptHTTP2:      true,
@@ -172,6 +184,12 @@ func NewSender(o Options) (*Sender, error) {
 			MaxResponseHeaderBytes: 64 << 10,
 			DisableCompression:     true, // the answer is discarded; do not invite gzip
 		}
+		rt = s.own
+		if o.WrapTransport != nil {
+			if rt = o.WrapTransport(s.own); rt == nil {
+				return nil, errors.New("webhook: WrapTransport returned nil")
+			}
+		}
 	}
 	s.client = &http.Client{
 		Transport: rt,
@@ -182,12 +200,25 @@ func NewSender(o Options) (*Sender, error) {
 	return s, nil
 }
 
+// SetLookup replaces how s's own transport resolves host names (default
+// net.DefaultResolver.LookupNetIP); the guard checks whatever addresses f
+// returns. A test seam, so that tests never query DNS: call it before the
+// first Send. No-op with Options.Transport.
+func SetLookup(s *Sender, f func(ctx context.Context, host string) ([]netip.Addr, error)) {
+	if s.dialer != nil {
+		s.dialer.lookup = f
+	}
+}
+
 // CloseIdleConnections closes the idle connections of the Sender's
-// transport (or of Options.Transport when it has such a method). The Sender
-// stays usable.
+// transport (or of Options.Transport, or the RoundTripper WrapTransport
+// returned, when it has such a method). The Sender stays usable.
 func (s *Sender) CloseIdleConnections() {
 	if s != nil && s.client != nil {
 		s.client.CloseIdleConnections()
+		if s.own != nil {
+			s.own.CloseIdleConnections() // a wrapper may not pass the call on
+		}
 	}
 }
 

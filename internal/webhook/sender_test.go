@@ -589,3 +589,49 @@ func TestSenderIgnoresEnvironmentProxies(t *testing.T) {
 		t.Fatal("the sender's transport uses a proxy")
 	}
 }
+
+// TestSendWrapTransportKeepsGuard: a WrapTransport sees every attempt, and
+// the connections are still the Sender's own: a name that resolves to a
+// private address is refused at connect time, a public one goes through.
+func TestSendWrapTransportKeepsGuard(t *testing.T) {
+	rcv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	t.Cleanup(rcv.Close)
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(rcv.URL, "http://"))
+	var seen atomic.Int32
+	wrapped := 0
+	s := mustSender(t, webhook.Options{
+		WrapTransport: func(next http.RoundTripper) http.RoundTripper {
+			wrapped++
+			return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				seen.Add(1)
+				return next.RoundTrip(r)
+			})
+		},
+	})
+	webhook.SetLookup(s, func(_ context.Context, host string) ([]netip.Addr, error) {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+	})
+	// The loopback receiver stands in for a public one for the second name.
+	webhook.SetCheck(s, func(a netip.Addr) string {
+		if a.IsLoopback() && seen.Load() == 1 {
+			return "loopback"
+		}
+		return ""
+	})
+	res := s.Send(t.Context(), "http://internal.test:"+port+"/cb", "id", []byte(body), time.Now())
+	if !res.Permanent || !strings.Contains(res.Err, "not allowed") {
+		t.Errorf("Send to a name resolving to loopback = %+v, want refused by the guard", res)
+	}
+	res = s.Send(t.Context(), "http://public.test:"+port+"/cb", "id", []byte(body), time.Now())
+	if !res.Delivered {
+		t.Errorf("Send through the wrapper = %+v, want delivered", res)
+	}
+	if n := seen.Load(); n != 2 || wrapped != 1 {
+		t.Errorf("wrapper saw %d attempts and was built %d times, want 2 and 1", n, wrapped)
+	}
+	s.CloseIdleConnections()
+
+	if _, err := webhook.NewSender(webhook.Options{WrapTransport: func(http.RoundTripper) http.RoundTripper { return nil }}); err == nil {
+		t.Error("NewSender accepted a WrapTransport returning nil")
+	}
+}

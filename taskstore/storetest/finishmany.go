@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // FinishMany finishes the unfinished tasks among those listed, each exactly
@@ -49,11 +50,11 @@ func testFinishMany(t *testing.T, s taskstore.Store) {
 	}
 
 	wantCB := cb
-	wantCB.Response, wantCB.FinishedAt, wantCB.LeaseUntil = resp["cb"], taskstore.Millis(at), time.Time{}
-	wantCB.Callback.NextAttemptAt = taskstore.Millis(at)
+	wantCB.Response, wantCB.FinishedAt, wantCB.LeaseUntil = resp["cb"], storekit.Millis(at), time.Time{}
+	wantCB.Callback.NextAttemptAt = storekit.Millis(at)
 	equal(t, mustGet(t, s, "cb"), wantCB)
 	wantPlain := plain
-	wantPlain.Response, wantPlain.FinishedAt = resp["plain"], taskstore.Millis(at)
+	wantPlain.Response, wantPlain.FinishedAt = resp["plain"], storekit.Millis(at)
 	equal(t, mustGet(t, s, "plain"), wantPlain)
 	equal(t, mustGet(t, s, "done"), doneBefore)
 	if x := mustGet(t, s, "other"); x.Finished() {

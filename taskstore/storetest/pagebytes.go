@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // testPageBytes: Filter.PageBytes ends a page once the tasks on it weigh
@@ -28,7 +29,7 @@ func testPageBytes(t *testing.T, s taskstore.Store) {
 			x.Response, x.FinishedAt = resp, base
 		}
 		all = append(all, x)
-		weight[x.ID] = x.Weight()
+		weight[x.ID] = storekit.Weight(x)
 	}
 	_, _, err := s.Find(ctx, taskstore.Filter{Limit: 1, PageBytes: -1})
 	wantErr(t, "Find with a negative PageBytes", err, taskstore.ErrInvalid)

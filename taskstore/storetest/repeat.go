@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // testRepeatStart: a Start repeated with the same time succeeds and changes
@@ -16,7 +17,7 @@ func testRepeatStart(t *testing.T, s taskstore.Store) {
 	must(t, s.Start(ctx, "s", at))
 	want := mustGet(t, s, "s")
 	must(t, s.Start(ctx, "s", at))
-	must(t, s.Start(ctx, "s", taskstore.Millis(at)))
+	must(t, s.Start(ctx, "s", storekit.Millis(at)))
 	equal(t, mustGet(t, s, "s"), want)
 	wantErr(t, "Start at another time", s.Start(ctx, "s", at.Add(time.Millisecond)), taskstore.ErrConflict)
 	equal(t, mustGet(t, s, "s"), want)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // Responses that read as a success and as a failure (taskstore.Succeeded).
@@ -272,7 +273,7 @@ func testRedeliver(t *testing.T, s taskstore.Store) {
 	}
 	for _, x := range all {
 		stored := mustGet(t, s, x.ID)
-		want, err := taskstore.Normalize(x, base)
+		want, err := storekit.Normalize(x, base)
 		must(t, err)
 		if slices.Contains(got, x.ID) {
 			// Due at once; a pending callback already due earlier keeps

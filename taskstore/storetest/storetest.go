@@ -39,6 +39,7 @@ import (
 	"time"
 
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // base is a fixed, millisecond-aligned instant the suite builds times from.
@@ -440,7 +441,7 @@ func corpus(t *testing.T, s taskstore.Store, n int) []taskstore.Task {
 
 // expect computes the reference answer for f over all.
 func expect(all []taskstore.Task, f taskstore.Filter) ([]string, int) {
-	minMs, maxMs, empty := f.CreatedRange()
+	minMs, maxMs, empty := storekit.CreatedRange(f)
 	var match []taskstore.Task
 	for _, x := range all {
 		ms := x.CreatedAt.UnixMilli()
@@ -657,11 +658,11 @@ func testStart(t *testing.T, s taskstore.Store) {
 	mustCreate(t, s, task("s", 0))
 	at := base.Add(1500*time.Millisecond + 42)
 	must(t, s.Start(ctx, "s", at))
-	if got := mustGet(t, s, "s"); !got.StartedAt.Equal(taskstore.Millis(at)) {
-		t.Fatalf("StartedAt = %v, want %v", got.StartedAt, taskstore.Millis(at))
+	if got := mustGet(t, s, "s"); !got.StartedAt.Equal(storekit.Millis(at)) {
+		t.Fatalf("StartedAt = %v, want %v", got.StartedAt, storekit.Millis(at))
 	}
 	wantErr(t, "Start twice", s.Start(ctx, "s", at.Add(time.Second)), taskstore.ErrConflict)
-	if got := mustGet(t, s, "s"); !got.StartedAt.Equal(taskstore.Millis(at)) {
+	if got := mustGet(t, s, "s"); !got.StartedAt.Equal(storekit.Millis(at)) {
 		t.Fatalf("second Start changed StartedAt to %v", got.StartedAt)
 	}
 	wantErr(t, "Start missing", s.Start(ctx, "missing", at), taskstore.ErrNotFound)
@@ -682,9 +683,9 @@ func testFinishOnce(t *testing.T, s taskstore.Store) {
 
 	want := in
 	want.Response = resp
-	want.FinishedAt = taskstore.Millis(at)
+	want.FinishedAt = storekit.Millis(at)
 	want.LeaseUntil = time.Time{}
-	want.Callback.NextAttemptAt = taskstore.Millis(at)
+	want.Callback.NextAttemptAt = storekit.Millis(at)
 	got := mustGet(t, s, "f")
 	equal(t, got, want)
 	if got.CallbackStatus() != taskstore.CallbackPending {
@@ -1111,7 +1112,7 @@ func testCancelled(t *testing.T, s taskstore.Store) {
 	if _, err := s.Get(ctx, "new"); !errors.Is(err, taskstore.ErrNotFound) {
 		t.Fatalf("Create with cancelled ctx stored the task (Get: %v)", err)
 	}
-	want, err := taskstore.Normalize(x, base)
+	want, err := storekit.Normalize(x, base)
 	must(t, err)
 	equal(t, mustGet(t, s, "x"), want)
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/tasksapi/tasks/pgstore"
 	"github.com/tasksapi/tasks/sqlitestore"
 	"github.com/tasksapi/tasks/taskstore"
+	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
 // The copy scenarios (issue #18): `tasksd copy` of the large SQLite dataset
@@ -261,7 +262,7 @@ func (b *bench) freshSchema(ctx context.Context, prefix string) (string, func(),
 	return u, drop, nil
 }
 
-func ms(t time.Time) int64 { return taskstore.ToMillis(t) }
+func ms(t time.Time) int64 { return storekit.ToMillis(t) }
 
 // withSearchPath returns the connection string dsn (a URL or
 // keyword/value string) with search_path set to schema.

@@ -322,7 +322,7 @@ func (b *bench) tailDelivery(ctx context.Context) ([]Result, error) {
 				}
 			}
 		}
-		onFinished := func(e callback.TaskEvent) {
+		onFinished := func(_ context.Context, e callback.TaskEvent) {
 			now := time.Now()
 			if v, loaded := finished.LoadOrStore(e.ID, now); loaded {
 				finished.Delete(e.ID)
@@ -337,7 +337,7 @@ func (b *bench) tailDelivery(ctx context.Context) ([]Result, error) {
 			AllowPrivateNetworks: true, DeliveryWorkers: c, DeliveriesPerHost: c, DeliveriesPerPrincipal: c,
 			Queue: 1 << 20, Lease: time.Hour, Logger: discard,
 			Hooks: callback.Hooks{
-				TaskCreated:  func(callback.TaskEvent) { created.Add(1) },
+				TaskCreated:  func(context.Context, callback.TaskEvent) { created.Add(1) },
 				TaskFinished: onFinished,
 			},
 		})

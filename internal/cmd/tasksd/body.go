@@ -146,6 +146,28 @@ func (g *bodyGuard) limit(maxBody int64, next http.Handler) http.Handler {
 	})
 }
 
+// capBody refuses a request body longer than max bytes with 400
+// bad_request: one declared longer before a byte is read, an unsized one
+// when it goes past max (http.MaxBytesReader: callback.Wrap answers 400
+// naming the limit while it reads the body; a handler reading it later sees
+// the error). Since callback.Wrap passes requests without callback_url
+// through unlimited, it is what keeps -max-body-bytes a cap on every body
+// of the image routes, which limit relies on ("refused by next without
+// being read").
+func capBody(max int64, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > max {
+			apierr.Write(w, http.StatusBadRequest, apierr.BadRequest,
+				"request body must be at most "+strconv.FormatInt(max, 10)+" bytes")
+			return
+		}
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = http.MaxBytesReader(w, r.Body, max)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // full logs, at most once a minute, that the budget turned requests away.
 func (g *bodyGuard) full() {
 	g.mu.Lock()

@@ -16,6 +16,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tasksapi/tasks/callback"
+	"github.com/tasksapi/tasks/memstore"
 )
 
 // bodyResult is what a test handler saw of its body.
@@ -292,5 +295,54 @@ func TestBodyUnreadCut(t *testing.T) {
 	io.Copy(io.Discard, resp.Body)
 	if _, err := br.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("the connection with an unread, stalled body: %v; want it closed by the server", err)
+	}
+}
+
+// TestCapBody: -max-body-bytes still caps the image routes' bodies now
+// that callback.Wrap streams requests without callback_url unlimited: one
+// declared larger is refused unread, an unsized one fails past the cap
+// (Wrap answers 400 naming it while it looks for callback_url), and one
+// within the cap reaches the handler whole.
+func TestCapBody(t *testing.T) {
+	store := memstore.New()
+	t.Cleanup(func() { store.Close() })
+	rec, err := callback.New(store, callback.Options{Logger: discardLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rec.Close(context.Background()) })
+	const max = 2 << 20
+	var got int
+	h := capBody(max, rec.Wrap("images_generations", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got = len(b)
+	})))
+	body := func(n int) string { return `{"prompt":"` + strings.Repeat("a", n) + `"}` }
+	for _, tc := range []struct {
+		name    string
+		body    string
+		unsized bool
+		status  int
+	}{
+		{"Declared", body(max), false, 400},
+		{"Unsized", body(max), true, 400},
+		{"Within", body(max - 100), true, 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got = 0
+			req := httptest.NewRequest(http.MethodPost, "/v1/images/generations", strings.NewReader(tc.body))
+			req.Header.Set("Content-Type", "application/json")
+			if tc.unsized {
+				req.ContentLength = -1
+			}
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, req)
+			if w.Code != tc.status {
+				t.Fatalf("status %d, want %d: %s", w.Code, tc.status, w.Body)
+			}
+			if tc.status == 400 && !strings.Contains(w.Body.String(), `"request body must be at most 2097152 bytes"`) || tc.status == 200 && got != len(tc.body) {
+				t.Errorf("answer %s, handler read %d bytes", w.Body, got)
+			}
+		})
 	}
 }

@@ -15,7 +15,6 @@ import (
 
 	"github.com/tasksapi/tasks/callback"
 	"github.com/tasksapi/tasks/handler"
-	"github.com/tasksapi/tasks/internal/webhook"
 	"github.com/tasksapi/tasks/taskstore"
 )
 
@@ -29,7 +28,7 @@ type config struct {
 	UpstreamKey           string
 	CallbackSecret        string
 	AllowPrivateCallbacks bool
-	CallbackSchedule      webhook.Schedule
+	CallbackSchedule      callback.Schedule
 	TaskTimeout           time.Duration
 	Workers               int
 	Queue                 int
@@ -78,25 +77,6 @@ const (
 	minHeaderBytes = 4 << 10
 	maxHeaderBytes = 1 << 20
 )
-
-// scheduleFlag adapts webhook.Schedule to flag.Value.
-type scheduleFlag struct{ s *webhook.Schedule }
-
-func (f scheduleFlag) String() string {
-	if f.s == nil {
-		return ""
-	}
-	return f.s.String()
-}
-
-func (f scheduleFlag) Set(v string) error {
-	s, err := webhook.ParseSchedule(v)
-	if err != nil {
-		return err
-	}
-	*f.s = s
-	return nil
-}
 
 // parseConfig reads flags from args, falling back to TASKSD_<FLAG> variables
 // from getenv for every flag not given on the command line.
@@ -243,8 +223,8 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.StringVar(&c.UpstreamKey, "upstream-key", "", "bearer key sent upstream (prefer TASKSD_UPSTREAM_KEY)")
 	fs.StringVar(&c.CallbackSecret, "callback-secret", "", "whsec_… secret: callbacks are signed with Standard Webhooks (prefer TASKSD_CALLBACK_SECRET)")
 	fs.BoolVar(&c.AllowPrivateCallbacks, "allow-private-callbacks", false, "allow callbacks to loopback and private networks")
-	c.CallbackSchedule = append(webhook.Schedule(nil), webhook.DefaultSchedule...)
-	fs.Var(scheduleFlag{&c.CallbackSchedule}, "callback-schedule", "delays before each delivery attempt; its length is the number of attempts")
+	c.CallbackSchedule = callback.DefaultSchedule()
+	fs.Var(&c.CallbackSchedule, "callback-schedule", "delays before each delivery attempt; its length is the number of attempts")
 	fs.DurationVar(&c.TaskTimeout, "task-timeout", callback.DefaultTaskTimeout, "longest a task may run")
 	fs.IntVar(&c.Workers, "workers", 4*runtime.GOMAXPROCS(0), "tasks running at once")
 	fs.IntVar(&c.Queue, "queue", callback.DefaultQueue, "tasks waiting for a worker; beyond it requests get 429")
@@ -268,7 +248,7 @@ func newFlagSet(c *config) *flag.FlagSet {
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "also serve /metrics on this address without a token, for a scraper on a private port (e.g. 127.0.0.1:9090)")
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "on SIGINT/SIGTERM, how long /readyz answers 503 while requests are still served, before shutting down")
 	c.MaxBodyBytes = callback.DefaultMaxBodyBytes
-	fs.Var(&c.MaxBodyBytes, "max-body-bytes", "largest JSON or multipart body the image routes read (to look for callback_url); larger ones get 400")
+	fs.Var(&c.MaxBodyBytes, "max-body-bytes", "largest body the image routes accept, synchronous requests too; larger ones get 400 (callback-mode bodies are held in memory, others streamed)")
 	c.MaxRequestBytes = callback.DefaultMaxRequestBytes
 	fs.Var(&c.MaxRequestBytes, "max-request-bytes", "largest request a task stores (compacted JSON; a form's fields as JSON strings, its files by name, type, size and hash); larger callback-mode requests get 400")
 	fs.IntVar(&c.TenantQueue, "tenant-queue", 0, "of the -queue places, how many one tenant (application and user) may take; beyond it that tenant gets 429; 0 means -queue/4")

@@ -298,8 +298,12 @@ func newMux(cfg config, baseURL string, store taskstore.Store, auth handler.Auth
 		desc = "built-in stand-in generator (delay " + cfg.StandinDelay.String() + ")"
 	}
 	for _, r := range imageRoutes {
-		wrapped := rec.Wrap(r.taskType, upstream(r)) // reads JSON and multipart bodies of up to -max-body-bytes
-		mux.Handle(r.path, postOnly(handler.Authenticate(auth, guard.limit(int64(cfg.MaxBodyBytes), wrapped))))
+		// Wrap holds callback-mode bodies in memory and streams the others
+		// (spilling to a temporary file while it looks for callback_url);
+		// capBody holds them all to -max-body-bytes.
+		wrapped := rec.Wrap(r.taskType, upstream(r))
+		mux.Handle(r.path, postOnly(handler.Authenticate(auth, guard.limit(int64(cfg.MaxBodyBytes),
+			capBody(int64(cfg.MaxBodyBytes), wrapped)))))
 	}
 	mux.Handle("/openai/tasks", guard.limit(handler.MaxBodyBytes,
 		handler.New(store, auth, handler.WithTypes(taskTypes...), handler.WithLogger(log), handler.WithRedeliverer(rec),
