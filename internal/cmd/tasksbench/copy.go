@@ -172,34 +172,7 @@ func (b *bench) copyToSQLite(ctx context.Context) (Result, error) {
 // CopyFrom of the same rows into pgstore's table (its indexes and
 // triggers), 10,000 rows a COPY, timing the CopyFrom calls alone.
 func (b *bench) copyToPostgres(ctx context.Context) (Result, error) {
-	admin, err := sql.Open("pgx", b.cfg.PG)
-	if err != nil {
-		return Result{}, err
-	}
-	defer admin.Close()
-	// freshSchema creates an empty schema with pgstore's tables and
-	// returns its URL and a function dropping it.
-	freshSchema := func(ctx context.Context) (string, func(), error) {
-		var rnd [6]byte
-		rand.Read(rnd[:])
-		name := "tasksbench_copy_" + hex.EncodeToString(rnd[:])
-		if _, err := admin.ExecContext(ctx, "CREATE SCHEMA "+name); err != nil {
-			return "", nil, err
-		}
-		drop := func() { admin.ExecContext(context.Background(), "DROP SCHEMA "+name+" CASCADE") }
-		u, err := withSearchPath(b.cfg.PG, name)
-		if err != nil {
-			drop()
-			return "", nil, err
-		}
-		s, err := pgstore.Open(ctx, u) // creates the tables
-		if err != nil {
-			drop()
-			return "", nil, err
-		}
-		s.Close()
-		return u, drop, nil
-	}
+	freshSchema := func(ctx context.Context) (string, func(), error) { return b.freshSchema(ctx, "tasksbench_copy_") }
 	ours := func(ctx context.Context, _ int) (time.Duration, error) {
 		u, drop, err := freshSchema(ctx)
 		if err != nil {
@@ -254,6 +227,39 @@ func (b *bench) copyToPostgres(ctx context.Context) (Result, error) {
 	}
 	return throughput(fmt.Sprintf("tasksd copy SQLite → PostgreSQL, %s tasks (with its verification, batches of %d)", count(b.cfg.Rows), pgCopyBatch),
 		"pgx CopyFrom of the same rows into a new pgstore schema, 10,000 rows a COPY, CopyFrom calls alone", p, 0.5), nil
+}
+
+// freshSchema creates an empty PostgreSQL schema (its name prefix and a
+// random suffix) with pgstore's tables and returns its URL and a function
+// dropping it.
+func (b *bench) freshSchema(ctx context.Context, prefix string) (string, func(), error) {
+	admin, err := sql.Open("pgx", b.cfg.PG)
+	if err != nil {
+		return "", nil, err
+	}
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	name := prefix + hex.EncodeToString(rnd[:])
+	if _, err := admin.ExecContext(ctx, "CREATE SCHEMA "+name); err != nil {
+		admin.Close()
+		return "", nil, err
+	}
+	drop := func() {
+		admin.ExecContext(context.Background(), "DROP SCHEMA "+name+" CASCADE")
+		admin.Close()
+	}
+	u, err := withSearchPath(b.cfg.PG, name)
+	if err != nil {
+		drop()
+		return "", nil, err
+	}
+	s, err := pgstore.Open(ctx, u) // creates the tables
+	if err != nil {
+		drop()
+		return "", nil, err
+	}
+	s.Close()
+	return u, drop, nil
 }
 
 func ms(t time.Time) int64 { return storekit.ToMillis(t) }

@@ -6,11 +6,18 @@
 //	go run ./internal/cmd/tasksbench                 # 1,000,000-task datasets
 //	go run ./internal/cmd/tasksbench -short          # small datasets, under a minute
 //	go run ./internal/cmd/tasksbench -json -svg docs/bench.svg
+//	go run ./internal/cmd/tasksbench -svg docs/bench.svg -latency-svg docs/latency.svg -json-file docs/bench.json
 //
 // Ours and the reference of a scenario are measured interleaved in the same
 // process: several short rounds alternate between them (ours first in even
 // rounds, the reference first in odd ones) and the medians of the rounds
 // are compared, so a machine loaded by something else slows both alike.
+//
+// After the comparisons, four scenarios (submit, retrieve, retrieve_batch,
+// callback delivery) run as open loops: requests sent at a constant rate,
+// -load times the closed-loop maximum measured just before, each latency
+// measured from the request's intended send time into an HDR histogram;
+// the table prints their percentiles, -latency-svg draws them.
 //
 // Datasets are built once and kept in -dir between runs (SQLite files,
 // named by schema and dataset version and size); the in-memory ones are
@@ -29,6 +36,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -38,6 +46,10 @@ import (
 )
 
 func main() {
+	// The stores log their schema migrations at Info level (slog.Default
+	// when given no logger); each scenario opens fresh files, so keep only
+	// warnings and errors off the report's way.
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if os.Getenv(childEnv) != "" {
 		os.Exit(child(os.Stdout))
 	}
@@ -58,20 +70,26 @@ func main() {
 
 // config is what the flags set.
 type config struct {
-	Rows        int            // tasks in the large datasets
-	Small       int            // tasks in the small datasets ("10k")
-	Short       bool           // small datasets and short measurements
-	Concurrency int            // clients of the HTTP, submit and delivery scenarios
-	Duration    time.Duration  // time each side of a comparison runs, over all rounds
-	Rounds      int            // rounds each comparison is split into
-	JSON        bool           // print JSON instead of the table
-	SVG         string         // write the latency chart here
-	Dir         string         // datasets and scratch files
-	Progress    io.Writer      // progress bars; nil: none
-	Sizes       []int          // dataset sizes of the chart
-	Run         *regexp.Regexp // measure only the steps whose names match; nil: all
-	CPUProfile  string         // write a CPU profile of the whole run here
-	PG          string         // PostgreSQL for the copy into PostgreSQL; "": not measured
+	Rows         int            // tasks in the large datasets
+	Small        int            // tasks in the small datasets ("10k")
+	Short        bool           // small datasets and short measurements
+	Concurrency  int            // clients of the HTTP, submit and delivery scenarios
+	Duration     time.Duration  // time each side of a comparison runs, over all rounds
+	Rounds       int            // rounds each comparison is split into
+	JSON         bool           // print JSON instead of the table
+	SVG          string         // write the latency chart here
+	Dir          string         // datasets and scratch files
+	Progress     io.Writer      // progress bars; nil: none
+	Sizes        []int          // dataset sizes of the chart
+	Run          *regexp.Regexp // measure only the steps whose names match; nil: all
+	Skip         *regexp.Regexp // skip the steps whose names match; nil: none
+	CPUProfile   string         // write a CPU profile of the whole run here
+	PG           string         // PostgreSQL for the copy into PostgreSQL; "": not measured
+	Load         float64        // open-loop arrival rate, as a fraction of the closed-loop maximum
+	TailDuration time.Duration  // length of each open loop
+	LatencySVG   string         // write the latency-distribution chart here
+	JSONFile     string         // also write the JSON report here
+	Profiles     string         // write a CPU profile of each open loop into this directory
 
 	deliveryBatch int // tasks per delivery round
 }
@@ -92,9 +110,16 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	svg := fs.String("svg", "", "write an SVG chart of retrieve and retrieve_batch latency against stored tasks to this file")
 	runPat := fs.String("run", "", "measure only the steps whose names match this regular expression "+
 		"(sqlitestore create, sqlitestore get, sqlitestore find, memstore, concurrent create, HTTP, "+
-		"callback submit, callback delivery, RSS, disk, chart, console, copy into SQLite, copy into PostgreSQL, copy RSS)")
+		"callback submit, callback delivery, RSS, disk, chart, console, copy into SQLite, copy into PostgreSQL, copy RSS, "+
+		"tail submit, tail retrieve, tail retrieve_batch, tail delivery)")
+	skipPat := fs.String("skip", "", "skip the steps whose names match this regular expression (e.g. '^copy': the copies of 1,000,000 tasks take about 15 minutes)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (both sides of every comparison) to this file")
 	pg := fs.String("pg", os.Getenv("TASKS_PG_URL"), "PostgreSQL URL for the copy into PostgreSQL (a schema is created and dropped per round); default $TASKS_PG_URL, none: that row is skipped")
+	loadFrac := fs.Float64("load", 0.5, "open-loop arrival rate of the tail-latency scenarios, as a fraction of their closed-loop maximum measured in the same run")
+	tailDur := fs.Duration("tail-duration", 0, "length of each tail-latency open loop (default 20s, 2s with -short)")
+	latSVG := fs.String("latency-svg", "", "write an SVG chart of the tail-latency distributions (latency against percentile) to this file")
+	jsonFile := fs.String("json-file", "", "also write the results as JSON to this file")
+	profiles := fs.String("profiles", "", "write a CPU profile of each tail-latency open loop into this directory")
 	dir := fs.String("dir", filepath.Join(os.TempDir(), "tasksbench-datasets"), "directory keeping the datasets between runs")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
@@ -106,6 +131,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	cfg := config{
 		Rows: *rows, Short: *short, Concurrency: *conc, Duration: *dur, Rounds: *rounds,
 		JSON: *js, SVG: *svg, Dir: *dir, Progress: stderr, CPUProfile: *cpuProfile, PG: *pg,
+		Load: *loadFrac, TailDuration: *tailDur, LatencySVG: *latSVG, JSONFile: *jsonFile, Profiles: *profiles,
 	}
 	if *runPat != "" {
 		re, err := regexp.Compile(*runPat)
@@ -114,6 +140,14 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 			return config{}, err
 		}
 		cfg.Run = re
+	}
+	if *skipPat != "" {
+		re, err := regexp.Compile(*skipPat)
+		if err != nil {
+			fmt.Fprintln(stderr, "tasksbench: -skip:", err)
+			return config{}, err
+		}
+		cfg.Skip = re
 	}
 	rowsSet := false
 	fs.Visit(func(f *flag.Flag) { rowsSet = rowsSet || f.Name == "rows" })
@@ -124,6 +158,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		cfg.Duration = 3 * time.Second
 		if cfg.Short {
 			cfg.Duration = 600 * time.Millisecond
+		}
+	}
+	if cfg.TailDuration == 0 {
+		cfg.TailDuration = 20 * time.Second
+		if cfg.Short {
+			cfg.TailDuration = 2 * time.Second
 		}
 	}
 	if err := cfg.finish(); err != nil {
@@ -144,6 +184,10 @@ func (c *config) finish() error {
 		return fmt.Errorf("-rounds must be at least 1")
 	case c.Duration < time.Millisecond:
 		return fmt.Errorf("-duration must be at least 1ms")
+	case !(c.Load > 0 && c.Load <= 1):
+		return fmt.Errorf("-load must be above 0 and at most 1")
+	case c.TailDuration < 10*time.Millisecond:
+		return fmt.Errorf("-tail-duration must be at least 10ms")
 	}
 	if c.Small == 0 {
 		// 1M vs 10k: the small dataset is a hundredth of the large one,
@@ -165,6 +209,7 @@ func (c *config) finish() error {
 // run measures everything and writes the report to out.
 func run(ctx context.Context, cfg config, out io.Writer) error {
 	base, step = dates(time.Now(), cfg.Rows)
+	raiseFileLimit()
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return err
 	}
@@ -188,10 +233,24 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 			return fmt.Errorf("writing the chart: %w", err)
 		}
 	}
+	if cfg.LatencySVG != "" {
+		if err := os.WriteFile(cfg.LatencySVG, latencySVG(rep.Latency), 0o644); err != nil {
+			return fmt.Errorf("writing the latency chart: %w", err)
+		}
+	}
+	js, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	js = append(js, '\n')
+	if cfg.JSONFile != "" {
+		if err := os.WriteFile(cfg.JSONFile, js, 0o644); err != nil {
+			return fmt.Errorf("writing the JSON report: %w", err)
+		}
+	}
 	if cfg.JSON {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		_, err := out.Write(js)
+		return err
 	}
 	return writeTable(out, rep)
 }

@@ -30,6 +30,8 @@ func TestRun(t *testing.T) {
 	cfg := config{
 		Rows: 3000, Small: 1200, Concurrency: 4, Duration: 40 * time.Millisecond, Rounds: 2,
 		Dir: dir, SVG: filepath.Join(dir, "bench.svg"), deliveryBatch: 50, PG: os.Getenv("TASKS_PG_URL"),
+		Load: 0.5, TailDuration: 200 * time.Millisecond, LatencySVG: filepath.Join(dir, "latency.svg"),
+		JSONFile: filepath.Join(dir, "bench.json"),
 	}
 	if err := cfg.finish(); err != nil {
 		t.Fatal(err)
@@ -53,11 +55,29 @@ func TestRun(t *testing.T) {
 		}
 	}
 
+	for _, want := range []string{"tail latency under an open loop at 50%", "submit (Wrap over sqlitestore)",
+		"retrieve by id at 3k", "retrieve_batch by user at 3k", "callback delivery, finish to receipt"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("the table has no %q:\n%s", want, table)
+		}
+	}
+	latency, err := os.ReadFile(cfg.LatencySVG)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkLatencySVG(t, latency, 4)
+	// -json-file writes the JSON report along with the table.
+	written, err := os.ReadFile(cfg.JSONFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkJSONFields(t, written)
+
 	// The datasets are kept: a second run reuses them, here as JSON.
 	if _, err := os.Stat(sqlitePath(dir, 3000)); err != nil {
 		t.Fatalf("dataset not kept: %v", err)
 	}
-	cfg.JSON, cfg.SVG = true, ""
+	cfg.JSON, cfg.SVG, cfg.LatencySVG, cfg.JSONFile = true, "", "", ""
 	out.Reset()
 	if err := run(context.Background(), cfg, &out); err != nil {
 		t.Fatal(err)
@@ -66,9 +86,10 @@ func TestRun(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("JSON output: %v\n%s", err, out.Bytes())
 	}
-	want := 20 // 16, the two console rows, the copy into SQLite and its RSS
+	checkJSONFields(t, out.Bytes())
+	want := 22 // 16, 9b and 10b, the two console rows, the copy into SQLite and its RSS
 	if cfg.PG != "" {
-		want++ // the copy into PostgreSQL
+		want += 3 // 9pg, 10pg and the copy into PostgreSQL
 	}
 	if len(rep.Results) != want {
 		t.Errorf("%d results, want %d", len(rep.Results), want)
@@ -76,10 +97,34 @@ func TestRun(t *testing.T) {
 			t.Log(r.Scenario)
 		}
 	}
+	rows := map[string]bool{}
 	for _, r := range rep.Results {
+		rows[r.Row] = true
 		if !(r.Ours > 0) || !(r.Reference > 0) || !(r.Ratio > 0) || r.Target == "" || r.RefName == "" {
 			t.Errorf("result %+v has a missing or non-positive value", r)
 		}
+	}
+	// Rows 9 and 10 compare with the store's own calls; the old references
+	// stay as 9b and 10b (information, no target).
+	for _, row := range []string{"9", "9b", "10", "10b"} {
+		if !rows[row] {
+			t.Errorf("no row %s", row)
+		}
+	}
+	for _, r := range rep.Results {
+		switch r.Row {
+		case "9", "10":
+			if !strings.Contains(r.RefName, "directly") && !strings.Contains(r.RefName, "ClaimDeliveries and RecordAttempt") {
+				t.Errorf("row %s: reference %q, want the store called directly", r.Row, r.RefName)
+			}
+		case "9b", "10b":
+			if !r.Info {
+				t.Errorf("row %s is not marked information", r.Row)
+			}
+		}
+	}
+	if cfg.PG != "" && (!rows["9pg"] || !rows["10pg"]) {
+		t.Error("no rows 9pg and 10pg with TASKS_PG_URL set")
 	}
 	if len(rep.Chart) != 2*2*len(cfg.Sizes) {
 		t.Errorf("%d chart points, want %d", len(rep.Chart), 2*2*len(cfg.Sizes))
@@ -108,12 +153,52 @@ func TestRun(t *testing.T) {
 	}
 }
 
+// checkJSONFields checks that a JSON report carries rows 9, 9b, 10 and 10b
+// and, for each of the four open-loop scenarios, the percentiles.
+func checkJSONFields(t *testing.T, js []byte) {
+	t.Helper()
+	var raw struct {
+		Results []map[string]any `json:"results"`
+		Latency []map[string]any `json:"latency"`
+	}
+	if err := json.Unmarshal(js, &raw); err != nil {
+		t.Fatalf("JSON report: %v", err)
+	}
+	rows := map[string]bool{}
+	for _, r := range raw.Results {
+		row, _ := r["row"].(string)
+		rows[row] = true
+	}
+	for _, row := range []string{"9", "9b", "10", "10b"} {
+		if !rows[row] {
+			t.Errorf("JSON: no row %q", row)
+		}
+	}
+	if len(raw.Latency) != 4 {
+		t.Fatalf("JSON: %d latency entries, want 4", len(raw.Latency))
+	}
+	for _, l := range raw.Latency {
+		for _, k := range []string{"p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms", "rate_per_second", "closed_loop_max_per_second"} {
+			if v, ok := l[k].(float64); !ok || !(v > 0) {
+				t.Errorf("JSON: latency %v: %s = %v, want a positive number", l["scenario"], k, l[k])
+			}
+		}
+		if c, ok := l["curve"].([]any); !ok || len(c) < 2 {
+			t.Errorf("JSON: latency %v: curve %v", l["scenario"], l["curve"])
+		}
+		if _, ok := l["pass"].(bool); !ok {
+			t.Errorf("JSON: latency %v has no pass", l["scenario"])
+		}
+	}
+}
+
 func TestParseFlags(t *testing.T) {
 	cfg, err := parseFlags([]string{"-short"}, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Rows != 50_000 || cfg.Duration != 600*time.Millisecond || len(cfg.Sizes) != 3 {
+	if cfg.Rows != 50_000 || cfg.Duration != 600*time.Millisecond || len(cfg.Sizes) != 3 ||
+		cfg.Load != 0.5 || cfg.TailDuration != 2*time.Second {
 		t.Errorf("-short: %+v", cfg)
 	}
 	cfg, err = parseFlags([]string{"-short", "-rows", "5000"}, &bytes.Buffer{})
@@ -124,7 +209,15 @@ func TestParseFlags(t *testing.T) {
 	if err != nil || cfg.Run == nil || !cfg.Run.MatchString("callback submit") || cfg.Run.MatchString("HTTP") {
 		t.Errorf("-run ^callback: %v, %v", cfg.Run, err)
 	}
-	for _, bad := range [][]string{{"-rows", "10"}, {"-concurrency", "0"}, {"extra"}, {"-run", "("}} {
+	cfg, err = parseFlags([]string{"-load", "0.1", "-tail-duration", "30s"}, &bytes.Buffer{})
+	if err != nil || cfg.Load != 0.1 || cfg.TailDuration != 30*time.Second {
+		t.Errorf("-load 0.1 -tail-duration 30s: %v, %v, %v", cfg.Load, cfg.TailDuration, err)
+	}
+	cfg, err = parseFlags([]string{"-skip", "^copy"}, &bytes.Buffer{})
+	if err != nil || cfg.Skip == nil || !cfg.Skip.MatchString("copy RSS") || cfg.Skip.MatchString("tail submit") {
+		t.Errorf("-skip ^copy: %v, %v", cfg.Skip, err)
+	}
+	for _, bad := range [][]string{{"-skip", "("}, {"-load", "0"}, {"-load", "1.5"}, {"-rows", "10"}, {"-concurrency", "0"}, {"extra"}, {"-run", "("}} {
 		if _, err := parseFlags(bad, &bytes.Buffer{}); err == nil {
 			t.Errorf("parseFlags(%q) accepted", bad)
 		}

@@ -14,13 +14,13 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // the raw driver of the references
 
-	"github.com/tasksapi/tasks/callback"
 	"github.com/tasksapi/tasks/handler"
 	"github.com/tasksapi/tasks/memstore"
 	"github.com/tasksapi/tasks/sqlitestore"
@@ -29,6 +29,9 @@ import (
 
 // Result is one row of the table.
 type Result struct {
+	// Row is the row's label: its number in the table, with a suffix for
+	// the rows that go with the one before ("9b", "9pg").
+	Row      string `json:"row"`
 	Scenario string `json:"scenario"`
 	// Ours and Reference are in Unit: "ops/s" (more is better), "µs/op"
 	// (less is better), "bytes/task" or "MiB".
@@ -42,10 +45,16 @@ type Result struct {
 	Ratio  float64 `json:"ratio"`
 	Target string  `json:"target"`
 	Pass   bool    `json:"pass"`
+	// Info marks a row shown for information, without a target.
+	Info bool `json:"information_only,omitempty"`
 	// Allocations per operation, process-wide (for the HTTP scenarios,
 	// client and server together), when measured.
 	OursAllocs float64 `json:"ours_allocs_per_op,omitempty"`
 	RefAllocs  float64 `json:"reference_allocs_per_op,omitempty"`
+	// The process's CPU time per operation (µs, all goroutines: for the
+	// HTTP scenarios client and server), when measured.
+	OursCPU float64 `json:"ours_cpu_us_per_op,omitempty"`
+	RefCPU  float64 `json:"reference_cpu_us_per_op,omitempty"`
 }
 
 // Point is one measurement of the chart: the in-process latency of one
@@ -75,9 +84,13 @@ type Report struct {
 		DurationSec float64 `json:"duration_seconds"`
 		Rounds      int     `json:"rounds"`
 		PayloadPer  float64 `json:"payload_bytes_per_task"`
+		Load        float64 `json:"open_loop_load"`
+		TailSec     float64 `json:"open_loop_seconds"`
 	} `json:"settings"`
-	Results []Result `json:"results"`
-	Chart   []Point  `json:"chart"`
+	Results []Result  `json:"results"`
+	Chart   []Point   `json:"chart"`
+	Latency []Latency `json:"latency"` // the open-loop scenarios
+
 }
 
 // throughput makes the row of a comparison of operations per second.
@@ -86,6 +99,7 @@ func throughput(name, ref string, p pair, atLeast float64) Result {
 		Scenario: name, RefName: ref, Unit: "ops/s",
 		Ours: 1e9 / p.oursNs, Reference: 1e9 / p.refNs, Ratio: p.refNs / p.oursNs,
 		Target: fmt.Sprintf("≥ %.1fx", atLeast), OursAllocs: p.oursAllocs, RefAllocs: p.refAllocs,
+		OursCPU: p.oursCPU, RefCPU: p.refCPU,
 	}
 	r.Pass = r.Ratio >= atLeast
 	return r
@@ -97,6 +111,7 @@ func timeRatio(name, ref string, p pair, atMost float64) Result {
 		Scenario: name, RefName: ref, Unit: "µs/op",
 		Ours: p.oursNs / 1e3, Reference: p.refNs / 1e3, Ratio: p.oursNs / p.refNs,
 		Target: fmt.Sprintf("≤ %.1fx", atMost), OursAllocs: p.oursAllocs, RefAllocs: p.refAllocs,
+		OursCPU: p.oursCPU, RefCPU: p.refCPU,
 	}
 	r.Pass = r.Ratio <= atMost
 	return r
@@ -124,6 +139,7 @@ func measureAll(ctx context.Context, cfg config) (*Report, error) {
 	rep.Settings.Rows, rep.Settings.SmallRows = cfg.Rows, cfg.Small
 	rep.Settings.Concurrency, rep.Settings.Rounds = cfg.Concurrency, cfg.Rounds
 	rep.Settings.DurationSec = cfg.Duration.Seconds()
+	rep.Settings.Load, rep.Settings.TailSec = cfg.Load, cfg.TailDuration.Seconds()
 	rep.Settings.PayloadPer = avgPayload(cfg.Rows)
 
 	scratch, err := os.MkdirTemp(cfg.Dir, "scratch-")
@@ -168,10 +184,14 @@ func measureAll(ctx context.Context, cfg config) (*Report, error) {
 		{"copy into SQLite", b.copySQLiteStep},
 		{"copy into PostgreSQL", b.copyPostgresStep},
 		{"copy RSS", b.copyRSSStep},
+		{"tail submit", b.tailSubmit},
+		{"tail retrieve", b.tailRetrieve},
+		{"tail retrieve_batch", b.tailBatch},
+		{"tail delivery", b.tailDelivery},
 	}
 	var results []Result
 	for _, s := range steps {
-		if cfg.Run != nil && !cfg.Run.MatchString(s.name) {
+		if (cfg.Run != nil && !cfg.Run.MatchString(s.name)) || (cfg.Skip != nil && cfg.Skip.MatchString(s.name)) {
 			continue
 		}
 		status(cfg, "measuring %s…", s.name)
@@ -196,6 +216,16 @@ func measureAll(ctx context.Context, cfg config) (*Report, error) {
 			if strings.HasPrefix(r.Scenario, prefix) {
 				rep.Results = append(rep.Results, r)
 			}
+		}
+	}
+	num := 0
+	for i := range rep.Results {
+		r := &rep.Results[i]
+		if r.Row == "" {
+			num++
+			r.Row = strconv.Itoa(num)
+		} else {
+			r.Row = strconv.Itoa(num) + r.Row
 		}
 	}
 	return rep, nil
@@ -579,257 +609,6 @@ func (b *bench) httpScenarios(ctx context.Context) ([]Result, error) {
 	out = append(out, timeRatio(fmt.Sprintf("HTTP retrieve_batch of failed callbacks (1%% of %s), with count", count(rows)),
 		"HTTP retrieve by id", p, 3))
 	return out, nil
-}
-
-// submitBody is a callback-mode image request of about 250 bytes.
-var submitBody = []byte(`{"model":"gpt-image-1","prompt":"A watercolor painting of a cat sitting on a windowsill at dusk, soft light","size":"1024x1024","quality":"high","n":1,"callback_url":"https://client.example.com/hooks/images/v1","trace_id":"bench-trace"}`)
-
-// submit measures callback-mode submissions through Wrap over sqlitestore
-// (the target) and over memstore (the recorder alone, where the store costs
-// next to nothing), each against the bare handler.
-func (b *bench) submit(ctx context.Context) ([]Result, error) {
-	s, err := sqlitestore.Open(filepath.Join(b.scratch, "submit.db"))
-	if err != nil {
-		return nil, err
-	}
-	defer s.Close()
-	r1, err := b.submitOver(ctx, s)
-	if err != nil {
-		return nil, err
-	}
-	r1.Scenario = "callback submit (Wrap) over sqlitestore"
-	m := memstore.New()
-	defer m.Close()
-	r2, err := b.submitOver(ctx, m)
-	if err != nil {
-		return nil, err
-	}
-	r2.Scenario = "recorder alone: callback submit (Wrap) over memstore"
-	return []Result{r1, r2}, nil
-}
-
-func (b *bench) submitOver(ctx context.Context, s taskstore.Store) (Result, error) {
-	gate := make(chan struct{})
-	rec, err := callback.New(s, callback.Options{Queue: 1 << 20, Logger: discard})
-	if err != nil {
-		return Result{}, err
-	}
-	defer func() {
-		cctx, cancel := context.WithCancel(context.Background())
-		cancel() // record the held-back backlog as interrupted at once
-		rec.Close(cctx)
-		close(gate)
-	}()
-	// The image handler waits for the end of the scenario: the workers are
-	// held back, so what is measured is the submission path alone (parse,
-	// store, queue, answer).
-	images := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-gate:
-		case <-r.Context().Done():
-		}
-		io.WriteString(w, `{"created":1721626477,"data":[{"url":"https://img.example/1.png"}]}`)
-	})
-	bare := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"task_id":"7489df4c-ef03-4de0-b598-e9a590793434","trace_id":"bench-trace"}`)
-	})
-	oursURL, bareURL, client, stop, err := servePair(rec.Wrap("images_generations", images), bare, b.cfg.Concurrency)
-	if err != nil {
-		return Result{}, err
-	}
-	defer stop()
-	bodies := [][]byte{submitBody}
-	if err := checkAnswer(client, oursURL, submitBody, func(got []byte) error {
-		if !bytes.HasPrefix(got, []byte(`{"task_id":"`)) {
-			return fmt.Errorf("Wrap answered %s", got)
-		}
-		return nil
-	}); err != nil {
-		return Result{}, err
-	}
-	c := b.cfg.Concurrency
-	p, err := compare(ctx, b.cfg, post(client, oursURL, bodies, c), post(client, bareURL, bodies, c))
-	if err != nil {
-		return Result{}, err
-	}
-	return throughput("", `bare handler answering a constant {"task_id"}`, p, 0.5), nil
-}
-
-// receiver is a loopback callback receiver counting what it received.
-type receiver struct {
-	url  string
-	n    atomic.Int64
-	stop func()
-}
-
-func newReceiver() (*receiver, error) {
-	r := &receiver{}
-	url, stop, err := serve(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		io.Copy(io.Discard, req.Body)
-		r.n.Add(1)
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	r.url, r.stop = url+"/cb", stop
-	return r, err
-}
-
-// waitFor waits until the receiver has received n callbacks.
-func (r *receiver) waitFor(ctx context.Context, n int64) error {
-	deadline := time.Now().Add(5 * time.Minute)
-	for r.n.Load() < n {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("receiver got %d of %d callbacks", r.n.Load(), n)
-		}
-		time.Sleep(200 * time.Microsecond)
-	}
-	return nil
-}
-
-// delivery measures a Recorder delivering a backlog of due callbacks over
-// sqlitestore (the target) and over memstore (the recorder alone), each
-// against a plain http.Client posting the same bodies.
-func (b *bench) delivery(ctx context.Context) ([]Result, error) {
-	rcv, err := newReceiver()
-	if err != nil {
-		return nil, err
-	}
-	defer rcv.stop()
-	overSQLite := func(path string) (taskstore.Store, func(context.Context, []taskstore.Task) error, error) {
-		s, err := sqlitestore.Open(path)
-		if err != nil {
-			return nil, nil, err
-		}
-		return s, s.Import, nil
-	}
-	overMemstore := func(string) (taskstore.Store, func(context.Context, []taskstore.Task) error, error) {
-		s := memstore.New()
-		return s, func(ctx context.Context, tasks []taskstore.Task) error {
-			for _, t := range tasks {
-				if err := s.Create(ctx, t); err != nil {
-					return err
-				}
-			}
-			return nil
-		}, nil
-	}
-	r1, err := b.deliveryOver(ctx, rcv, overSQLite)
-	if err != nil {
-		return nil, err
-	}
-	r1.Scenario = "callback delivery to a loopback receiver (Recorder over sqlitestore)"
-	r2, err := b.deliveryOver(ctx, rcv, overMemstore)
-	if err != nil {
-		return nil, err
-	}
-	r2.Scenario = "recorder alone: callback delivery (Recorder over memstore)"
-	return []Result{r1, r2}, nil
-}
-
-// deliveryOver measures deliveries from a store that open makes at a path
-// of the scratch directory, filled through its load function.
-func (b *bench) deliveryOver(ctx context.Context, rcv *receiver,
-	open func(path string) (taskstore.Store, func(context.Context, []taskstore.Task) error, error)) (Result, error) {
-	n, c := b.cfg.deliveryBatch, b.cfg.Concurrency
-	bodies := make([][]byte, n)
-	for i := range bodies {
-		bodies[i] = genTask(i).Response
-	}
-	round := 0
-	// ours: a Recorder starting over a store holding n finished tasks
-	// whose callbacks are due, until the receiver has them all.
-	ours := batchTimer{prepare: func(ctx context.Context) (func(context.Context) (int, error), func(), error) {
-		round++
-		path := filepath.Join(b.scratch, fmt.Sprintf("delivery-%d.db", round))
-		s, load, err := open(path)
-		if err != nil {
-			return nil, nil, err
-		}
-		now := time.Now()
-		tasks := make([]taskstore.Task, n)
-		for i := range tasks {
-			t := genTask(round*n + i)
-			t.Response = bodies[i]
-			t.Callback = taskstore.Callback{URL: rcv.url, NextAttemptAt: now.Add(-time.Second)}
-			tasks[i] = t
-		}
-		if err := load(ctx, tasks); err != nil {
-			s.Close()
-			return nil, nil, err
-		}
-		var rec *callback.Recorder
-		cleanup := func() {
-			if rec != nil {
-				cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				rec.Close(cctx)
-				cancel()
-			}
-			s.Close()
-			for _, suffix := range []string{"", "-wal", "-shm"} {
-				os.Remove(path + suffix)
-			}
-		}
-		do := func(ctx context.Context) (int, error) {
-			start := rcv.n.Load()
-			var err error
-			// One receiver may take every slot: the row compares c POSTs
-			// in flight with the plain client's c (the per-receiver cap
-			// is the reliability tests' subject).
-			rec, err = callback.New(s, callback.Options{
-				AllowPrivateNetworks: true, DeliveryWorkers: c, DeliveriesPerHost: c, DeliveriesPerPrincipal: c,
-				Workers: 1, Logger: discard,
-			})
-			if err != nil {
-				return 0, err
-			}
-			return n, rcv.waitFor(ctx, start+int64(n))
-		}
-		return do, cleanup, nil
-	}}
-	// reference: a plain http.Client posting the same n bodies from c
-	// goroutines.
-	ref := batchTimer{prepare: func(ctx context.Context) (func(context.Context) (int, error), func(), error) {
-		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: max(64, c)}}
-		do := func(ctx context.Context) (int, error) {
-			var next atomic.Int64
-			errs := make(chan error, c)
-			for range c {
-				go func() {
-					for {
-						i := next.Add(1) - 1
-						if i >= int64(n) {
-							errs <- nil
-							return
-						}
-						resp, err := client.Post(rcv.url, "application/json", bytes.NewReader(bodies[i]))
-						if err != nil {
-							errs <- err
-							return
-						}
-						io.Copy(io.Discard, resp.Body)
-						resp.Body.Close()
-					}
-				}()
-			}
-			var first error
-			for range c {
-				if err := <-errs; err != nil && first == nil {
-					first = err
-				}
-			}
-			return n, first
-		}
-		return do, client.CloseIdleConnections, nil
-	}}
-	p, err := compareBatches(ctx, b.cfg, ours, ref)
-	if err != nil {
-		return Result{}, err
-	}
-	return throughput("", "plain http.Client posting the same bodies at the same concurrency", p, 0.7), nil
 }
 
 func (b *bench) disk(ctx context.Context) ([]Result, error) {
