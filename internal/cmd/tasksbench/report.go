@@ -230,8 +230,8 @@ func writeLatency(out io.Writer, ls []Latency) error {
 // here on a log axis too, so that the median and the tail both show.
 func latencySVG(ls []Latency) []byte {
 	const (
-		w, h                     = 760, 440
-		left, right, top, bottom = 70, 250, 40, 60
+		w, h                     = 880, 440
+		left, right, top, bottom = 70, 300, 40, 60
 	)
 	lo, hi := math.Inf(1), math.Inf(-1)
 	maxX := 1.0
