@@ -114,11 +114,11 @@ func (s *hungStore) RenewLeases(ctx context.Context, ids []string, until time.Ti
 	return s.Store.RenewLeases(ctx, ids, until)
 }
 
-func (s *hungStore) ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]taskstore.Task, error) {
+func (s *hungStore) ClaimDeliveries(ctx context.Context, recorder string, now time.Time, lease time.Duration, limit int) ([]taskstore.Task, error) {
 	if hung, err := s.block(ctx, "ClaimDeliveries"); hung {
 		return nil, err
 	}
-	return s.Store.ClaimDeliveries(ctx, now, lease, limit)
+	return s.Store.ClaimDeliveries(ctx, recorder, now, lease, limit)
 }
 
 func (s *hungStore) DeferDeliveries(ctx context.Context, ds []taskstore.Deferral) (int, error) {
@@ -128,11 +128,11 @@ func (s *hungStore) DeferDeliveries(ctx context.Context, ds []taskstore.Deferral
 	return s.Store.DeferDeliveries(ctx, ds)
 }
 
-func (s *hungStore) Abandoned(ctx context.Context, before time.Time, limit int) ([]taskstore.Task, error) {
+func (s *hungStore) Abandoned(ctx context.Context, recorder string, before time.Time, limit int) ([]taskstore.Task, error) {
 	if hung, err := s.block(ctx, "Abandoned"); hung {
 		return nil, err
 	}
-	return s.Store.Abandoned(ctx, before, limit)
+	return s.Store.Abandoned(ctx, recorder, before, limit)
 }
 
 var allWrites = []string{"Create", "Start", "Finish", "FinishMany", "RecordAttempt", "RenewLeases", "ClaimDeliveries", "DeferDeliveries", "Abandoned"}

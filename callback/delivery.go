@@ -227,7 +227,7 @@ func (r *Recorder) claim(want int) chan claimResult {
 	go func() {
 		ctx, cancel := context.WithTimeout(r.io, storeTimeout)
 		defer cancel()
-		tasks, err := r.store.ClaimDeliveries(ctx, r.now(), r.o.Lease, want)
+		tasks, err := r.store.ClaimDeliveries(ctx, r.o.Name, r.now(), r.o.Lease, want)
 		ch <- claimResult{tasks, want, err}
 	}()
 	return ch

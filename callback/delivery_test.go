@@ -277,9 +277,9 @@ type claimCounter struct {
 	calls atomic.Int32
 }
 
-func (c *claimCounter) ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]taskstore.Task, error) {
+func (c *claimCounter) ClaimDeliveries(ctx context.Context, recorder string, now time.Time, lease time.Duration, limit int) ([]taskstore.Task, error) {
 	c.calls.Add(1)
-	return c.Store.ClaimDeliveries(ctx, now, lease, limit)
+	return c.Store.ClaimDeliveries(ctx, recorder, now, lease, limit)
 }
 
 // A backlog is claimed in batches of DeliveryWorkers, not one claim (one

@@ -78,6 +78,24 @@
 // start the deliveries at once. A redelivered callback keeps its webhook-id
 // and body, and its attempts count on.
 //
+// # Several recorders on one store
+//
+// Every task carries the name of the recorder that created it
+// (Options.Name, stored as taskstore.Task.Recorder; "" by default). A
+// recorder claims the deliveries, sweeps the abandoned tasks and recovers
+// the failed callbacks of its own name only, so several services sharing a
+// store (say, one per handler.WithTypes mount) each run a recorder of their
+// own name and each delivers its tasks with its own Secret, Schedule,
+// AllowPrivateNetworks and Hooks. Its Redeliver leaves other recorders'
+// tasks out. Replicas of one service (processes sharing a database) run
+// recorders of one name and share its deliveries; they must be configured
+// alike. In one process, New refuses a second recorder of a name already
+// running on the same store value with another Secret, Schedule,
+// AllowPrivateNetworks or set of Hooks (ErrNameInUse), until the first is
+// closed. Options.SoleOwner declares the recorder the only one of its name:
+// recorders of other names may share the store, in this process or
+// another, and its first sweep never touches their tasks.
+//
 // # Limits
 //
 // Every limit is an Options field with a default. Request bodies are read

@@ -3,6 +3,7 @@ package callback_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -90,4 +91,41 @@ func ExampleRecorder_Submit() {
 	}
 	// Output:
 	// {"success":true,"task_id":"<task id>","data":[{"url":"https://example.com/cat.png"}]}
+}
+
+// Two services on one store, each with its own recorder name and secret:
+// each recorder delivers only the callbacks of the tasks it created, signed
+// with its own secret.
+func ExampleOptions_name() {
+	store := memstore.New()
+	defer store.Close()
+	images, err := callback.New(store, callback.Options{Name: "images", Secret: "whsec_aW1hZ2Vz"})
+	if err != nil {
+		panic(err)
+	}
+	defer images.Close(context.Background())
+	edits, err := callback.New(store, callback.Options{Name: "edits", Secret: "whsec_ZWRpdHM="})
+	if err != nil {
+		panic(err)
+	}
+	defer edits.Close(context.Background())
+
+	// A second "images" recorder with another secret, in the same process
+	// on the same store, is refused: replicas share a name and settings.
+	_, err = callback.New(store, callback.Options{Name: "images", Secret: "whsec_ZWRpdHM="})
+	fmt.Println(errors.Is(err, callback.ErrNameInUse))
+
+	id, err := edits.Submit(context.Background(), callback.Submission{Type: "images_edits", Request: json.RawMessage(`{}`)},
+		func(context.Context) (json.RawMessage, error) { return json.RawMessage(`{"data":[]}`), nil })
+	if err != nil {
+		panic(err)
+	}
+	task, err := store.Get(context.Background(), id)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Printf("task of recorder %q\n", task.Recorder)
+	// Output:
+	// true
+	// task of recorder "edits"
 }

@@ -271,8 +271,10 @@ func TestWrapTransport(t *testing.T) {
 		t.Fatalf("callback %v, last error %q", task.CallbackStatus(), task.Callback.LastError)
 	}
 
-	// Guard on: the same name, resolving to loopback, is refused.
-	guarded := newRecorder(t, store, callback.Options{WrapTransport: wrap}, guardOn)
+	// Guard on: the same name, resolving to loopback, is refused. (A
+	// recorder of its own name on the store: each delivers its own tasks
+	// with its own guard.)
+	guarded := newRecorder(t, store, callback.Options{Name: "guarded", WrapTransport: wrap}, guardOn)
 	callback.SetLookup(guarded, lookup)
 	refused, err := guarded.Submit(context.Background(), callback.Submission{Type: "t", Request: json.RawMessage(`{}`),
 		CallbackURL: "http://internal.test:" + port + "/cb"}, run)

@@ -84,6 +84,22 @@ type Options struct {
 	// ErrRequestTooLarge. Default 4 MiB.
 	MaxRequestBytes int64
 
+	// Name names the recorder. It is stored with every task the recorder
+	// creates (taskstore.Task.Recorder), and the recorder delivers, sweeps
+	// and recovers only the tasks of its name, with its own Schedule,
+	// Secret, AllowPrivateNetworks and Hooks: several services (say,
+	// handler.WithTypes over one store) each run a recorder of their own
+	// name. Replicas of one service (processes sharing a database) share
+	// a name and share its deliveries. At most 64 printable ASCII
+	// characters. Default "", the default recorder, whose tasks are those
+	// stored before recorders had names.
+	//
+	// In one process, New refuses (ErrNameInUse) a second recorder of the
+	// same name on the same store whose Secret, Schedule,
+	// AllowPrivateNetworks or set of Hooks differs, until the first is
+	// closed.
+	Name string
+
 	// Schedule is the callback delivery schedule. Default DefaultSchedule().
 	Schedule Schedule
 	// Secret, when set ("whsec_" followed by base64), signs every callback
@@ -174,11 +190,13 @@ type Options struct {
 	// expires, the delivery retried once its claim does. Default 5
 	// minutes.
 	StoreGrace time.Duration
-	// SoleOwner declares that this recorder is the only one using the store
-	// (SQLite, memstore): every task left unfinished when New runs can only
-	// belong to a process that died, so the sweeper's first pass finishes
-	// them all as "interrupted" at once, in the background, instead of
-	// waiting for their leases to expire (see New).
+	// SoleOwner declares that this recorder is the only one of its Name
+	// using the store (SQLite, memstore): every task of that name left
+	// unfinished when New runs can only belong to a process that died, so
+	// the sweeper's first pass finishes them all as "interrupted" at once,
+	// in the background, instead of waiting for their leases to expire
+	// (see New). Recorders of other names may run on the same store, in
+	// this process or another: their tasks are never swept by this one.
 	SoleOwner bool
 	// Retention, when positive, prunes tasks created longer ago than this,
 	// in the background, every min(Retention/10, 1h) but not more often
@@ -284,6 +302,9 @@ func (o Options) withDefaults() (Options, error) {
 		if err := o.Schedule.Validate(); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := checkName(o.Name); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		return o, fmt.Errorf("callback: invalid options: %w", errors.Join(errs...))

@@ -105,6 +105,8 @@ type Recorder struct {
 	recording  chan struct{}  // one token per attempt being recorded
 
 	closeOnce sync.Once
+	// releaseName ends the recorder's registration under its name (names.go).
+	releaseName func()
 }
 
 // New validates the options, creates a Recorder on store and starts its
@@ -139,6 +141,10 @@ func New(store taskstore.Store, o Options) (*Recorder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("callback: %w", err)
 	}
+	releaseName, err := claimName(store, o)
+	if err != nil {
+		return nil, err
+	}
 	r := &Recorder{
 		store:     store,
 		o:         o,
@@ -154,6 +160,7 @@ func New(store taskstore.Store, o Options) (*Recorder, error) {
 		loopDone:  make(chan struct{}),
 		recording: make(chan struct{}, 4*o.DeliveryWorkers),
 	}
+	r.releaseName = releaseName
 	r.started = storekit.Millis(r.now())
 	r.hardStop, r.hardStopCancel = context.WithCancel(context.Background())
 	r.bg, r.bgCancel = context.WithCancel(context.Background())
@@ -313,6 +320,7 @@ func (r *Recorder) close(ctx context.Context) error {
 	}()
 	wait(bgDone)
 	r.sender.CloseIdleConnections()
+	r.releaseName()
 	if abandoned > 0 {
 		r.log.Warn("callback: Close gave up waiting for the store: calls that ignore their context are left behind",
 			"stages", abandoned)

@@ -24,6 +24,11 @@ const recoverBatch = 500
 // taskstore.Store.Redeliver). A callback to a receiver paused after failing
 // (Options.HostFailures) waits for the pause to end, like any other.
 //
+// Only this recorder's tasks (created by a recorder of its Options.Name)
+// qualify: another recorder's tasks are left out of the answer, as its
+// callbacks are signed and scheduled by that recorder. Redeliver reads the
+// listed tasks to tell (one store read) before it makes them due.
+//
 // Redeliver does not check who may see the tasks: the Tasks API's
 // redeliver action does that before it calls it.
 func (r *Recorder) Redeliver(ctx context.Context, ids ...string) ([]string, error) {
@@ -33,7 +38,11 @@ func (r *Recorder) Redeliver(ctx context.Context, ids ...string) ([]string, erro
 	if r.isClosed() {
 		return nil, ErrClosed
 	}
-	done, err := r.store.Redeliver(ctx, ids, r.now())
+	own, err := r.ownTasks(ctx, ids)
+	if err != nil {
+		return nil, closedErr(err)
+	}
+	done, err := r.store.Redeliver(ctx, own, r.now())
 	if err != nil {
 		return nil, closedErr(err)
 	}
@@ -42,9 +51,9 @@ func (r *Recorder) Redeliver(ctx context.Context, ids ...string) ([]string, erro
 }
 
 // Recover makes due again every failed callback (given up: 410 Gone, a
-// refused address, attempts used up) of the tasks that finished at or after
-// since, like Redeliver, in batches of a few hundred, and returns how many
-// it made due. Deliveries start as soon as each batch is made due. When ctx
+// refused address, attempts used up) of this recorder's tasks (its
+// Options.Name) that finished at or after since, like Redeliver, in
+// batches of a few hundred, and returns how many it made due. Deliveries start as soon as each batch is made due. When ctx
 // ends it stops between batches and returns what it made due so far with
 // ctx's error.
 func (r *Recorder) Recover(ctx context.Context, since time.Time) (int, error) {
@@ -59,7 +68,7 @@ func (r *Recorder) Recover(ctx context.Context, since time.Time) (int, error) {
 		if err := ctx.Err(); err != nil {
 			return total, err
 		}
-		ids, err := r.store.RedeliverFailed(ctx, since, r.now(), recoverBatch)
+		ids, err := r.store.RedeliverFailed(ctx, r.o.Name, since, r.now(), recoverBatch)
 		if err != nil {
 			return total, closedErr(err)
 		}

@@ -136,7 +136,7 @@ func (r *Recorder) sweep(ctx context.Context, before time.Time, limit int, skip 
 		var tasks []taskstore.Task
 		err := r.retryStore(ctx, func(ctx context.Context) error {
 			var err error
-			tasks, err = r.store.Abandoned(ctx, before, limit)
+			tasks, err = r.store.Abandoned(ctx, r.o.Name, before, limit)
 			return err
 		})
 		if err != nil {

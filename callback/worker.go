@@ -101,7 +101,7 @@ func (r *Recorder) createTask(ctx context.Context, t taskstore.Task, bytes int64
 	if err != nil {
 		return "", nil, err
 	}
-	t.ID, t.CreatedAt = newTaskID(), r.now()
+	t.ID, t.CreatedAt, t.Recorder = newTaskID(), r.now(), r.o.Name
 	t.LeaseUntil = t.CreatedAt.Add(r.o.Lease)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	stop := context.AfterFunc(r.io, cancel)

@@ -160,7 +160,11 @@ type Option func(*Handler)
 // another type is answered exactly like a missing one, and retrieve_batch
 // lists only these types. Several mounts over one store can so show
 // different services' tasks (/openai/tasks, /flux/tasks). Without the
-// option, or with no types, every type is served.
+// option, or with no types, every type is served. Services that each have
+// a callback recorder give those recorders their own names
+// (callback.Options.Name), so that each delivers its own tasks' callbacks
+// with its own secret; with WithRedeliverer, pass each mount its own
+// recorder.
 func WithTypes(types ...string) Option {
 	types = slices.Clone(types)
 	slices.Sort(types)

@@ -34,7 +34,7 @@ func (s *Store) DeferDeliveries(ctx context.Context, ds []taskstore.Deferral) (i
 			continue
 		}
 		old := r.state()
-		s.due.remove(&s.recs, byDue, slot)
+		s.box(r).due.remove(&s.recs, byDue, slot)
 		r.next, r.claimed = storekit.ToMillis(d.Next), false
 		s.settle(slot, old)
 		n++

@@ -194,9 +194,11 @@ func checkStore(t *testing.T, s *Store) {
 		}
 	}
 	tagged("all", &s.all, true)
-	tagged("leases", &s.leases, false)
-	tagged("due", &s.due, false)
-	tagged("failed", &s.failed, false)
+	for _, b := range s.boxes {
+		tagged("leases", &b.leases, false)
+		tagged("due", &b.due, false)
+		tagged("failed", &b.failed, false)
+	}
 	for _, ix := range s.byApp {
 		tagged("app", ix, true)
 	}
@@ -213,9 +215,26 @@ func checkStore(t *testing.T, s *Store) {
 		tagged("trace", ix, false)
 	}
 	sameSet("all", checkIndex(t, "all", sl, byCreated, &s.all), func(*rec) bool { return true })
-	sameSet("leases", checkIndex(t, "leases", sl, byLease, &s.leases), func(r *rec) bool { return r.finished == 0 })
-	sameSet("due", checkIndex(t, "due", sl, byDue, &s.due), (*rec).pending)
-	sameSet("failed", checkIndex(t, "failed", sl, byFinished, &s.failed), (*rec).gaveUp)
+	names := map[string]bool{}
+	for slot := range live {
+		names[sl.at(slot).recorder] = true
+	}
+	for name := range names {
+		if s.boxes[name] == nil {
+			t.Fatalf("no indexes for recorder %q", name)
+		}
+	}
+	for name, b := range s.boxes {
+		if b.name != name {
+			t.Fatalf("box %q is named %q", name, b.name)
+		}
+		of := func(f func(*rec) bool) func(*rec) bool {
+			return func(r *rec) bool { return r.recorder == name && f(r) }
+		}
+		sameSet("leases "+name, checkIndex(t, "leases", sl, byLease, &b.leases), of(func(r *rec) bool { return r.finished == 0 }))
+		sameSet("due "+name, checkIndex(t, "due", sl, byDue, &b.due), of((*rec).pending))
+		sameSet("failed "+name, checkIndex(t, "failed", sl, byFinished, &b.failed), of((*rec).gaveUp))
+	}
 	for _, m := range []struct {
 		name string
 		m    map[string]*index
@@ -523,6 +542,8 @@ func TestModel(t *testing.T) {
 	}
 	randomID := func() string { return created[rng.IntN(len(created))] }
 	var inFlight []string // claimed, most recent last
+	// Two recorders' tasks, their names drawn from a source of their own.
+	recorders, rrng := []string{"", "b"}, rand.New(rand.NewPCG(7, 8))
 	for i := 0; i < n; i++ {
 		// Mostly in time order with jitter and ties: out-of-order inserts.
 		ms := i/2 + rng.IntN(300) - 150
@@ -532,6 +553,7 @@ func TestModel(t *testing.T) {
 			TraceID: randomTrace(rng, traces, n), ApplicationID: apps[rng.IntN(3)], UserID: users[rng.IntN(5)],
 			Request:   json.RawMessage(`{}`),
 			CreatedAt: base.Add(time.Duration(ms) * time.Millisecond),
+			Recorder:  recorders[rrng.IntN(2)],
 		}
 		if rng.IntN(2) == 0 {
 			x.Callback.URL = "http://r/"
@@ -578,7 +600,7 @@ func TestModel(t *testing.T) {
 			refresh(id)
 		case 7, 8:
 			var claimed []taskstore.Task
-			claimed, err = s.ClaimDeliveries(ctx, now, time.Duration(rng.IntN(3))*time.Second, 1+rng.IntN(4))
+			claimed, err = s.ClaimDeliveries(ctx, recorders[rrng.IntN(2)], now, time.Duration(rng.IntN(3))*time.Second, 1+rng.IntN(4))
 			for _, c := range claimed {
 				refresh(c.ID)
 				inFlight = append(inFlight, c.ID)
@@ -606,7 +628,7 @@ func TestModel(t *testing.T) {
 				break
 			}
 			var got []string
-			got, err = s.RedeliverFailed(ctx, base.Add(time.Duration(rng.IntN(i+1))*time.Millisecond), now, 1+rng.IntN(3))
+			got, err = s.RedeliverFailed(ctx, recorders[rrng.IntN(2)], base.Add(time.Duration(rng.IntN(i+1))*time.Millisecond), now, 1+rng.IntN(3))
 			refresh(got...)
 		}
 		if err != nil && !errors.Is(err, taskstore.ErrConflict) && !errors.Is(err, taskstore.ErrNotFound) {
@@ -648,35 +670,48 @@ func TestModel(t *testing.T) {
 		compareFind(t, s, model, randomFilter(rng, apps, users, types, traces, n/2))
 	}
 	// Claim every due delivery: earliest due first, as many as pending.
-	claimed, err := s.ClaimDeliveries(ctx, base.Add(100*time.Hour), time.Minute, n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pending := 0
+	// Each recorder claims its own.
+	pending := map[string]int{}
 	for _, x := range model {
 		if x.CallbackStatus() == taskstore.CallbackPending {
-			pending++
+			pending[x.Recorder]++
 		}
 	}
-	if len(claimed) != pending {
-		t.Fatalf("claimed %d, want %d", len(claimed), pending)
+	for _, name := range recorders {
+		claimed, err := s.ClaimDeliveries(ctx, name, base.Add(100*time.Hour), time.Minute, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(claimed) != pending[name] || pending[name] == 0 {
+			t.Fatalf("recorder %q claimed %d, want %d", name, len(claimed), pending[name])
+		}
+		for _, c := range claimed {
+			if c.Recorder != name {
+				t.Fatalf("recorder %q claimed %q of recorder %q", name, c.ID, c.Recorder)
+			}
+		}
 	}
 	checkStore(t, s)
 	// Make every failed callback due again, in batches.
 	failed := s.all.count(statesOf("", taskstore.CallbackFailed))
 	total := 0
-	for {
-		got, err := s.RedeliverFailed(ctx, time.Time{}, base.Add(101*time.Hour), 7)
-		if err != nil {
-			t.Fatal(err)
+	for _, name := range recorders {
+		for {
+			got, err := s.RedeliverFailed(ctx, name, time.Time{}, base.Add(101*time.Hour), 7)
+			if err != nil {
+				t.Fatal(err)
+			}
+			total += len(got)
+			if len(got) < 7 {
+				break
+			}
 		}
-		total += len(got)
-		if len(got) < 7 {
-			break
+		if n := s.boxes[name].failed.n; n != 0 {
+			t.Fatalf("recorder %q: %d failed callbacks left", name, n)
 		}
 	}
-	if total != failed || failed == 0 || s.failed.n != 0 {
-		t.Fatalf("RedeliverFailed made %d due of %d failed, %d left", total, failed, s.failed.n)
+	if total != failed || failed == 0 {
+		t.Fatalf("RedeliverFailed made %d due of %d failed", total, failed)
 	}
 	checkStore(t, s)
 }

@@ -17,8 +17,9 @@
 // as for the application and user of a scoped principal, the total count
 // costs O(1) (O(log n) with a created_at window); otherwise Find walks the
 // index's entries inside the window and filters them. The callback outbox
-// and the run leases have indexes of their own, so ClaimDeliveries and
-// Abandoned cost O(limit · log n) whatever the number of tasks.
+// and the run leases have indexes of their own, one set per recorder name
+// (Task.Recorder), so ClaimDeliveries and Abandoned cost O(limit · log n)
+// whatever the number of tasks, and never read another recorder's tasks.
 //
 // # Task and callback status
 //
@@ -48,7 +49,8 @@
 //
 // # Redelivery
 //
-// The failed callbacks have an index of their own, ordered by FinishedAt, so
+// The failed callbacks have an index of their own (per recorder), ordered
+// by FinishedAt, so
 // RedeliverFailed costs O(log n + limit · log n). ClaimDeliveries sets a bit
 // in the task's record marking the delivery as in flight; RecordAttempt and
 // Redeliver clear it. Redeliver leaves a delivery alone while its claim
@@ -103,9 +105,42 @@ type Store struct {
 	byUser  map[string]*index // byCreated, per user id
 	byPair  map[pair]*index   // byCreated, per (application, user), both set
 	byType  map[string]*index // byCreated, per type
-	leases  index             // unfinished tasks, byLease
-	due     index             // pending callbacks, byDue
-	failed  index             // failed callbacks, byFinished
+	// boxes holds, per recorder name (Task.Recorder), the indexes of the
+	// recorder's background work: its run leases, its callback outbox and
+	// its failed callbacks.
+	boxes map[string]*outbox
+}
+
+// outbox is the indexes of one recorder's tasks that ClaimDeliveries,
+// Abandoned and RedeliverFailed read.
+type outbox struct {
+	name   string // the recorder's, interned
+	leases index  // unfinished tasks, byLease
+	due    index  // pending callbacks, byDue
+	failed index  // failed callbacks, byFinished
+}
+
+// box returns the indexes of the recorder of the task in r, creating them
+// when needed; the caller holds the write lock.
+func (s *Store) box(r *rec) *outbox {
+	b := s.boxes[r.recorder]
+	if b == nil {
+		b = &outbox{name: strings.Clone(r.recorder)}
+		s.boxes[b.name] = b
+	}
+	return b
+}
+
+// emptyBox stands for the indexes of a recorder without tasks.
+var emptyBox = &outbox{}
+
+// boxOf returns the indexes of the named recorder for reading: an empty
+// one when it has no tasks.
+func (s *Store) boxOf(recorder string) *outbox {
+	if b := s.boxes[recorder]; b != nil {
+		return b
+	}
+	return emptyBox
 }
 
 var _ taskstore.Store = (*Store)(nil)
@@ -126,6 +161,7 @@ func New() *Store {
 		byUser:  make(map[string]*index),
 		byPair:  make(map[pair]*index),
 		byType:  make(map[string]*index),
+		boxes:   make(map[string]*outbox),
 	}
 }
 
@@ -163,7 +199,7 @@ func (s *Store) Create(ctx context.Context, t taskstore.Task) error {
 		next:      storekit.ToMillis(t.Callback.NextAttemptAt),
 		delivered: storekit.ToMillis(t.Callback.DeliveredAt),
 		attempts:  uint32(t.Callback.Attempts), lastStatus: int32(t.Callback.LastStatus),
-		ok: ok,
+		ok: ok, recorder: t.Recorder,
 	}
 	s.byID[t.ID] = slot
 	s.link(slot)
@@ -194,14 +230,15 @@ func (s *Store) link(slot uint32) {
 		}
 		ix.insert(&s.recs, byCreated, slot)
 	}
-	switch {
+	switch b := s.box(r); {
 	case r.finished == 0:
-		s.leases.insert(&s.recs, byLease, slot)
+		b.leases.insert(&s.recs, byLease, slot)
 	case r.pending():
-		s.due.insert(&s.recs, byDue, slot)
+		b.due.insert(&s.recs, byDue, slot)
 	case r.gaveUp():
-		s.failed.insert(&s.recs, byFinished, slot)
+		b.failed.insert(&s.recs, byFinished, slot)
 	}
+	r.recorder = s.boxes[r.recorder].name // interned
 }
 
 // keyed inserts slot into m[key], creating that index (tagged or not) when
@@ -260,13 +297,13 @@ func (s *Store) unlink(slot uint32) {
 			delete(s.byPair, k)
 		}
 	}
-	switch {
+	switch b := s.box(r); {
 	case r.finished == 0:
-		s.leases.remove(&s.recs, byLease, slot)
+		b.leases.remove(&s.recs, byLease, slot)
 	case r.pending():
-		s.due.remove(&s.recs, byDue, slot)
+		b.due.remove(&s.recs, byDue, slot)
 	case r.gaveUp():
-		s.failed.remove(&s.recs, byFinished, slot)
+		b.failed.remove(&s.recs, byFinished, slot)
 	}
 }
 
@@ -431,14 +468,14 @@ func (s *Store) Finish(ctx context.Context, id string, response json.RawMessage,
 // leases to the callback outbox; the caller holds the write lock.
 func (s *Store) finish(slot uint32, response json.RawMessage, ms int64, ok bool) {
 	r := s.recs.at(slot)
-	old := r.state()
-	s.leases.remove(&s.recs, byLease, slot)
+	old, b := r.state(), s.box(r)
+	b.leases.remove(&s.recs, byLease, slot)
 	r.response, r.finished, r.lease, r.ok = response, ms, 0, ok
 	if r.url != "" {
 		r.next = ms
 	}
 	if r.pending() {
-		s.due.insert(&s.recs, byDue, slot)
+		b.due.insert(&s.recs, byDue, slot)
 	}
 	s.restate(slot, old)
 }
@@ -504,18 +541,22 @@ func (s *Store) RenewLeases(ctx context.Context, ids []string, until time.Time) 
 		if r.finished != 0 || r.lease == ms {
 			continue
 		}
-		s.leases.remove(&s.recs, byLease, slot)
+		b := s.box(r)
+		b.leases.remove(&s.recs, byLease, slot)
 		r.lease = ms
-		s.leases.insert(&s.recs, byLease, slot)
+		b.leases.insert(&s.recs, byLease, slot)
 	}
 	return nil
 }
 
-// Abandoned returns at most limit unfinished tasks whose lease ended
-// strictly before the given time, oldest lease (a zero one) first; see
-// taskstore.Store.
-func (s *Store) Abandoned(ctx context.Context, before time.Time, limit int) ([]taskstore.Task, error) {
+// Abandoned returns at most limit unfinished tasks of the recorder whose
+// lease ended strictly before the given time, oldest lease (a zero one)
+// first; see taskstore.Store.
+func (s *Store) Abandoned(ctx context.Context, recorder string, before time.Time, limit int) ([]taskstore.Task, error) {
 	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := taskstore.CheckRecorder(recorder); err != nil {
 		return nil, err
 	}
 	if err := storekit.CheckLimit(limit); err != nil {
@@ -528,7 +569,7 @@ func (s *Store) Abandoned(ctx context.Context, before time.Time, limit int) ([]t
 		return nil, s.unusable()
 	}
 	var slots []uint32
-	s.leases.each(func(slot uint32) bool {
+	s.boxOf(recorder).leases.each(func(slot uint32) bool {
 		if len(slots) == limit {
 			return false
 		}
@@ -544,11 +585,11 @@ func (s *Store) Abandoned(ctx context.Context, before time.Time, limit int) ([]t
 // ClaimDeliveries returns and claims at most limit due callbacks, earliest
 // due first; see taskstore.Store. A zero now or a negative lease is invalid;
 // a zero lease leaves the deliveries due at once.
-func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]taskstore.Task, error) {
+func (s *Store) ClaimDeliveries(ctx context.Context, recorder string, now time.Time, lease time.Duration, limit int) ([]taskstore.Task, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := storekit.CheckClaim(now, lease, limit); err != nil {
+	if err := storekit.CheckClaim(recorder, now, lease, limit); err != nil {
 		return nil, err
 	}
 	nowMs := now.UnixMilli() // due means NextAttemptAt <= now: floor
@@ -559,7 +600,8 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, lease time.D
 		return nil, s.unusable()
 	}
 	var slots []uint32
-	s.due.each(func(slot uint32) bool {
+	b := s.boxOf(recorder)
+	b.due.each(func(slot uint32) bool {
 		if len(slots) == limit || s.recs.at(slot).next > nowMs {
 			return false
 		}
@@ -569,7 +611,7 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, lease time.D
 	for _, slot := range slots {
 		r := s.recs.at(slot)
 		old := r.state()
-		s.due.remove(&s.recs, byDue, slot)
+		b.due.remove(&s.recs, byDue, slot)
 		r.next, r.claimed = until, true
 		s.settle(slot, old)
 	}
@@ -595,7 +637,7 @@ func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attemp
 			}.CallbackStatus())
 		}
 		old := r.state()
-		s.due.remove(&s.recs, byDue, slot)
+		s.box(r).due.remove(&s.recs, byDue, slot)
 		r.attempts++
 		r.lastStatus, r.lastErr = int32(a.Status), a.Error
 		r.delivered, r.next, r.claimed = delivered, next, false
@@ -609,11 +651,11 @@ func (s *Store) RecordAttempt(ctx context.Context, id string, a taskstore.Attemp
 // them its callback now belongs to, and records its new state.
 func (s *Store) settle(slot uint32, old state) {
 	r := s.recs.at(slot)
-	switch {
+	switch b := s.box(r); {
 	case r.pending():
-		s.due.insert(&s.recs, byDue, slot)
+		b.due.insert(&s.recs, byDue, slot)
 	case r.gaveUp():
-		s.failed.insert(&s.recs, byFinished, slot)
+		b.failed.insert(&s.recs, byFinished, slot)
 	}
 	s.restate(slot, old)
 }
@@ -654,11 +696,14 @@ func (s *Store) Redeliver(ctx context.Context, ids []string, at time.Time) ([]st
 }
 
 // RedeliverFailed makes due again the failed callbacks of at most limit
-// tasks finished at or after since, the earliest finished first; see
-// taskstore.Store. It costs O(log n + limit · log n) from the index of
-// failed callbacks, whatever the number of tasks.
-func (s *Store) RedeliverFailed(ctx context.Context, since, at time.Time, limit int) ([]string, error) {
+// tasks of the recorder finished at or after since, the earliest finished
+// first; see taskstore.Store. It costs O(log n + limit · log n) from the
+// recorder's index of failed callbacks, whatever the number of tasks.
+func (s *Store) RedeliverFailed(ctx context.Context, recorder string, since, at time.Time, limit int) ([]string, error) {
 	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := taskstore.CheckRecorder(recorder); err != nil {
 		return nil, err
 	}
 	if err := storekit.CheckLimit(limit); err != nil {
@@ -671,8 +716,9 @@ func (s *Store) RedeliverFailed(ctx context.Context, since, at time.Time, limit 
 		return nil, s.unusable()
 	}
 	var slots []uint32
-	ci, j := s.failed.search(&s.recs, byFinished, func(k int64, _ uint32) bool { return k >= from })
-	s.failed.from(ci, j, func(slot uint32) bool {
+	failed := &s.boxOf(recorder).failed
+	ci, j := failed.search(&s.recs, byFinished, func(k int64, _ uint32) bool { return k >= from })
+	failed.from(ci, j, func(slot uint32) bool {
 		slots = append(slots, slot)
 		return len(slots) < limit
 	})
@@ -702,9 +748,9 @@ func (s *Store) redeliver(slot uint32, ms int64) {
 		if next == r.next {
 			return
 		}
-		s.due.remove(&s.recs, byDue, slot)
+		s.box(r).due.remove(&s.recs, byDue, slot)
 	case r.gaveUp():
-		s.failed.remove(&s.recs, byFinished, slot)
+		s.box(r).failed.remove(&s.recs, byFinished, slot)
 	}
 	r.delivered, r.next, r.claimed = 0, next, false
 	s.settle(slot, old)
@@ -724,7 +770,7 @@ func (s *Store) Close() error {
 	s.closed = true
 	s.recs = slab{}
 	s.byID, s.byTrace, s.trace1, s.byApp, s.byUser, s.byType, s.byPair = nil, nil, nil, nil, nil, nil, nil
-	s.all, s.leases, s.due, s.failed = index{}, index{}, index{}, index{}
+	s.all, s.boxes = index{}, nil
 	return nil
 }
 

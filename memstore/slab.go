@@ -21,6 +21,7 @@ type rec struct {
 	next, delivered   int64
 	attempts          uint32 // storekit.Normalize allows up to MaxInt32; RecordAttempt adds one
 	lastStatus        int32  // an HTTP status, 0 to 999
+	recorder          string // Task.Recorder, interned
 	// ok: the task finished with a success (taskstore.Succeeded of its
 	// response), computed once when the response is stored.
 	ok bool
@@ -75,6 +76,7 @@ func (r *rec) task(buf *[]byte) taskstore.Task {
 			LastStatus:    int(r.lastStatus), LastError: r.lastErr,
 		},
 		LeaseUntil: storekit.FromMillis(r.lease),
+		Recorder:   r.recorder,
 	}
 }
 

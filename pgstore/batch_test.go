@@ -66,7 +66,7 @@ func TestUpdateBatch(t *testing.T) {
 		t.Errorf("b0: response %s, started %v; want the first finish's, started at %v", got.Response, got.StartedAt, now)
 	}
 
-	if _, err := s.ClaimDeliveries(ctx, now, time.Minute, 10); err != nil {
+	if _, err := s.ClaimDeliveries(ctx, "", now, time.Minute, 10); err != nil {
 		t.Fatal(err)
 	}
 	records := []*pendingUpdate{pending("b0", 204, "", ms, int64(0)), pending("b1", 503, "status 503", int64(0), ms+5000),
@@ -116,7 +116,7 @@ func TestUpdatesGrouped(t *testing.T) {
 	parallel("Finish", func(i int) error {
 		return s.Finish(ctx, fmt.Sprintf("g%03d", i), json.RawMessage(fmt.Sprintf(`{"n":%d}`, i)), now)
 	})
-	claimed, err := s.ClaimDeliveries(ctx, now.Add(time.Second), time.Minute, n)
+	claimed, err := s.ClaimDeliveries(ctx, "", now.Add(time.Second), time.Minute, n)
 	if err != nil || len(claimed) != n {
 		t.Fatalf("claimed %d, %v", len(claimed), err)
 	}

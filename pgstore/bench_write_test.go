@@ -110,7 +110,7 @@ func BenchmarkWrites(b *testing.B) {
 		reportCPU(b)
 		b.ResetTimer()
 		for range b.N {
-			got, err := s.ClaimDeliveries(ctx, now, time.Hour, 1)
+			got, err := s.ClaimDeliveries(ctx, "", now, time.Hour, 1)
 			if err != nil || len(got) != 1 {
 				b.Fatal(len(got), err)
 			}
@@ -119,7 +119,7 @@ func BenchmarkWrites(b *testing.B) {
 	b.Run("record", func(b *testing.B) {
 		ids := prepare(b, b.N, finish)
 		for claimed := 0; claimed < b.N; {
-			got, err := s.ClaimDeliveries(ctx, now, time.Hour, 1000)
+			got, err := s.ClaimDeliveries(ctx, "", now, time.Hour, 1000)
 			if err != nil || len(got) == 0 {
 				b.Fatal(len(got), err)
 			}

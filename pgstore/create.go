@@ -34,7 +34,7 @@ const (
 // Inserts write taskColumns and success (NULL unless the task is
 // finished).
 const insertTask = `INSERT INTO tasks (` + taskColumns + `, success)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
 ON CONFLICT (id) DO NOTHING`
 
 // insertTasks stores a batch from one array per column. A task whose id
@@ -43,13 +43,13 @@ ON CONFLICT (id) DO NOTHING`
 const insertTasks = `INSERT INTO tasks (` + taskColumns + `, success)
 SELECT id, trace_id, type, created_ms, started_ms, finished_ms, application_id, user_id, credential_id,
 	callback_url, attempts, next_attempt_ms, delivered_ms, last_status, last_error, lease_ms,
-	request::json, response::json, success
+	request::json, response::json, recorder, success
 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[],
 	$8::text[], $9::text[], $10::text[], $11::integer[], $12::bigint[], $13::bigint[], $14::integer[],
-	$15::text[], $16::bigint[], $17::text[], $18::text[], $19::boolean[])
+	$15::text[], $16::bigint[], $17::text[], $18::text[], $19::text[], $20::boolean[])
 	AS u(id, trace_id, type, created_ms, started_ms, finished_ms, application_id, user_id, credential_id,
 	callback_url, attempts, next_attempt_ms, delivered_ms, last_status, last_error, lease_ms, request, response,
-	success)
+	recorder, success)
 ON CONFLICT (id) DO NOTHING
 RETURNING id`
 
@@ -210,7 +210,7 @@ func (s *Store) insertOne(ctx context.Context, t taskstore.Task) error {
 		storekit.ToMillis(t.FinishedAt), t.ApplicationID, t.UserID, t.CredentialID, t.Callback.URL,
 		t.Callback.Attempts, storekit.ToMillis(t.Callback.NextAttemptAt), storekit.ToMillis(t.Callback.DeliveredAt),
 		t.Callback.LastStatus, t.Callback.LastError, storekit.ToMillis(t.LeaseUntil),
-		string(t.Request), response, success,
+		string(t.Request), response, t.Recorder, success,
 	}
 	var n int64
 	doubt := false // an attempt's answer was lost: its INSERT may have been applied
@@ -318,6 +318,7 @@ func (s *Store) insertMany(batch []*pendingCreate) (map[string]bool, error) {
 			make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n),
 			make([]string, n), make([]string, n)
 		responses                                          = make([]*string, n)
+		recorders                                          = make([]string, n)
 		successes                                          = make([]*bool, n)
 		created, started, finished, next, delivered, lease = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
 		attempts, statuses                                 = make([]int32, n), make([]int32, n)
@@ -329,7 +330,7 @@ func (s *Store) insertMany(batch []*pendingCreate) (map[string]bool, error) {
 		apps[i], users[i], creds[i], urls[i] = t.ApplicationID, t.UserID, t.CredentialID, t.Callback.URL
 		attempts[i], next[i], delivered[i] = int32(t.Callback.Attempts), storekit.ToMillis(t.Callback.NextAttemptAt), storekit.ToMillis(t.Callback.DeliveredAt)
 		statuses[i], lastErrs[i], lease[i] = int32(t.Callback.LastStatus), t.Callback.LastError, storekit.ToMillis(t.LeaseUntil)
-		requests[i] = string(t.Request)
+		requests[i], recorders[i] = string(t.Request), t.Recorder
 		if t.Response != nil {
 			r, ok := string(t.Response), taskstore.Succeeded(t.Response)
 			responses[i], successes[i] = &r, &ok
@@ -343,7 +344,7 @@ func (s *Store) insertMany(batch []*pendingCreate) (map[string]bool, error) {
 		clear(inserted)
 		return s.conn(ctx, func(c *pgx.Conn) error {
 			rows, err := c.Query(ctx, insertTasks, ids, traces, types, created, started, finished, apps, users,
-				creds, urls, attempts, next, delivered, statuses, lastErrs, lease, requests, responses, successes)
+				creds, urls, attempts, next, delivered, statuses, lastErrs, lease, requests, responses, recorders, successes)
 			if err != nil {
 				return err
 			}

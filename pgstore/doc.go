@@ -85,7 +85,8 @@
 // The statuses that are rare and searched for have partial indexes whose
 // predicates are exactly the conditions Find writes for them: failed tasks
 // (tasks_failed) and failed callbacks (tasks_callback_failed, newest first;
-// tasks_callback_failed_finished, by finish time, for RedeliverFailed).
+// tasks_callback_failed_finished, by recorder and finish time, for
+// RedeliverFailed).
 // Unfinished tasks (status pending or running, callback waiting) are the
 // rows of tasks_unfinished, newest first, and pending callbacks those of
 // tasks_outbox, both small sets; succeeded tasks and delivered callbacks are
@@ -166,6 +167,15 @@
 // with the table locked against writes, which reads the whole table once.
 // A replica of the previous release keeps working against it: its
 // statements are the same, and the triggers count its writes.
+//
+// Version 5 adds the recorder column (taskstore.Task.Recorder, by default
+// the empty string: a catalog change, no row rewritten) and rebuilds tasks_outbox and
+// tasks_callback_failed_finished led by it, so that ClaimDeliveries and
+// RedeliverFailed read one recorder's range; Abandoned filters the small set
+// of tasks_unfinished by it. A replica of the previous release keeps
+// working against it as the default recorder: its inserts take the default
+// name and its claims, which do not name a recorder, see every recorder's
+// callbacks, so upgrade every replica before naming recorders.
 //
 // Open analyses the tables after applying any migration, so that the
 // planner has statistics for what changed from the first query on. A store

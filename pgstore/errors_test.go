@@ -154,7 +154,7 @@ func TestErrorMessages(t *testing.T) {
 		err,
 		s.Create(ctx, taskstore.Task{ID: "x", Type: "t", Request: []byte(`{}`)}),
 		func() error { _, _, err := s.Find(ctx, taskstore.Filter{UserID: "u", Limit: 5}); return err }(),
-		func() error { _, err := s.ClaimDeliveries(ctx, explainBase, 0, 5); return err }(),
+		func() error { _, err := s.ClaimDeliveries(ctx, "", explainBase, 0, 5); return err }(),
 	} {
 		if e == nil {
 			t.Fatal("an operation on a dropped table succeeded")

@@ -260,9 +260,10 @@ func checkPlans(t *testing.T, conn *sqlx.Conn, guessing bool) {
 		name, sql string
 		args      []any
 	}{
-		{"claim", claimDeliveries, []any{now, now + 60000, 100}},
-		{"claim1000", claimDeliveries, []any{now, now + 60000, 1000}},
-		{"abandoned", abandonedTasks, []any{now, 100}},
+		{"claim", claimDeliveries, []any{now, now + 60000, 100, ""}},
+		{"claim1000", claimDeliveries, []any{now, now + 60000, 1000, ""}},
+		{"claimNamed", claimDeliveries, []any{now, now + 60000, 100, "svc-b"}},
+		{"abandoned", abandonedTasks, []any{now, 100, ""}},
 		{"prune", pruneTasks, []any{now, 1000}},
 		{"renew", renewLeases, []any{[]string{id(1), id(2)}, now}},
 		{"redeliver", redeliver, []any{[]string{id(2), id(6), id(7)}, now}},
@@ -276,8 +277,8 @@ func checkPlans(t *testing.T, conn *sqlx.Conn, guessing bool) {
 		{"startBatch", startBatch, []any{[]string{id(1), id(2), id(3)}, []int64{now, now, now}}},
 		{"finishBatch", finishBatch, []any{[]string{id(1), id(2)}, []string{`{}`, `{}`}, []int64{now, now}, []bool{true, false}}},
 		{"recordBatch", recordBatch, []any{[]string{id(1), id(2)}, []int32{204, 500}, []string{"", "x"}, []int64{now, 0}, []int64{0, now}}},
-		{"redeliverFailed", redeliverFailed, []any{int64(0), now, 500}},
-		{"redeliverFailedSince", redeliverFailed, []any{now, now, 500}},
+		{"redeliverFailed", redeliverFailed, []any{int64(0), now, 500, ""}},
+		{"redeliverFailedSince", redeliverFailed, []any{now, now, 500, ""}},
 	} {
 		for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
 			plan := explain(t, conn, mode, stmt.sql, stmt.args)
@@ -287,6 +288,11 @@ func checkPlans(t *testing.T, conn *sqlx.Conn, guessing bool) {
 			}
 			if strings.HasPrefix(stmt.name, "redeliverFailed") && !strings.Contains(plan, "tasks_callback_failed_finished") {
 				t.Errorf("%s (%s) does not use the index of failed callbacks:\n%s", stmt.name, mode, plan)
+			}
+			// A claim reads one recorder's range of the outbox, in its order.
+			if strings.HasPrefix(stmt.name, "claim") && (!strings.Contains(plan, "tasks_outbox") ||
+				!strings.Contains(plan, "recorder = ") || strings.Contains(plan, "Sort")) {
+				t.Errorf("%s (%s) does not read a range of the outbox in order:\n%s", stmt.name, mode, plan)
 			}
 		}
 	}

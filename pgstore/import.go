@@ -72,7 +72,8 @@ func (s *Store) Import(ctx context.Context, tasks []taskstore.Task) error {
 		row[6], row[7], row[8], row[9] = t.ApplicationID, t.UserID, t.CredentialID, t.Callback.URL
 		row[10], row[11] = int32(t.Callback.Attempts), storekit.ToMillis(t.Callback.NextAttemptAt)
 		row[12], row[13], row[14] = storekit.ToMillis(t.Callback.DeliveredAt), int32(t.Callback.LastStatus), t.Callback.LastError
-		row[15], row[16], row[17], row[18] = storekit.ToMillis(t.LeaseUntil), []byte(t.Request), []byte(t.Response), success
+		row[15], row[16], row[17] = storekit.ToMillis(t.LeaseUntil), []byte(t.Request), []byte(t.Response)
+		row[18], row[19] = t.Recorder, success
 		return row, nil
 	}
 	return s.do(ctx, "import", safeIfUnsent, func() error {

@@ -88,7 +88,7 @@ func TestImport(t *testing.T) {
 		}
 	}
 	// Imported pending callbacks are due at their time, unclaimed.
-	claimed, err := s.ClaimDeliveries(ctx, time.UnixMilli(1_800_000_000_000), time.Minute, 10)
+	claimed, err := s.ClaimDeliveries(ctx, "", time.UnixMilli(1_800_000_000_000), time.Minute, 10)
 	if err != nil || len(claimed) != 10 || claimed[0].ID != tasks[1].ID {
 		t.Errorf("ClaimDeliveries = %d tasks, %v", len(claimed), err)
 	}

@@ -259,7 +259,7 @@ func (s *Store) Close() error {
 // taskColumns are the columns of a row, in the order of the row struct.
 const taskColumns = `id, trace_id, type, created_ms, started_ms, finished_ms, application_id, user_id,
 credential_id, callback_url, attempts, next_attempt_ms, delivered_ms, last_status, last_error, lease_ms,
-request, response`
+request, response, recorder`
 
 // row is one row of the tasks table.
 type row struct {
@@ -283,6 +283,7 @@ type row struct {
 	// NULL gives nil.
 	Request  []byte
 	Response []byte
+	Recorder string
 }
 
 func (r *row) task() taskstore.Task {
@@ -300,6 +301,7 @@ func (r *row) task() taskstore.Task {
 			LastStatus:    r.LastStatus, LastError: r.LastError,
 		},
 		LeaseUntil: storekit.FromMillis(r.LeaseMs),
+		Recorder:   r.Recorder,
 	}
 }
 
@@ -308,7 +310,7 @@ func (r *row) task() taskstore.Task {
 func (r *row) dest(lead ...any) []any {
 	return append(lead, &r.ID, &r.TraceID, &r.Type, &r.CreatedMs, &r.StartedMs, &r.FinishedMs,
 		&r.ApplicationID, &r.UserID, &r.CredentialID, &r.CallbackURL, &r.Attempts, &r.NextAttemptMs,
-		&r.DeliveredMs, &r.LastStatus, &r.LastError, &r.LeaseMs, &r.Request, &r.Response)
+		&r.DeliveredMs, &r.LastStatus, &r.LastError, &r.LeaseMs, &r.Request, &r.Response, &r.Recorder)
 }
 
 // conn runs fn on a pooled connection, as pgx's own *pgx.Conn. The pool,
@@ -740,25 +742,29 @@ func (s *Store) RenewLeases(ctx context.Context, ids []string, until time.Time) 
 	})
 }
 
-// abandonedTasks reads the unfinished tasks (tasks_unfinished) and sorts
-// those whose lease ended by lease: no index holds lease_ms, so that lease
-// renewals are HOT updates.
+// abandonedTasks reads the unfinished tasks of recorder $3
+// (tasks_unfinished) and sorts those whose lease ended by lease: no index
+// holds lease_ms, so that lease renewals are HOT updates.
 const abandonedTasks = `SELECT ` + taskColumns + ` FROM tasks
-WHERE finished_ms = 0 AND lease_ms < $1 ORDER BY lease_ms, id LIMIT $2`
+WHERE finished_ms = 0 AND lease_ms < $1 AND recorder = $3 ORDER BY lease_ms, id LIMIT $2`
 
-// Abandoned returns at most limit unfinished tasks whose lease ended before
-// the given time, oldest lease first; see taskstore.Store.
-func (s *Store) Abandoned(ctx context.Context, before time.Time, limit int) ([]taskstore.Task, error) {
+// Abandoned returns at most limit unfinished tasks of the recorder whose
+// lease ended before the given time, oldest lease first; see
+// taskstore.Store.
+func (s *Store) Abandoned(ctx context.Context, recorder string, before time.Time, limit int) ([]taskstore.Task, error) {
 	if err := s.enter(ctx); err != nil {
 		return nil, err
 	}
 	defer s.leave()
+	if err := taskstore.CheckRecorder(recorder); err != nil {
+		return nil, err
+	}
 	if err := storekit.CheckLimit(limit); err != nil {
 		return nil, err
 	}
 	var out []taskstore.Task
 	err := s.do(ctx, "abandoned", idempotent, func() (err error) {
-		out, _, err = s.selectTasks(ctx, false, limit, abandonedTasks, storekit.CeilMillis(before), limit)
+		out, _, err = s.selectTasks(ctx, false, limit, abandonedTasks, storekit.CeilMillis(before), limit, recorder)
 		return err
 	})
 	if err != nil {
@@ -767,7 +773,8 @@ func (s *Store) Abandoned(ctx context.Context, before time.Time, limit int) ([]t
 	return out, nil
 }
 
-// claimDeliveries locks up to $3 due deliveries, skipping rows another
+// claimDeliveries locks up to $3 due deliveries of recorder $4 (a range of
+// tasks_outbox, which leads with the recorder), skipping rows another
 // claimer holds, and moves their due time to the end of the claim, which it
 // also writes to claim_ms (the delivery is in flight), in one statement. It
 // returns the old due time for ordering. (The rows are found again by
@@ -776,7 +783,7 @@ func (s *Store) Abandoned(ctx context.Context, before time.Time, limit int) ([]t
 var claimDeliveries = `WITH due AS MATERIALIZED (
 	SELECT id, next_attempt_ms FROM tasks
 	WHERE callback_url <> '' AND finished_ms <> 0 AND delivered_ms = 0 AND next_attempt_ms <> 0
-	  AND next_attempt_ms <= $1
+	  AND recorder = $4 AND next_attempt_ms <= $1
 	ORDER BY next_attempt_ms, id LIMIT $3
 	FOR UPDATE SKIP LOCKED
 ), claimed AS (
@@ -794,15 +801,15 @@ var claimColumns = func() string {
 	return strings.Join(cols, ", ")
 }()
 
-// ClaimDeliveries claims at most limit due callbacks, earliest due first;
-// see taskstore.Store. A zero now or a negative lease is invalid; a zero
-// lease leaves them due at once.
-func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]taskstore.Task, error) {
+// ClaimDeliveries claims at most limit due callbacks of the recorder,
+// earliest due first; see taskstore.Store. A zero now or a negative lease
+// is invalid; a zero lease leaves them due at once.
+func (s *Store) ClaimDeliveries(ctx context.Context, recorder string, now time.Time, lease time.Duration, limit int) ([]taskstore.Task, error) {
 	if err := s.enter(ctx); err != nil {
 		return nil, err
 	}
 	defer s.leave()
-	if err := storekit.CheckClaim(now, lease, limit); err != nil {
+	if err := storekit.CheckClaim(recorder, now, lease, limit); err != nil {
 		return nil, err
 	}
 	var claimed []taskstore.Task
@@ -810,7 +817,7 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, lease time.D
 	// Retrying after a lost connection is safe: a claim whose answer was
 	// lost only delays those deliveries until the claim expires.
 	err := s.do(ctx, "claim deliveries", idempotent, func() (err error) {
-		claimed, due, err = s.selectTasks(ctx, true, limit, claimDeliveries, now.UnixMilli(), storekit.ToMillis(now.Add(lease)), limit)
+		claimed, due, err = s.selectTasks(ctx, true, limit, claimDeliveries, now.UnixMilli(), storekit.ToMillis(now.Add(lease)), limit, recorder)
 		return err
 	})
 	if err != nil {

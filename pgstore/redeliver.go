@@ -6,6 +6,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tasksapi/tasks/taskstore"
 	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
@@ -101,8 +102,9 @@ func (s *Store) Redeliver(ctx context.Context, ids []string, at time.Time) ([]st
 // callbackCond and the predicate of tasks_callback_failed_finished.
 const callbackFailed = `callback_url <> '' AND finished_ms <> 0 AND delivered_ms = 0 AND next_attempt_ms = 0`
 
-// redeliverFailed takes up to $3 failed callbacks of tasks finished at or
-// after $1 from the partial index of failed callbacks, oldest finish first,
+// redeliverFailed takes up to $3 failed callbacks of recorder $4's tasks
+// finished at or after $1 from the partial index of failed callbacks
+// (tasks_callback_failed_finished: a range of it), oldest finish first,
 // and makes them due at $2. Rows another transaction holds (a Redeliver or
 // RedeliverFailed in progress, a Delete) are skipped rather than waited
 // for: two RedeliverFailed calls take disjoint batches, and a batch is never
@@ -110,7 +112,7 @@ const callbackFailed = `callback_url <> '' AND finished_ms <> 0 AND delivered_ms
 // it locks are failed in their newest version; as in redeliver, the UPDATE
 // names them alone, since its snapshot may hold an older version of one.
 const redeliverFailed = `WITH l AS MATERIALIZED (
-	SELECT id FROM tasks WHERE ` + callbackFailed + ` AND finished_ms >= $1
+	SELECT id FROM tasks WHERE ` + callbackFailed + ` AND recorder = $4 AND finished_ms >= $1
 	ORDER BY finished_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED
 )
 UPDATE tasks SET next_attempt_ms = $2, claim_ms = 0
@@ -118,13 +120,16 @@ WHERE id = ANY(ARRAY(SELECT id FROM l))
 RETURNING id`
 
 // RedeliverFailed makes due again at (now when zero) the failed callbacks
-// of at most limit tasks finished at or after since, and returns their ids;
-// see taskstore.Store.
-func (s *Store) RedeliverFailed(ctx context.Context, since, at time.Time, limit int) ([]string, error) {
+// of at most limit tasks of the recorder finished at or after since, and
+// returns their ids; see taskstore.Store.
+func (s *Store) RedeliverFailed(ctx context.Context, recorder string, since, at time.Time, limit int) ([]string, error) {
 	if err := s.enter(ctx); err != nil {
 		return nil, err
 	}
 	defer s.leave()
+	if err := taskstore.CheckRecorder(recorder); err != nil {
+		return nil, err
+	}
 	if err := storekit.CheckLimit(limit); err != nil {
 		return nil, err
 	}
@@ -138,7 +143,7 @@ func (s *Store) RedeliverFailed(ctx context.Context, since, at time.Time, limit 
 	err := s.do(ctx, "redeliver failed", safeIfUnsent, func() error {
 		out = make([]string, 0, min(limit, 1000))
 		return s.conn(ctx, func(c *pgx.Conn) error {
-			rows, err := c.Query(ctx, redeliverFailed, sinceMs, storekit.MillisOrNow(at), limit)
+			rows, err := c.Query(ctx, redeliverFailed, sinceMs, storekit.MillisOrNow(at), limit, recorder)
 			if err != nil {
 				return err
 			}

@@ -66,7 +66,7 @@ func TestRedeliverWaitsForClaim(t *testing.T) {
 			// Replica b claims it, its transaction still open.
 			claimAt, lease := base.Add(2*time.Second), time.Hour
 			b, tx := holdLocks(t, ctx, url, `SELECT 1`)
-			rows, err := tx.QueryContext(ctx, claimDeliveries, claimAt.UnixMilli(), claimAt.Add(lease).UnixMilli(), 10)
+			rows, err := tx.QueryContext(ctx, claimDeliveries, claimAt.UnixMilli(), claimAt.Add(lease).UnixMilli(), 10, "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -109,7 +109,7 @@ func TestRedeliverWaitsForClaim(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			again, err := a.ClaimDeliveries(ctx, at, time.Minute, 10)
+			again, err := a.ClaimDeliveries(ctx, "", at, time.Minute, 10)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -151,14 +151,14 @@ func TestClaimSkipsRowBeingRedelivered(t *testing.T) {
 	}
 	// The row lock a Redeliver takes, held open.
 	_, tx := holdLocks(t, ctx, url, `SELECT id FROM tasks WHERE id = 'held' FOR UPDATE`)
-	got, err := a.ClaimDeliveries(ctx, base, time.Minute, 10)
+	got, err := a.ClaimDeliveries(ctx, "", base, time.Minute, 10)
 	if err != nil || len(got) != 1 || got[0].ID != "free" {
 		t.Fatalf("ClaimDeliveries with held locked = %d tasks, %v; want free alone", len(got), err)
 	}
 	if err := tx.Rollback(); err != nil {
 		t.Fatal(err)
 	}
-	got, err = a.ClaimDeliveries(ctx, base, time.Minute, 10)
+	got, err = a.ClaimDeliveries(ctx, "", base, time.Minute, 10)
 	if err != nil || len(got) != 1 || got[0].ID != "held" {
 		t.Fatalf("ClaimDeliveries after the lock = %d tasks, %v; want held", len(got), err)
 	}
@@ -206,7 +206,7 @@ func TestRedeliverClaimReplicas(t *testing.T) {
 						}
 						continue
 					}
-					got, err := s.ClaimDeliveries(ctx, now, time.Hour, 7)
+					got, err := s.ClaimDeliveries(ctx, "", now, time.Hour, 7)
 					if err != nil {
 						errs <- err
 						return
@@ -225,7 +225,7 @@ func TestRedeliverClaimReplicas(t *testing.T) {
 			t.Fatal(err)
 		}
 		for {
-			got, err := b.ClaimDeliveries(ctx, now, time.Hour, 100)
+			got, err := b.ClaimDeliveries(ctx, "", now, time.Hour, 100)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -109,17 +109,17 @@ func (k *killable) RenewLeases(ctx context.Context, ids []string, until time.Tim
 	}
 	return k.Store.RenewLeases(ctx, ids, until)
 }
-func (k *killable) Abandoned(ctx context.Context, before time.Time, limit int) ([]taskstore.Task, error) {
+func (k *killable) Abandoned(ctx context.Context, recorder string, before time.Time, limit int) ([]taskstore.Task, error) {
 	if k.dead.Load() {
 		return nil, errKilled
 	}
-	return k.Store.Abandoned(ctx, before, limit)
+	return k.Store.Abandoned(ctx, recorder, before, limit)
 }
-func (k *killable) ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]taskstore.Task, error) {
+func (k *killable) ClaimDeliveries(ctx context.Context, recorder string, now time.Time, lease time.Duration, limit int) ([]taskstore.Task, error) {
 	if k.dead.Load() {
 		return nil, errKilled
 	}
-	return k.Store.ClaimDeliveries(ctx, now, lease, limit)
+	return k.Store.ClaimDeliveries(ctx, recorder, now, lease, limit)
 }
 func (k *killable) RecordAttempt(ctx context.Context, id string, a taskstore.Attempt) error {
 	if k.dead.Load() {

@@ -123,7 +123,7 @@ func BenchmarkServerCPU(b *testing.B) {
 	b.Run("claim", func(b *testing.B) {
 		prepare(b, b.N, finish)
 		measure(b, func(int) error {
-			got, err := s.ClaimDeliveries(ctx, now, time.Hour, 1)
+			got, err := s.ClaimDeliveries(ctx, "", now, time.Hour, 1)
 			if err == nil && len(got) != 1 {
 				err = fmt.Errorf("claimed %d", len(got))
 			}
@@ -133,7 +133,7 @@ func BenchmarkServerCPU(b *testing.B) {
 	b.Run("record", func(b *testing.B) {
 		ids := prepare(b, b.N, finish)
 		for claimed := 0; claimed < b.N; {
-			got, err := s.ClaimDeliveries(ctx, now, time.Hour, 1000)
+			got, err := s.ClaimDeliveries(ctx, "", now, time.Hour, 1000)
 			if err != nil || len(got) == 0 {
 				b.Fatal(len(got), err)
 			}

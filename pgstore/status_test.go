@@ -261,6 +261,9 @@ func checkStatusFilters(t *testing.T, s *Store, all []taskstore.Task) {
 }
 
 // insertV2 stores x with the previous release's columns and statement.
+// v2Columns are the columns of a task before the recorder's (version 5).
+var v2Columns = strings.TrimSuffix(taskColumns, ", recorder")
+
 func insertV2(t *testing.T, url string, all []taskstore.Task) {
 	t.Helper()
 	var stmts []string
@@ -270,7 +273,7 @@ func insertV2(t *testing.T, url string, all []taskstore.Task) {
 		if x.Response != nil {
 			resp = lit(string(x.Response))
 		}
-		stmts = append(stmts, fmt.Sprintf(`INSERT INTO tasks (`+taskColumns+`) VALUES (%s, %s, %s, %d, %d, %d, %s, %s, %s, %s,
+		stmts = append(stmts, fmt.Sprintf(`INSERT INTO tasks (`+v2Columns+`) VALUES (%s, %s, %s, %d, %d, %d, %s, %s, %s, %s,
 			%d, %d, %d, %d, %s, %d, %s, %s)`, lit(x.ID), lit(x.TraceID), lit(x.Type), storekit.ToMillis(x.CreatedAt),
 			storekit.ToMillis(x.StartedAt), storekit.ToMillis(x.FinishedAt), lit(x.ApplicationID), lit(x.UserID),
 			lit(x.CredentialID), lit(x.Callback.URL), x.Callback.Attempts, storekit.ToMillis(x.Callback.NextAttemptAt),
@@ -335,7 +338,7 @@ func TestMigrateFromVersion2(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	redone, err := s.RedeliverFailed(ctx, time.Time{}, now, 1000)
+	redone, err := s.RedeliverFailed(ctx, "", time.Time{}, now, 1000)
 	if err != nil || len(redone) == 0 {
 		t.Fatalf("RedeliverFailed after the migration: %d, %v", len(redone), err)
 	}
@@ -434,7 +437,7 @@ func TestCountersThroughLife(t *testing.T) {
 				case 1, 2:
 					err = s.Finish(ctx, id, json.RawMessage(trickyResponses[rng.IntN(4)]), now)
 				case 3:
-					_, err = s.ClaimDeliveries(ctx, now.Add(time.Hour), time.Minute, 2)
+					_, err = s.ClaimDeliveries(ctx, "", now.Add(time.Hour), time.Minute, 2)
 				case 4:
 					err = s.RecordAttempt(ctx, id, taskstore.Attempt{At: now, Status: 410, Next: now.Add(time.Duration(rng.IntN(2)) * time.Hour)})
 				case 5:
@@ -442,7 +445,7 @@ func TestCountersThroughLife(t *testing.T) {
 				case 6:
 					err = s.Delete(ctx, id)
 				case 7:
-					_, err = s.RedeliverFailed(ctx, time.Time{}, now, 3)
+					_, err = s.RedeliverFailed(ctx, "", time.Time{}, now, 3)
 				}
 				if err != nil && !errors.Is(err, taskstore.ErrNotFound) && !errors.Is(err, taskstore.ErrConflict) {
 					errs <- err
@@ -545,4 +548,59 @@ func TestCountersThroughLife(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkCounters(t, a)
+}
+
+// TestMigrateFromVersion4 opens a database of schema version 4 (before
+// recorder names): every task belongs to the default recorder "", whose
+// claims, abandoned tasks and failed callbacks are those it had, and the
+// outbox and the failed callbacks by finish time are indexed by recorder.
+func TestMigrateFromVersion4(t *testing.T) {
+	url := pgtest.FreshSchema(t, pgtest.URL(t))
+	stmts := []string{createMigrationsTable}
+	for _, m := range migrations[:4] {
+		stmts = append(stmts, m.sql, fmt.Sprintf(`INSERT INTO schema_migrations (version, name) VALUES (%d, '%s')`, m.version, m.name))
+	}
+	pgtest.Exec(t, url, stmts...)
+	at := time.UnixMilli(1_700_000_000_000).UTC()
+	insertV2(t, url, []taskstore.Task{
+		{ID: "due", Type: "t", Request: json.RawMessage(`{}`), CreatedAt: at, FinishedAt: at,
+			Response: json.RawMessage(`{"success":true}`), Callback: taskstore.Callback{URL: "https://x/", NextAttemptAt: at}},
+		{ID: "failed", Type: "t", Request: json.RawMessage(`{}`), CreatedAt: at, FinishedAt: at,
+			Response: json.RawMessage(`{"success":true}`), Callback: taskstore.Callback{URL: "https://x/", Attempts: 1, LastStatus: 410}},
+		{ID: "left", Type: "t", Request: json.RawMessage(`{}`), CreatedAt: at, LeaseUntil: at},
+	})
+	ctx := context.Background()
+	s, err := Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, ix := range []string{"tasks_outbox", "tasks_callback_failed_finished"} {
+		var def string
+		if err := s.db.QueryRowContext(ctx, `SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND indexname = $1`, ix).Scan(&def); err != nil {
+			t.Fatalf("%s: %v", ix, err)
+		}
+		if !strings.Contains(def, "(recorder COLLATE") && !strings.Contains(def, "(recorder,") {
+			t.Fatalf("%s is not led by the recorder: %s", ix, def)
+		}
+	}
+	for _, id := range []string{"due", "failed", "left"} {
+		got, err := s.Get(ctx, id)
+		if err != nil || got.Recorder != "" {
+			t.Fatalf("Get(%s) = recorder %q, %v; want the default recorder", id, got.Recorder, err)
+		}
+	}
+	later := at.Add(time.Hour)
+	if got, err := s.ClaimDeliveries(ctx, "other", later, time.Minute, 10); err != nil || len(got) != 0 {
+		t.Fatalf("another recorder claims %d, %v", len(got), err)
+	}
+	if got, err := s.ClaimDeliveries(ctx, "", later, time.Minute, 10); err != nil || len(got) != 1 || got[0].ID != "due" {
+		t.Fatalf("the default recorder claims %v, %v; want [due]", got, err)
+	}
+	if got, err := s.Abandoned(ctx, "", later, 10); err != nil || len(got) != 1 || got[0].ID != "left" {
+		t.Fatalf("Abandoned(\"\") = %v, %v; want [left]", got, err)
+	}
+	if got, err := s.RedeliverFailed(ctx, "", time.Time{}, later, 10); err != nil || len(got) != 1 || got[0] != "failed" {
+		t.Fatalf("RedeliverFailed(\"\") = %v, %v; want [failed]", got, err)
+	}
 }

@@ -60,7 +60,7 @@ func TestClaimTwoStores(t *testing.T) {
 		}
 		wg.Go(func() {
 			for {
-				got, err := s.ClaimDeliveries(ctx, now, time.Hour, 1+w)
+				got, err := s.ClaimDeliveries(ctx, "", now, time.Hour, 1+w)
 				if err != nil {
 					errs <- err
 					return
@@ -90,7 +90,7 @@ func TestClaimTwoStores(t *testing.T) {
 		}
 	}
 	// Once the claims expire, they are all due again.
-	got, err := b.ClaimDeliveries(ctx, now.Add(time.Hour), time.Minute, 2*n)
+	got, err := b.ClaimDeliveries(ctx, "", now.Add(time.Hour), time.Minute, 2*n)
 	if err != nil || len(got) != n {
 		t.Fatalf("after expiry: %d claimed, %v; want %d", len(got), err, n)
 	}

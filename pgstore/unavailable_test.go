@@ -166,7 +166,7 @@ func TestLostAnswers(t *testing.T) {
 			}
 			wasCut("Finish", done)
 
-			claimed, err := s.ClaimDeliveries(ctx, at.Add(time.Second), time.Minute, 10)
+			claimed, err := s.ClaimDeliveries(ctx, "", at.Add(time.Second), time.Minute, 10)
 			if err != nil || len(claimed) != 1 {
 				t.Fatalf("claim: %v, %v", claimed, err)
 			}
@@ -177,7 +177,7 @@ func TestLostAnswers(t *testing.T) {
 				t.Fatalf("RecordAttempt (failed): %v", err)
 			}
 			wasCut("RecordAttempt (failed)", done)
-			if claimed, err = s.ClaimDeliveries(ctx, at.Add(2*time.Second), time.Minute, 10); err != nil || len(claimed) != 1 {
+			if claimed, err = s.ClaimDeliveries(ctx, "", at.Add(2*time.Second), time.Minute, 10); err != nil || len(claimed) != 1 {
 				t.Fatalf("second claim: %v, %v", claimed, err)
 			}
 			done = cut(id)

@@ -548,7 +548,7 @@ func BenchmarkDeliver(b *testing.B) {
 	now := due.Add(time.Second)
 	b.ResetTimer()
 	for done := 0; done < b.N; {
-		claimed, err := s.ClaimDeliveries(ctx, now, time.Minute, 16)
+		claimed, err := s.ClaimDeliveries(ctx, "", now, time.Minute, 16)
 		if err != nil || len(claimed) == 0 {
 			b.Fatalf("claimed %d after %d: %v", len(claimed), done, err)
 		}
@@ -647,7 +647,7 @@ func BenchmarkDeliverParallel16(b *testing.B) {
 	for range 16 {
 		wg.Go(func() {
 			for left.Load() > 0 {
-				claimed, err := s.ClaimDeliveries(ctx, now, time.Minute, 4)
+				claimed, err := s.ClaimDeliveries(ctx, "", now, time.Minute, 4)
 				if err != nil {
 					b.Error(err)
 					return

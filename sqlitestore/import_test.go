@@ -53,7 +53,7 @@ func TestImport(t *testing.T) {
 		t.Errorf("Find total = %d, %v; want 3000", total, err)
 	}
 	// Imported finished tasks with a callback are pending deliveries.
-	claimed, err := s.ClaimDeliveries(ctx, time.UnixMilli(1_800_000_000_000), time.Minute, 10)
+	claimed, err := s.ClaimDeliveries(ctx, "", time.UnixMilli(1_800_000_000_000), time.Minute, 10)
 	if err != nil || len(claimed) != 10 || claimed[0].ID != tasks[0].ID {
 		t.Errorf("ClaimDeliveries = %d tasks, %v", len(claimed), err)
 	}

@@ -3,6 +3,7 @@ package sqlitestore
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"path/filepath"
@@ -316,7 +317,7 @@ func TestMigrateFromV2(t *testing.T) {
 			return s.RecordAttempt(ctx, gone, taskstore.Attempt{At: at, Status: 410, Error: "gone"})
 		},
 		func() error {
-			got, err := s.RedeliverFailed(ctx, time.Time{}, at, 1000)
+			got, err := s.RedeliverFailed(ctx, "", time.Time{}, at, 1000)
 			if err == nil && len(got) != seen[24]+seen[34] {
 				err = fmt.Errorf("RedeliverFailed redelivered %d, want %d", len(got), seen[24]+seen[34])
 			}
@@ -442,4 +443,82 @@ func matches(x taskstore.Task, f taskstore.Filter) bool {
 		ms >= minMs && ms <= maxMs &&
 		(f.Status == "" || x.Status() == f.Status) &&
 		(f.CallbackStatus == "" || x.CallbackStatus() == f.CallbackStatus)
+}
+
+// TestMigrateFromV3 opens a database of schema version 3 (before recorder
+// names): every task belongs to the default recorder "", whose claims,
+// abandoned tasks and failed callbacks are those the previous release had,
+// and the outbox and lease indexes are rebuilt led by the recorder.
+func TestMigrateFromV3(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "v3.db")
+	db := rawOpen(t, path)
+	for _, m := range migrations[:3] {
+		if _, err := db.Exec(m.SQL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Exec("PRAGMA user_version = 3"); err != nil {
+		t.Fatal(err)
+	}
+	const v3Insert = `INSERT INTO tasks (id, trace_id, type, created_ms, started_ms, finished_ms,
+		application_id, user_id, credential_id, callback_url, attempts, next_attempt_ms,
+		delivered_ms, last_status, last_error, lease_ms, request, response, failed, gave_up)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	at := time.UnixMilli(1_700_000_000_000).UTC()
+	tasks := []taskstore.Task{
+		{ID: "due", Type: "t", Request: json.RawMessage(`{}`), CreatedAt: at, FinishedAt: at,
+			Response: json.RawMessage(`{"success":true}`), Callback: taskstore.Callback{URL: "https://x/", NextAttemptAt: at}},
+		{ID: "failed", Type: "t", Request: json.RawMessage(`{}`), CreatedAt: at, FinishedAt: at,
+			Response: json.RawMessage(`{"success":true}`), Callback: taskstore.Callback{URL: "https://x/", Attempts: 1, LastStatus: 410}},
+		{ID: "left", Type: "t", Request: json.RawMessage(`{}`), CreatedAt: at, LeaseUntil: at},
+	}
+	for _, x := range tasks {
+		n, err := storekit.Normalize(x, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec(v3Insert, insertArgs(n)[:20]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	raw := rawOpen(t, path)
+	if v := userVersion(t, raw); v != SchemaVersion() || v < 4 {
+		t.Fatalf("user_version after Open = %d, want %d", v, SchemaVersion())
+	}
+	for _, ix := range []string{"tasks_outbox", "tasks_lease", "tasks_failed"} {
+		var def string
+		if err := raw.QueryRow(`SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?`, ix).Scan(&def); err != nil {
+			t.Fatalf("%s: %v", ix, err)
+		}
+		if !strings.Contains(def, "(recorder,") {
+			t.Fatalf("%s is not led by the recorder: %s", ix, def)
+		}
+	}
+	ctx := context.Background()
+	for _, x := range tasks {
+		got, err := s.Get(ctx, x.ID)
+		if err != nil || got.Recorder != "" {
+			t.Fatalf("Get(%s) = recorder %q, %v; want the default recorder", x.ID, got.Recorder, err)
+		}
+	}
+	later := at.Add(time.Hour)
+	if got, err := s.ClaimDeliveries(ctx, "other", later, time.Minute, 10); err != nil || len(got) != 0 {
+		t.Fatalf("another recorder claims %d, %v", len(got), err)
+	}
+	if got, err := s.ClaimDeliveries(ctx, "", later, time.Minute, 10); err != nil || len(got) != 1 || got[0].ID != "due" {
+		t.Fatalf("the default recorder claims %v, %v; want [due]", got, err)
+	}
+	if got, err := s.Abandoned(ctx, "", later, 10); err != nil || len(got) != 1 || got[0].ID != "left" {
+		t.Fatalf("Abandoned(\"\") = %v, %v; want [left]", got, err)
+	}
+	if got, err := s.RedeliverFailed(ctx, "", time.Time{}, later, 10); err != nil || len(got) != 1 || got[0] != "failed" {
+		t.Fatalf("RedeliverFailed(\"\") = %v, %v; want [failed]", got, err)
+	}
 }

@@ -330,8 +330,9 @@ func indexesOf(states []int) []string {
 }
 
 // TestOtherPlans checks that the outbox, lease, prune, id lookups, bulk
-// finishes and redeliveries run on their indexes: RedeliverFailed on the failed
-// callbacks' ranges of tasks_done.
+// finishes and redeliveries run on their indexes: a claim, the abandoned
+// tasks and RedeliverFailed on one recorder's range of tasks_outbox,
+// tasks_lease and tasks_failed, in the index's order.
 func TestOtherPlans(t *testing.T) {
 	s := openInternal(t)
 	for _, tc := range []struct {
@@ -339,9 +340,9 @@ func TestOtherPlans(t *testing.T) {
 		args             []any
 	}{
 		{"get", readGetSQL, "tasks_id", []any{"x"}},
-		{"claim", claimSelectSQL, "tasks_outbox", []any{1, 10}},
+		{"claim", claimSelectSQL, "SEARCH tasks USING INDEX tasks_outbox (recorder=? AND next_attempt_ms<?)", []any{"", 1, 10}},
 		{"claimUpdate", claimUpdateSQL, "PRIMARY KEY", []any{1, `[1,2]`}},
-		{"abandoned", readAbandonedSQL, "tasks_lease", []any{1, 10}},
+		{"abandoned", readAbandonedSQL, "SEARCH tasks USING INDEX tasks_lease (recorder=? AND lease_ms<?)", []any{"", 1, 10}},
 		{"prune", pruneSQL, "tasks_created", []any{1, 10}},
 		{"renew", renewSQL, "tasks_id", []any{1, `["a","b"]`}},
 		{"recordDelivered", recordDeliveredSQL, "tasks_id", []any{204, "", 1, "x"}},
@@ -350,7 +351,7 @@ func TestOtherPlans(t *testing.T) {
 		{"recordGiveUp", recordGiveUpSQL, "tasks_id", []any{410, "e", "x"}},
 		{"redeliverSelect", redeliverSelectSQL, "tasks_id", []any{`["a","b"]`}},
 		{"redeliverUpdate", redeliverUpdateSQL, "tasks_id", []any{1, `["a","b"]`, 1, 1}},
-		{"failedSelect", failedSelectSQL, "tasks_done (state=?)", []any{1, 10}},
+		{"failedSelect", failedSelectSQL, "SEARCH tasks USING INDEX tasks_failed (recorder=? AND finished_ms>?)", []any{"", 1, 10}},
 		{"failedUpdate", failedUpdateSQL, "PRIMARY KEY", []any{1, `[1,2]`}},
 		{"finishMany", finishManySQL, "tasks_id", []any{1, `[["a","{}",0],["b","{}",1]]`}},
 	} {
@@ -364,6 +365,9 @@ func TestOtherPlans(t *testing.T) {
 			for _, line := range plan {
 				if scanTasks.MatchString(line) {
 					t.Errorf("scans the tasks table: %q", line)
+				}
+				if strings.Contains(line, "TEMP B-TREE") {
+					t.Errorf("sorts: %q", line)
 				}
 			}
 		})

@@ -37,7 +37,7 @@ const (
 	packedColumn     = `CAST(` + taskColumns + ` AS BLOB) AS p`
 	readGetSQL       = `SELECT ` + packedColumn + ` FROM tasks WHERE id = ?`
 	readAbandonedSQL = `SELECT ` + packedColumn + ` FROM tasks INDEXED BY tasks_lease
-		WHERE finished_ms = 0 AND lease_ms < ? ORDER BY lease_ms, id LIMIT ?`
+		WHERE recorder = ? AND finished_ms = 0 AND lease_ms < ? ORDER BY lease_ms, id LIMIT ?`
 )
 
 // maxCachedStatements bounds the Find statements each read connection keeps

@@ -110,7 +110,7 @@ func TestFailedConnectionIsReplaced(t *testing.T) {
 			_, _, err := s.Find(ctx, taskstore.Filter{UserID: "u", Offset: 1, Limit: 1})
 			return err
 		}},
-		{"Abandoned", func() error { _, err := s.Abandoned(ctx, storekit.FromMillis(1<<40), 10); return err }},
+		{"Abandoned", func() error { _, err := s.Abandoned(ctx, "", storekit.FromMillis(1<<40), 10); return err }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			opened, discarded := s.reads.opened.Load(), s.reads.discarded.Load()

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tasksapi/tasks/taskstore"
 	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
@@ -73,17 +74,21 @@ func (s *Store) Redeliver(ctx context.Context, ids []string, at time.Time) ([]st
 }
 
 // RedeliverFailed makes due again at the given time (now when zero) the
-// failed callbacks of at most limit tasks finished at or after since, and
-// returns their ids (see taskstore.Store). It reads them from tasks_done,
-// which lists the failed callbacks together (states 24 and 34), so it
-// walks the failed callbacks only, never every task; the read and the
-// change are one write transaction, as for Redeliver.
-func (s *Store) RedeliverFailed(ctx context.Context, since, at time.Time, limit int) ([]string, error) {
+// failed callbacks of at most limit tasks of the recorder finished at or
+// after since, the earliest finished first, and returns their ids (see
+// taskstore.Store). It reads them from a range of tasks_failed, which lists
+// the failed callbacks (states 24 and 34) by recorder and finish time, so
+// it reads only the callbacks it makes due; the read and the change are one
+// write transaction, as for Redeliver.
+func (s *Store) RedeliverFailed(ctx context.Context, recorder string, since, at time.Time, limit int) ([]string, error) {
 	const op = "redeliver failed"
 	if err := s.enter(ctx, op); err != nil {
 		return nil, err
 	}
 	defer s.leave()
+	if err := taskstore.CheckRecorder(recorder); err != nil {
+		return nil, err
+	}
 	if err := storekit.CheckLimit(limit); err != nil {
 		return nil, err
 	}
@@ -95,7 +100,7 @@ func (s *Store) RedeliverFailed(ctx context.Context, since, at time.Time, limit 
 	var out []string
 	err := s.write(ctx, true, func(w *writer) error {
 		out = []string{}
-		rows, err := w.failedSelect.Query(sinceMs, limit)
+		rows, err := w.failedSelect.Query(recorder, sinceMs, limit)
 		if err != nil {
 			return err
 		}

@@ -125,9 +125,17 @@
 // Redeliver and RedeliverFailed read and change the rows in one write
 // transaction (BEGIN IMMEDIATE holds SQLite's write lock), so that no claim
 // or attempt of this or another process comes in between. RedeliverFailed
-// walks the failed callbacks' ranges of tasks_done, never every task.
+// reads one recorder's range of tasks_failed (failed callbacks by recorder
+// and finish time), never every task.
 // FinishMany is one UPDATE … FROM json_each(…) RETURNING over the id index,
 // one write call however many tasks it finishes.
+//
+// Every task carries its recorder's name (taskstore.Task.Recorder, the
+// column recorder, schema version 4): tasks_outbox and tasks_lease lead
+// with it, so a claim and the abandoned tasks of one recorder are one range
+// of their index whatever other recorders hold. It is a TEXT column after
+// the response, read by those queries from the indexes alone; old rows read
+// its default, the empty string, without being rewritten.
 //
 // Opening a database of schema version 2 (the previous release) migrates it
 // in one transaction: the three columns are added (old rows read their
@@ -141,6 +149,13 @@
 // to the file. No claim made by the
 // previous release is taken as in flight. Stop every process of the
 // previous release first: it would write tasks without the new columns.
+//
+// Version 4 adds the recorder column (no row rewritten) and rebuilds
+// tasks_outbox and tasks_lease, and builds tasks_failed, from the rows
+// they index (the pending callbacks, unfinished tasks and failed
+// callbacks: the table is read once per index; 200,000 tasks, a 141 MB
+// file, took 0.8 s on two cores). A process of version 3
+// must be stopped first: its claims would take every recorder's callbacks.
 //
 // Several processes may open the same file (their writes serialize on
 // SQLite's lock, waiting up to the busy timeout); group commit works within

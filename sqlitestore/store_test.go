@@ -116,7 +116,7 @@ func TestReopen(t *testing.T) {
 	if err != nil || total != 2 || len(page) != 2 || page[0].ID != "b" {
 		t.Fatalf("after reopen: Find = %d items, total %d, err %v", len(page), total, err)
 	}
-	due, err := s.ClaimDeliveries(ctx, base.Add(time.Hour), time.Minute, 10)
+	due, err := s.ClaimDeliveries(ctx, "", base.Add(time.Hour), time.Minute, 10)
 	if err != nil || len(due) != 1 || due[0].ID != "a" {
 		t.Fatalf("after reopen: ClaimDeliveries = %v, %v", due, err)
 	}
@@ -288,7 +288,7 @@ func TestConcurrentNoBusy(t *testing.T) {
 					err = s.Finish(ctx, fmt.Sprintf("g%02d-%06d", g, i-1), json.RawMessage(`{"ok":1}`), base)
 				case 5:
 					if g%8 == 0 {
-						_, err = s.ClaimDeliveries(ctx, base.Add(time.Hour), time.Minute, 5)
+						_, err = s.ClaimDeliveries(ctx, "", base.Add(time.Hour), time.Minute, 5)
 					} else {
 						_, _, err = s.Find(ctx, taskstore.Filter{Types: []string{"images_generations"}, Offset: 5, Limit: 12})
 					}
@@ -385,10 +385,10 @@ func TestExtremeLimits(t *testing.T) {
 			t.Errorf("Find(limit %d, offset %d, types %v) = %d items, total %d, err %v", f.Limit, f.Offset, f.Types, len(page), total, err)
 		}
 	}
-	if _, err := s.ClaimDeliveries(ctx, base, time.Minute, maxInt); err != nil {
+	if _, err := s.ClaimDeliveries(ctx, "", base, time.Minute, maxInt); err != nil {
 		t.Errorf("ClaimDeliveries(max limit): %v", err)
 	}
-	if _, err := s.Abandoned(ctx, base, maxInt); err != nil {
+	if _, err := s.Abandoned(ctx, "", base, maxInt); err != nil {
 		t.Errorf("Abandoned(max limit): %v", err)
 	}
 	if _, err := s.Prune(ctx, base, maxInt); err != nil {
@@ -436,7 +436,7 @@ func TestTwoStoresOneFile(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for {
-				got, err := s.ClaimDeliveries(ctx, base.Add(time.Second), time.Hour, 7)
+				got, err := s.ClaimDeliveries(ctx, "", base.Add(time.Second), time.Hour, 7)
 				if err != nil {
 					t.Error(err)
 					return

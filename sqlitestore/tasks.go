@@ -17,7 +17,7 @@ import (
 )
 
 // taskColumns is the whole row packed into a single TEXT value by SQLite:
-// the one column the read path and scanTask read. Reading the 18 columns one
+// the one column the read path and scanTask read. Reading the 19 columns one
 // by one costs several allocations per column (a driver.Value, a string or a
 // copy for each); the packed row costs a few in all, and the task's strings
 // are slices of one Go string.
@@ -27,23 +27,24 @@ import (
 //
 //	created started finished attempts next delivered status lease
 //	len(id) len(trace_id) len(type) len(application_id) len(user_id)
-//	len(credential_id) len(callback_url) len(last_error) len(request)
-//	len(response) (-1 when NULL) '|' id trace_id … request response
+//	len(credential_id) len(callback_url) len(last_error) len(recorder)
+//	len(request) len(response) (-1 when NULL) '|' id trace_id …
+//	recorder request response
 //
 // Lengths are in bytes (octet_length), so any UTF-8 content round-trips.
 // concat builds the value in one allocation, copying each argument by its
 // length (a NUL byte inside a string is kept; a NULL response adds
 // nothing), where a chain of || would copy the growing prefix at each step.
-const taskColumns = `concat(printf('%d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d|',
+const taskColumns = `concat(printf('%d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d %d|',
 	created_ms, started_ms, finished_ms, attempts, next_attempt_ms, delivered_ms, last_status, lease_ms,
 	octet_length(id), octet_length(trace_id), octet_length(type), octet_length(application_id),
 	octet_length(user_id), octet_length(credential_id), octet_length(callback_url),
-	octet_length(last_error), octet_length(request), coalesce(octet_length(response), -1)),
+	octet_length(last_error), octet_length(recorder), octet_length(request), coalesce(octet_length(response), -1)),
 	id, trace_id, type, application_id, user_id, credential_id, callback_url,
-	last_error, request, response)`
+	last_error, recorder, request, response)`
 
 // packedFields is the number of integers in the header of taskColumns.
-const packedFields = 18
+const packedFields = 19
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -64,7 +65,7 @@ var errPacked = errors.New("malformed packed row")
 type packedHeader struct {
 	n      [packedFields]int64
 	start  int // offset of the first string
-	strLen int // bytes of the eight strings
+	strLen int // bytes of the nine strings
 	reqLen int
 	resLen int // -1: NULL response
 }
@@ -99,20 +100,20 @@ func parseHeader(b []byte) (h packedHeader, ok bool) {
 	}
 	h.start = i
 	lens := h.n[8:]
-	for _, l := range lens[:8] {
+	for _, l := range lens[:9] {
 		if l < 0 || l > int64(len(b)) {
 			return h, false
 		}
 		h.strLen += int(l)
 	}
-	if lens[8] < 0 || lens[8] > int64(len(b)) || lens[9] < -1 || lens[9] > int64(len(b)) {
+	if lens[9] < 0 || lens[9] > int64(len(b)) || lens[10] < -1 || lens[10] > int64(len(b)) {
 		return h, false
 	}
-	h.reqLen, h.resLen = int(lens[8]), int(lens[9])
+	h.reqLen, h.resLen = int(lens[9]), int(lens[10])
 	return h, len(b)-i == h.strLen+h.reqLen+max(h.resLen, 0)
 }
 
-// task returns the task of the header, with its eight strings cut from str
+// task returns the task of the header, with its nine strings cut from str
 // (which holds them back to back) and the given request and response.
 func (h *packedHeader) task(str string, req, resp []byte) taskstore.Task {
 	lens := h.n[8:]
@@ -124,7 +125,7 @@ func (h *packedHeader) task(str string, req, resp []byte) taskstore.Task {
 	var t taskstore.Task
 	t.ID, t.TraceID, t.Type = next(lens[0]), next(lens[1]), next(lens[2])
 	t.ApplicationID, t.UserID, t.CredentialID = next(lens[3]), next(lens[4]), next(lens[5])
-	t.Callback.URL, t.Callback.LastError = next(lens[6]), next(lens[7])
+	t.Callback.URL, t.Callback.LastError, t.Recorder = next(lens[6]), next(lens[7]), next(lens[8])
 	t.Request, t.Response = req, resp
 	n := &h.n
 	t.CreatedAt = storekit.FromMillis(n[0])
@@ -201,7 +202,8 @@ func insertArgs(n taskstore.Task) []any {
 		n.ApplicationID, n.UserID, n.CredentialID, n.Callback.URL, n.Callback.Attempts,
 		ms(n.Callback.NextAttemptAt), ms(n.Callback.DeliveredAt), n.Callback.LastStatus,
 		n.Callback.LastError, ms(n.LeaseUntil), string(n.Request), resp,
-		flag(n.Status() == taskstore.StatusFailed), flag(n.CallbackStatus() == taskstore.CallbackFailed)}
+		flag(n.Status() == taskstore.StatusFailed), flag(n.CallbackStatus() == taskstore.CallbackFailed),
+		n.Recorder}
 }
 
 // flag is a 0/1 column's value.
@@ -352,21 +354,25 @@ func (s *Store) RenewLeases(ctx context.Context, ids []string, until time.Time) 
 	return s.translate(op, err)
 }
 
-// Abandoned returns at most limit unfinished tasks whose lease is before the
-// given time, oldest lease first (a zero lease first of all).
-func (s *Store) Abandoned(ctx context.Context, before time.Time, limit int) ([]taskstore.Task, error) {
+// Abandoned returns at most limit unfinished tasks of the recorder whose
+// lease is before the given time, oldest lease first (a zero lease first of
+// all), from a range of tasks_lease.
+func (s *Store) Abandoned(ctx context.Context, recorder string, before time.Time, limit int) ([]taskstore.Task, error) {
 	const op = "abandoned"
 	if err := s.enter(ctx, op); err != nil {
 		return nil, err
 	}
 	defer s.leave()
+	if err := taskstore.CheckRecorder(recorder); err != nil {
+		return nil, err
+	}
 	if err := storekit.CheckLimit(limit); err != nil {
 		return nil, err
 	}
 	// lease_ms < before, with before rounded up to the next whole
 	// millisecond. A zero lease (stored as 0) always counts as expired;
 	// leases before 1970 are not meaningful.
-	args := []any{max(storekit.CeilMillis(before), 1), int64(limit)}
+	args := []any{recorder, max(storekit.CeilMillis(before), 1), int64(limit)}
 	var out []taskstore.Task
 	err := s.reads.do(ctx, func(c *readConn) (err error) {
 		out, err = c.queryTasks(ctx, c.abandoned, args, []taskstore.Task{})
@@ -378,23 +384,24 @@ func (s *Store) Abandoned(ctx context.Context, before time.Time, limit int) ([]t
 	return out, nil
 }
 
-// ClaimDeliveries returns and claims at most limit due deliveries, earliest
-// due first: the SELECT and the UPDATE that moves their due time to now+lease
-// run in one write transaction. A zero now or a negative lease is ErrInvalid.
-func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]taskstore.Task, error) {
+// ClaimDeliveries returns and claims at most limit due deliveries of the
+// recorder, earliest due first: the SELECT (a range of tasks_outbox) and
+// the UPDATE that moves their due time to now+lease run in one write
+// transaction. A zero now or a negative lease is ErrInvalid.
+func (s *Store) ClaimDeliveries(ctx context.Context, recorder string, now time.Time, lease time.Duration, limit int) ([]taskstore.Task, error) {
 	const op = "claim deliveries"
 	if err := s.enter(ctx, op); err != nil {
 		return nil, err
 	}
 	defer s.leave()
-	if err := storekit.CheckClaim(now, lease, limit); err != nil {
+	if err := storekit.CheckClaim(recorder, now, lease, limit); err != nil {
 		return nil, err
 	}
 	nowMs, until := ms(now), ms(now.Add(lease))
 	claimed := []taskstore.Task{} // never nil, even when nothing is due
 	err := s.write(ctx, true, func(w *writer) error {
 		claimed = claimed[:0]
-		rows, err := w.claimSelect.Query(nowMs, limit)
+		rows, err := w.claimSelect.Query(recorder, nowMs, limit)
 		if err != nil {
 			return err
 		}

@@ -120,8 +120,8 @@ func newWriter(ctx context.Context, conn *sqlx.Conn) (*writer, error) {
 const (
 	insertSQL = `INSERT INTO tasks (id, trace_id, type, created_ms, started_ms, finished_ms,
 		application_id, user_id, credential_id, callback_url, attempts, next_attempt_ms,
-		delivered_ms, last_status, last_error, lease_ms, request, response, failed, gave_up)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+		delivered_ms, last_status, last_error, lease_ms, request, response, failed, gave_up, recorder)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	// Finish's arguments: response, finish time, failed (0 or 1, from
 	// taskstore.Succeeded), finish time again, id.
 	finishSQL = `UPDATE tasks SET response = ?, finished_ms = ?, lease_ms = 0, failed = ?,
@@ -131,8 +131,9 @@ const (
 		WHERE created_ms < ? ORDER BY created_ms, id LIMIT ?)`
 	renewSQL = `UPDATE tasks INDEXED BY tasks_id SET lease_ms = ?
 		WHERE id IN (SELECT value FROM json_each(?)) AND finished_ms = 0`
+	// Arguments: the recorder, the time, the limit.
 	claimSelectSQL = `SELECT rid, ` + taskColumns + ` FROM tasks INDEXED BY tasks_outbox
-		WHERE ` + pending + ` AND next_attempt_ms <= ? ORDER BY next_attempt_ms, id LIMIT ?`
+		WHERE recorder = ? AND ` + pending + ` AND next_attempt_ms <= ? ORDER BY next_attempt_ms, id LIMIT ?`
 	// A claim moves the due time to the claim's expiry and marks the
 	// delivery in flight; neither column enters the state, so a claim
 	// writes no index but tasks_outbox and fires no counter trigger.
@@ -177,11 +178,12 @@ const (
 		AND NOT (claimed = 1 AND next_attempt_ms > ?)
 		AND NOT (claimed = 0 AND delivered_ms = 0 AND gave_up = 0 AND next_attempt_ms BETWEEN 1 AND ?)`
 
-	// RedeliverFailed: failed callbacks (states 24 and 34) of tasks
-	// finished at or after a time, from tasks_done, and their change by
-	// rowid.
-	failedSelectSQL = `SELECT rid, id FROM tasks INDEXED BY tasks_done
-		WHERE ` + doneStates + ` AND state IN (24, 34) AND finished_ms >= ? LIMIT ?`
+	// RedeliverFailed: failed callbacks (states 24 and 34) of one
+	// recorder's tasks finished at or after a time, the earliest finished
+	// first, from tasks_failed (a range of it), and their change by rowid.
+	// Arguments: the recorder, the time, the limit.
+	failedSelectSQL = `SELECT rid, id FROM tasks INDEXED BY tasks_failed
+		WHERE state IN (24, 34) AND recorder = ? AND finished_ms >= ? ORDER BY finished_ms, id LIMIT ?`
 	failedUpdateSQL = `UPDATE tasks SET next_attempt_ms = ?, delivered_ms = 0, gave_up = 0, claimed = 0
 		WHERE rid IN (SELECT value FROM json_each(?))`
 )

@@ -18,6 +18,7 @@ import (
 func TestExportedFuncs(t *testing.T) {
 	want := []string{
 		"CallbackStatus.Valid",
+		"CheckRecorder",
 		"Cursor.IsStart",
 		"Filter.Validate",
 		"FromContext",

@@ -25,6 +25,24 @@ import (
 // the time given, so a caller that may repeat a call passes an explicit,
 // non-zero time and the same one each time.
 //
+// # Recorders
+//
+// Every task carries the name of the callback recorder that created it
+// (Task.Recorder; "" is the default recorder), so that several recorders,
+// each with its own secret, schedule and hooks, share one store and each
+// delivers only its own callbacks. The methods that select tasks for a
+// recorder's background work take the name and select only that
+// recorder's tasks: ClaimDeliveries (delivery), Abandoned (the sweep of
+// abandoned tasks) and RedeliverFailed (recovery). The methods that act
+// on tasks given by id (Start, Finish, FinishMany, RenewLeases,
+// DeferDeliveries, RecordAttempt, Redeliver, Delete) do not look at it:
+// their callers hold ids of tasks they own (a claim, a lease) or, for
+// Redeliver, have checked whose the tasks are (callback.Recorder.Redeliver
+// skips other recorders' tasks); a task made due by Redeliver is delivered
+// by its own recorder whoever called it. Get, Find, Walk and Prune cover
+// every recorder's tasks. An invalid name (CheckRecorder) gives
+// ErrInvalid.
+//
 // The conformance suite in taskstore/storetest asserts these rules for
 // every backend.
 type Store interface {
@@ -103,13 +121,15 @@ type Store interface {
 	// every third of it), so the next renewal covers a skipped one.
 	RenewLeases(ctx context.Context, ids []string, until time.Time) error
 
-	// Abandoned returns at most limit (> 0) unfinished tasks whose
+	// Abandoned returns at most limit (> 0) unfinished tasks of the given
+	// recorder (Task.Recorder) whose
 	// LeaseUntil is before the given time (a zero LeaseUntil counts as
 	// expired), oldest lease first (then by ID). Their owner is gone: a caller finishes
 	// them as interrupted (Finish makes that safe when several do).
-	Abandoned(ctx context.Context, before time.Time, limit int) ([]Task, error)
+	Abandoned(ctx context.Context, recorder string, before time.Time, limit int) ([]Task, error)
 
-	// ClaimDeliveries returns at most limit (> 0) tasks whose callback is
+	// ClaimDeliveries returns at most limit (> 0) tasks of the given
+	// recorder (Task.Recorder) whose callback is
 	// pending and due (Callback.NextAttemptAt at or before now), the
 	// earliest due first (then by ID), and claims them: their NextAttemptAt moves to
 	// now+lease in the same atomic write, so no other ClaimDeliveries call
@@ -118,9 +138,10 @@ type Store interface {
 	// becomes due again. The returned tasks carry the new NextAttemptAt.
 	// Until RecordAttempt ends it or it expires, a claim marks the delivery
 	// as in flight, which Redeliver respects.
+	// Another recorder's due callbacks are neither returned nor claimed.
 	// A zero now, a negative lease or a limit below 1 gives ErrInvalid
 	// (storekit.CheckClaim).
-	ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]Task, error)
+	ClaimDeliveries(ctx context.Context, recorder string, now time.Time, lease time.Duration, limit int) ([]Task, error)
 
 	// DeferDeliveries hands claimed deliveries back without an attempt:
 	// for each Deferral whose task's callback is pending and still held by
@@ -181,10 +202,11 @@ type Store interface {
 
 	// RedeliverFailed makes due again, as Redeliver does, the failed
 	// callbacks (CallbackFailed) of at most limit (> 0, else ErrInvalid)
-	// tasks that finished at or after since, and returns their ids. Call it
+	// tasks of the given recorder (Task.Recorder) that finished at or
+	// after since, and returns their ids. Call it
 	// again while it returns limit ids: each call takes callbacks that are
 	// still failed, so a loop ends.
-	RedeliverFailed(ctx context.Context, since, at time.Time, limit int) ([]string, error)
+	RedeliverFailed(ctx context.Context, recorder string, since, at time.Time, limit int) ([]string, error)
 
 	// Walk returns at most limit (> 0, else ErrInvalid) tasks that come
 	// strictly after the cursor `after` in ascending order of CreatedAt

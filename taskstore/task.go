@@ -52,6 +52,35 @@ type Task struct {
 	// (see Store.Abandoned) and any process may finish it as interrupted.
 	// Zero means no one holds it.
 	LeaseUntil time.Time
+
+	// Recorder names the callback recorder that created the task and alone
+	// delivers its callback, sweeps it when abandoned and recovers it
+	// (callback.Options.Name); "" is the default recorder. Several
+	// recorders share one store this way, each with its own settings:
+	// ClaimDeliveries, Abandoned and RedeliverFailed select the tasks of
+	// one name. It is at most MaxRecorderLength printable ASCII
+	// characters (CheckRecorder) and is not part of the JSON encoding.
+	Recorder string
+}
+
+// MaxRecorderLength is the longest recorder name (Task.Recorder) a store
+// accepts, in bytes.
+const MaxRecorderLength = 64
+
+// CheckRecorder checks a recorder name (Task.Recorder,
+// callback.Options.Name): at most MaxRecorderLength characters, each
+// printable ASCII (space to tilde). The empty name is the default
+// recorder's. Else it gives ErrInvalid.
+func CheckRecorder(name string) error {
+	if len(name) > MaxRecorderLength {
+		return invalidf("recorder name must be at most %d characters, got %d", MaxRecorderLength, len(name))
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c < ' ' || c > '~' {
+			return invalidf("recorder name must be printable ASCII (space to tilde); byte %d is %#x", i, c)
+		}
+	}
+	return nil
 }
 
 // Callback is the delivery state of a task's callback: the outbox entry.

@@ -359,3 +359,42 @@ func TestReason(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckRecorder(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{"", true},
+		{"images", true},
+		{"svc A/v2 ~!", true},
+		{strings.Repeat("x", taskstore.MaxRecorderLength), true},
+		{strings.Repeat("x", taskstore.MaxRecorderLength+1), false},
+		{"tab\there", false},
+		{"new\nline", false},
+		{"del\x7f", false},
+		{"é", false},
+	} {
+		err := taskstore.CheckRecorder(tc.name)
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, taskstore.ErrInvalid)) {
+			t.Errorf("CheckRecorder(%q) = %v", tc.name, err)
+		}
+	}
+	if err := taskstore.CheckRecorder("a\x01"); err == nil || !strings.Contains(err.Error(), "printable ASCII") {
+		t.Errorf("error does not say what is allowed: %v", err)
+	}
+	if err := taskstore.CheckRecorder(strings.Repeat("x", 65)); err == nil || !strings.Contains(err.Error(), "at most 64") {
+		t.Errorf("error does not say the length: %v", err)
+	}
+	task := taskstore.Task{ID: "a", Type: "t", Request: []byte("{}"), Recorder: "bad\n"}
+	if _, err := storekit.Normalize(task, time.Now()); !errors.Is(err, taskstore.ErrInvalid) {
+		t.Errorf("Normalize with a bad recorder name: %v", err)
+	}
+	task.Recorder = "images"
+	if got, err := storekit.Normalize(task, time.Now()); err != nil || got.Recorder != "images" {
+		t.Errorf("Normalize kept recorder %q, %v", got.Recorder, err)
+	}
+	if b, _ := task.MarshalJSON(); strings.Contains(string(b), "images") {
+		t.Errorf("the recorder name is in the wire JSON: %s", b)
+	}
+}

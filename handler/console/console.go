@@ -129,7 +129,11 @@ type Option func(*Console)
 // WithRecorder sets the recorder whose Redeliver and Recover the actions
 // call, so that redelivered callbacks go out at once. Without it the
 // actions call the store's Redeliver and RedeliverFailed, and whichever
-// recorder polls the store delivers them at its next poll.
+// recorder polls the store delivers them at its next poll. A recorder's
+// actions keep to its own tasks (callback.Options.Name): Redeliver leaves
+// other recorders' tasks out, Recover makes due its failed callbacks only.
+// Without a recorder, redeliver makes due any task's callback (each is
+// delivered by its own recorder) and recover the default recorder's ("").
 func WithRecorder(r Recorder) Option { return func(c *Console) { c.rec = r } }
 
 // WithOperator sets the rule deciding which principals may use the console.
@@ -703,7 +707,7 @@ func (c *Console) storeRecover(ctx context.Context, since time.Time) (int, error
 	const batch = 500
 	total := 0
 	for {
-		ids, err := c.store.RedeliverFailed(ctx, since, time.Time{}, batch)
+		ids, err := c.store.RedeliverFailed(ctx, "", since, time.Time{}, batch)
 		if err != nil {
 			return total, err
 		}

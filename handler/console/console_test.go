@@ -372,7 +372,7 @@ func TestActionsWithoutRecorder(t *testing.T) {
 	x.Callback.URL = "https://cb.example/a"
 	store.Create(ctx, x)
 	store.Finish(ctx, "a", json.RawMessage(`{"success":true}`), time.Time{})
-	claimed, _ := store.ClaimDeliveries(ctx, time.Now(), time.Minute, 1)
+	claimed, _ := store.ClaimDeliveries(ctx, "", time.Now(), time.Minute, 1)
 	if len(claimed) != 1 {
 		t.Fatal("no claim")
 	}

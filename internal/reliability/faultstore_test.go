@@ -201,16 +201,16 @@ func (s *FaultStore) RenewLeases(ctx context.Context, ids []string, until time.T
 	return s.call(OpRenewLeases, func() error { return s.inner.RenewLeases(ctx, ids, until) })
 }
 
-func (s *FaultStore) Abandoned(ctx context.Context, before time.Time, limit int) (ts []taskstore.Task, err error) {
-	err = s.call(OpAbandoned, func() error { ts, err = s.inner.Abandoned(ctx, before, limit); return err })
+func (s *FaultStore) Abandoned(ctx context.Context, recorder string, before time.Time, limit int) (ts []taskstore.Task, err error) {
+	err = s.call(OpAbandoned, func() error { ts, err = s.inner.Abandoned(ctx, recorder, before, limit); return err })
 	if err != nil {
 		return nil, err
 	}
 	return ts, nil
 }
 
-func (s *FaultStore) ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) (ts []taskstore.Task, err error) {
-	err = s.call(OpClaimDeliveries, func() error { ts, err = s.inner.ClaimDeliveries(ctx, now, lease, limit); return err })
+func (s *FaultStore) ClaimDeliveries(ctx context.Context, recorder string, now time.Time, lease time.Duration, limit int) (ts []taskstore.Task, err error) {
+	err = s.call(OpClaimDeliveries, func() error { ts, err = s.inner.ClaimDeliveries(ctx, recorder, now, lease, limit); return err })
 	if err != nil {
 		return nil, err
 	}
@@ -229,8 +229,8 @@ func (s *FaultStore) Redeliver(ctx context.Context, ids []string, at time.Time) 
 	return out, nil
 }
 
-func (s *FaultStore) RedeliverFailed(ctx context.Context, since, at time.Time, limit int) (out []string, err error) {
-	err = s.call(OpRedeliverFailed, func() error { out, err = s.inner.RedeliverFailed(ctx, since, at, limit); return err })
+func (s *FaultStore) RedeliverFailed(ctx context.Context, recorder string, since, at time.Time, limit int) (out []string, err error) {
+	err = s.call(OpRedeliverFailed, func() error { out, err = s.inner.RedeliverFailed(ctx, recorder, since, at, limit); return err })
 	if err != nil {
 		return nil, err
 	}

@@ -57,6 +57,10 @@ func must(t *testing.T, err error) {
 	}
 }
 
+// recorders are the recorder names of the tasks fill makes: the default
+// one and another, so that a copy must keep them.
+var recorders = []string{"", "svc-b"}
+
 // fill gives s tasks in every state a store can hold, through the Store
 // API as a server makes them: unfinished (pending, running, leased),
 // finished without a callback, with a callback delivered, pending at once,
@@ -73,7 +77,7 @@ func fill(t *testing.T, s taskstore.Store, n int) []string {
 			ID: id, Type: []string{"images_generations", "images_edits"}[i%2],
 			Request:   json.RawMessage(fmt.Sprintf("{\"prompt\" : \"caf\\u00e9 猫 %d\",\n\t\"n\":1}", i)),
 			CreatedAt: created, ApplicationID: fmt.Sprintf("app-%d", i%2), UserID: fmt.Sprintf("user-%d", i%3),
-			CredentialID: "cred",
+			CredentialID: "cred", Recorder: recorders[i%3%2],
 		}
 		if i%4 != 0 {
 			x.TraceID = fmt.Sprintf("trace-%d", i%5)
@@ -96,8 +100,12 @@ func fill(t *testing.T, s taskstore.Store, n int) []string {
 		}
 	}
 	// The deliveries: claim every due one, then settle them variously.
-	due, err := s.ClaimDeliveries(ctx, base.Add(time.Hour), time.Minute, 1000)
-	must(t, err)
+	var due []taskstore.Task
+	for _, name := range recorders {
+		d, err := s.ClaimDeliveries(ctx, name, base.Add(time.Hour), time.Minute, 1000)
+		must(t, err)
+		due = append(due, d...)
+	}
 	for k, x := range due {
 		at := base.Add(time.Hour)
 		switch k % 6 {
@@ -114,7 +122,7 @@ func fill(t *testing.T, s taskstore.Store, n int) []string {
 		case 4: // claimed long ago, never recorded (its deliverer died)
 		case 5: // claimed again, in flight until 2100
 			must(t, s.RecordAttempt(ctx, x.ID, taskstore.Attempt{At: at, Status: 0, Error: "timeout", Next: at}))
-			again, err := s.ClaimDeliveries(ctx, at, time.Until(time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)), 1000)
+			again, err := s.ClaimDeliveries(ctx, x.Recorder, at, time.Until(time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)), 1000)
 			must(t, err)
 			if len(again) == 0 {
 				t.Fatal("nothing claimed again")
@@ -342,6 +350,7 @@ func TestAppendRecord(t *testing.T) {
 		func(t *taskstore.Task) { t.Callback.LastStatus = 200 },
 		func(t *taskstore.Task) { t.Callback.LastError = "x" },
 		func(t *taskstore.Task) { t.LeaseUntil = base },
+		func(t *taskstore.Task) { t.Recorder = "other" },
 		func(t *taskstore.Task) { t.ID, t.TraceID = "", "a" }, // lengths keep fields apart
 	}
 	orig := string(storecopy.AppendRecord(nil, x))

@@ -235,6 +235,7 @@ func Diff(want, got taskstore.Task) string {
 	num("callback last status", want.Callback.LastStatus, got.Callback.LastStatus)
 	str("callback last error", want.Callback.LastError, got.Callback.LastError)
 	tm("lease", want.LeaseUntil, got.LeaseUntil)
+	str("recorder", want.Recorder, got.Recorder)
 	return strings.Join(d, ", ")
 }
 
@@ -273,6 +274,7 @@ func AppendRecord(b []byte, t taskstore.Task) []byte {
 	n(int64(t.Callback.LastStatus))
 	s(t.Callback.LastError)
 	n(storekit.ToMillis(t.LeaseUntil))
+	s(t.Recorder)
 	return b
 }
 

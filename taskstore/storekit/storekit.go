@@ -75,6 +75,9 @@ func Normalize(t taskstore.Task, now time.Time) (taskstore.Task, error) {
 			return t, err
 		}
 	}
+	if err := taskstore.CheckRecorder(t.Recorder); err != nil {
+		return t, err
+	}
 	if t.Callback.Attempts < 0 || t.Callback.Attempts > math.MaxInt32 {
 		return t, Invalidf("callback attempts must be between 0 and %d", math.MaxInt32)
 	}
@@ -182,9 +185,13 @@ func CheckLimit(limit int) error {
 	return nil
 }
 
-// CheckClaim checks the arguments of Store.ClaimDeliveries: a zero now, a
-// negative lease or a limit that is not positive gives ErrInvalid.
-func CheckClaim(now time.Time, lease time.Duration, limit int) error {
+// CheckClaim checks the arguments of Store.ClaimDeliveries: an invalid
+// recorder name (taskstore.CheckRecorder), a zero now, a negative lease or
+// a limit that is not positive gives ErrInvalid.
+func CheckClaim(recorder string, now time.Time, lease time.Duration, limit int) error {
+	if err := taskstore.CheckRecorder(recorder); err != nil {
+		return err
+	}
 	switch {
 	case now.IsZero():
 		return Invalidf("now is required")

@@ -95,9 +95,12 @@ func TestCheckClaim(t *testing.T) {
 		{"negative lease", now, -time.Second, 1, false},
 		{"limit 0", now, time.Minute, 0, false},
 	} {
-		err := storekit.CheckClaim(tc.now, tc.lease, tc.limit)
+		err := storekit.CheckClaim("", tc.now, tc.lease, tc.limit)
 		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, taskstore.ErrInvalid)) {
 			t.Errorf("%s: %v", tc.name, err)
 		}
+	}
+	if err := storekit.CheckClaim("bad\n", now, time.Minute, 1); !errors.Is(err, taskstore.ErrInvalid) {
+		t.Errorf("bad recorder name: %v", err)
 	}
 }

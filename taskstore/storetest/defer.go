@@ -17,14 +17,14 @@ func testDeferDeliveries(t *testing.T, s taskstore.Store) {
 	now := base.Add(time.Second)
 
 	// d has had a failed attempt: its Last* must survive a deferral.
-	claimed, err := s.ClaimDeliveries(ctx, now, time.Minute, 10)
+	claimed, err := s.ClaimDeliveries(ctx, "", now, time.Minute, 10)
 	must(t, err)
 	if len(claimed) != 4 {
 		t.Fatalf("claimed %v, want the four due deliveries", ids(claimed))
 	}
 	until := claimed[0].Callback.NextAttemptAt
 	must(t, s.RecordAttempt(ctx, "d", taskstore.Attempt{At: now, Status: 503, Error: "status 503", Next: now}))
-	dClaim, err := s.ClaimDeliveries(ctx, now, 2*time.Minute, 10)
+	dClaim, err := s.ClaimDeliveries(ctx, "", now, 2*time.Minute, 10)
 	must(t, err)
 	if !slices.Equal(ids(dClaim), []string{"d"}) {
 		t.Fatalf("claim after d's retry = %v, want [d]", ids(dClaim))
@@ -69,10 +69,10 @@ func testDeferDeliveries(t *testing.T, s taskstore.Store) {
 	}
 	// A deferred delivery is no longer in flight: it is claimed again once
 	// due, not before, and another deferral with the old claim does nothing.
-	if got, err := s.ClaimDeliveries(ctx, next.Add(-time.Millisecond), time.Minute, 10); err != nil || len(got) != 0 {
+	if got, err := s.ClaimDeliveries(ctx, "", next.Add(-time.Millisecond), time.Minute, 10); err != nil || len(got) != 0 {
 		t.Fatalf("claim before the deferred time = %v, %v; want none", ids(got), err)
 	}
-	again, err := s.ClaimDeliveries(ctx, next.Add(time.Second), time.Minute, 10)
+	again, err := s.ClaimDeliveries(ctx, "", next.Add(time.Second), time.Minute, 10)
 	must(t, err)
 	if !slices.Equal(ids(again), []string{"a", "b"}) {
 		t.Fatalf("claim at the deferred times = %v, want [a b] (earliest due first)", ids(again))

@@ -66,13 +66,13 @@ func testFinishMany(t *testing.T, s taskstore.Store) {
 	statusCounts(t, s, []string{"cb", "plain", "done", "other"}, "FinishMany")
 
 	// The callback is due, as after Finish.
-	claimed, err := s.ClaimDeliveries(ctx, at, time.Minute, 10)
+	claimed, err := s.ClaimDeliveries(ctx, "", at, time.Minute, 10)
 	must(t, err)
 	if want := []string{"cb"}; !slices.Equal(ids(claimed), want) {
 		t.Fatalf("claimed %v after FinishMany, want %v", ids(claimed), want)
 	}
 	// Finished tasks are out of the leases: Abandoned no longer sees them.
-	abandoned, err := s.Abandoned(ctx, base.Add(2*time.Hour), 10)
+	abandoned, err := s.Abandoned(ctx, "", base.Add(2*time.Hour), 10)
 	must(t, err)
 	if want := []string{"other"}; !slices.Equal(ids(abandoned), want) {
 		t.Fatalf("Abandoned after FinishMany = %v, want %v", ids(abandoned), want)

@@ -66,7 +66,7 @@ func testRepeatFinish(t *testing.T, s taskstore.Store) {
 func testRepeatAttempt(t *testing.T, s taskstore.Store) {
 	finished(t, s, map[string]int{"d": 0, "r": 0, "g": 0})
 	now := base.Add(time.Second)
-	claimed, err := s.ClaimDeliveries(ctx, now, time.Minute, 10)
+	claimed, err := s.ClaimDeliveries(ctx, "", now, time.Minute, 10)
 	must(t, err)
 	if len(claimed) != 3 {
 		t.Fatalf("claimed %v, want d, g and r", ids(claimed))
@@ -104,7 +104,7 @@ func testRepeatAttempt(t *testing.T, s taskstore.Store) {
 
 	// A claimed callback whose claim ends at the attempt's Next is not
 	// taken for a repeat: the claim marks a new attempt.
-	claimed, err = s.ClaimDeliveries(ctx, next.Add(time.Second), 4*time.Second, 10)
+	claimed, err = s.ClaimDeliveries(ctx, "", next.Add(time.Second), 4*time.Second, 10)
 	must(t, err)
 	if len(claimed) != 1 || claimed[0].ID != "r" {
 		t.Fatalf("claimed %v, want r", ids(claimed))

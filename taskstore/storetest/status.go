@@ -214,7 +214,7 @@ func testStatusTransitions(t *testing.T, s taskstore.Store) {
 				}
 				err = s.Finish(ctx, id, resp, now)
 			case 5:
-				_, err = s.ClaimDeliveries(ctx, now, time.Minute, 3)
+				_, err = s.ClaimDeliveries(ctx, "", now, time.Minute, 3)
 			case 6:
 				a := taskstore.Attempt{At: now, Status: 500, Error: "status 500"}
 				switch rng.IntN(3) {
@@ -228,7 +228,7 @@ func testStatusTransitions(t *testing.T, s taskstore.Store) {
 				_, err = s.Redeliver(ctx, []string{id, ids[rng.IntN(len(ids))]}, now)
 			case 8:
 				if rng.IntN(4) == 0 {
-					_, err = s.RedeliverFailed(ctx, base, now, 2)
+					_, err = s.RedeliverFailed(ctx, "", base, now, 2)
 				} else {
 					err = s.Delete(ctx, id)
 				}
@@ -290,7 +290,7 @@ func testRedeliver(t *testing.T, s taskstore.Store) {
 	}
 
 	// They are due at once, and the attempts count on.
-	claimed, err := s.ClaimDeliveries(ctx, at, time.Minute, 10)
+	claimed, err := s.ClaimDeliveries(ctx, "", at, time.Minute, 10)
 	must(t, err)
 	if want := []string{"due", "retry", "delivered", "failed", "gone"}; !slices.Equal(ids(claimed), want) {
 		t.Fatalf("claimed after Redeliver = %v, want %v", ids(claimed), want)
@@ -320,7 +320,7 @@ func testRedeliver(t *testing.T, s taskstore.Store) {
 func testRedeliverInFlight(t *testing.T, s taskstore.Store) {
 	finished(t, s, map[string]int{"f": 0})
 	now := base.Add(time.Second)
-	claimed, err := s.ClaimDeliveries(ctx, now, time.Minute, 10)
+	claimed, err := s.ClaimDeliveries(ctx, "", now, time.Minute, 10)
 	must(t, err)
 	if len(claimed) != 1 {
 		t.Fatalf("claimed %v", ids(claimed))
@@ -333,7 +333,7 @@ func testRedeliverInFlight(t *testing.T, s taskstore.Store) {
 	if g := mustGet(t, s, "f"); !g.Callback.NextAttemptAt.Equal(now.Add(time.Minute)) {
 		t.Fatalf("Redeliver moved a claimed delivery to %v", g.Callback.NextAttemptAt)
 	}
-	again, err := s.ClaimDeliveries(ctx, now.Add(2*time.Second), time.Minute, 10)
+	again, err := s.ClaimDeliveries(ctx, "", now.Add(2*time.Second), time.Minute, 10)
 	must(t, err)
 	if len(again) != 0 {
 		t.Fatalf("delivery in flight claimed again after Redeliver: %v", ids(again))
@@ -347,7 +347,7 @@ func testRedeliverInFlight(t *testing.T, s taskstore.Store) {
 	if g := mustGet(t, s, "f"); len(got) != 1 || !g.Callback.NextAttemptAt.Equal(at) || g.Callback.Attempts != 1 {
 		t.Fatalf("Redeliver of a scheduled retry: %v, %+v", got, g.Callback)
 	}
-	claimed, err = s.ClaimDeliveries(ctx, at, time.Minute, 10)
+	claimed, err = s.ClaimDeliveries(ctx, "", at, time.Minute, 10)
 	must(t, err)
 	if len(claimed) != 1 {
 		t.Fatalf("claimed %v after Redeliver of a retry", ids(claimed))
@@ -359,7 +359,7 @@ func testRedeliverInFlight(t *testing.T, s taskstore.Store) {
 	if g := mustGet(t, s, "f"); len(got) != 1 || !g.Callback.NextAttemptAt.Equal(late) {
 		t.Fatalf("Redeliver after the claim expired: %v, %+v", got, g.Callback)
 	}
-	claimed, err = s.ClaimDeliveries(ctx, late, time.Minute, 10)
+	claimed, err = s.ClaimDeliveries(ctx, "", late, time.Minute, 10)
 	must(t, err)
 	if len(claimed) != 1 {
 		t.Fatalf("claimed %v after an expired claim was redelivered", ids(claimed))
@@ -376,7 +376,7 @@ func testRedeliverInFlight(t *testing.T, s taskstore.Store) {
 // RedeliverFailed takes the failed callbacks of tasks finished since a
 // time, in bounded batches, and nothing else.
 func testRedeliverFailed(t *testing.T, s taskstore.Store) {
-	_, err := s.RedeliverFailed(ctx, base, base, 0)
+	_, err := s.RedeliverFailed(ctx, "", base, base, 0)
 	wantErr(t, "RedeliverFailed with limit 0", err, taskstore.ErrInvalid)
 	var want []string
 	for i := range 25 {
@@ -390,7 +390,7 @@ func testRedeliverFailed(t *testing.T, s taskstore.Store) {
 	at := base.Add(time.Hour)
 	var got []string
 	for range 20 {
-		batch, err := s.RedeliverFailed(ctx, since, at, 3)
+		batch, err := s.RedeliverFailed(ctx, "", since, at, 3)
 		must(t, err)
 		if len(batch) > 3 {
 			t.Fatalf("RedeliverFailed(limit 3) returned %d", len(batch))
@@ -418,7 +418,7 @@ func testRedeliverFailed(t *testing.T, s taskstore.Store) {
 			t.Fatalf("%s callback %q, want %q", id, g.CallbackStatus(), wantSt)
 		}
 	}
-	if batch, err := s.RedeliverFailed(ctx, since, at, 3); err != nil || len(batch) != 0 {
+	if batch, err := s.RedeliverFailed(ctx, "", since, at, 3); err != nil || len(batch) != 0 {
 		t.Fatalf("second RedeliverFailed = %v, %v; want nothing left", batch, err)
 	}
 }
@@ -430,7 +430,7 @@ func testRedeliverClaimRace(t *testing.T, s taskstore.Store) {
 	now := base.Add(time.Second)
 	for round := range 20 {
 		// Deliver the callback (or give it up), then race.
-		claimed, err := s.ClaimDeliveries(ctx, now, time.Hour, 10)
+		claimed, err := s.ClaimDeliveries(ctx, "", now, time.Hour, 10)
 		must(t, err)
 		if len(claimed) != 1 {
 			t.Fatalf("round %d: claimed %v before the race", round, ids(claimed))
@@ -453,7 +453,7 @@ func testRedeliverClaimRace(t *testing.T, s taskstore.Store) {
 					_, err = s.Redeliver(ctx, []string{"r"}, now)
 				} else {
 					var c []taskstore.Task
-					c, err = s.ClaimDeliveries(ctx, now, time.Hour, 10)
+					c, err = s.ClaimDeliveries(ctx, "", now, time.Hour, 10)
 					mu.Lock()
 					count += len(c)
 					mu.Unlock()
@@ -469,7 +469,7 @@ func testRedeliverClaimRace(t *testing.T, s taskstore.Store) {
 		if len(errs) > 0 {
 			t.Fatalf("round %d: %v", round, errs)
 		}
-		c, err := s.ClaimDeliveries(ctx, now, time.Hour, 10)
+		c, err := s.ClaimDeliveries(ctx, "", now, time.Hour, 10)
 		must(t, err)
 		if count+len(c) != 1 {
 			t.Fatalf("round %d: the redelivered callback was claimed %d times during the race and %d after, want once in all", round, count, len(c))
@@ -487,7 +487,7 @@ func testRedeliverRecordRace(t *testing.T, s taskstore.Store) {
 	finished(t, s, map[string]int{"r": 0})
 	now := base.Add(time.Second)
 	for round := range 20 {
-		claimed, err := s.ClaimDeliveries(ctx, now, time.Hour, 10)
+		claimed, err := s.ClaimDeliveries(ctx, "", now, time.Hour, 10)
 		must(t, err)
 		if len(claimed) != 1 {
 			t.Fatalf("round %d: claimed %v", round, ids(claimed))
@@ -546,7 +546,7 @@ func testRedeliverTwice(t *testing.T, s taskstore.Store) {
 			t.Fatalf("Redeliver %d = %v", i, res[i])
 		}
 	}
-	claimed, err := s.ClaimDeliveries(ctx, at, time.Minute, 100)
+	claimed, err := s.ClaimDeliveries(ctx, "", at, time.Minute, 100)
 	must(t, err)
 	if len(claimed) != len(list) {
 		t.Fatalf("claimed %d, want %d", len(claimed), len(list))

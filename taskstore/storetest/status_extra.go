@@ -71,17 +71,17 @@ func testRedeliverFailedSince(t *testing.T, s taskstore.Store) {
 		mustCreate(t, s, x)
 	}
 	at := base.Add(time.Hour)
-	got, err := s.RedeliverFailed(ctx, finishedAt.Add(500*time.Microsecond), at, 10)
+	got, err := s.RedeliverFailed(ctx, "", finishedAt.Add(500*time.Microsecond), at, 10)
 	must(t, err)
 	if len(got) != 0 {
 		t.Fatalf("RedeliverFailed(since half a millisecond after they finished) = %v, want none", got)
 	}
-	got, err = s.RedeliverFailed(ctx, finishedAt.Add(-500*time.Microsecond), at, 1)
+	got, err = s.RedeliverFailed(ctx, "", finishedAt.Add(-500*time.Microsecond), at, 1)
 	must(t, err)
 	if len(got) != 1 {
 		t.Fatalf("RedeliverFailed(since half a millisecond before, limit 1) = %v, want one", got)
 	}
-	got2, err := s.RedeliverFailed(ctx, finishedAt, at, 10)
+	got2, err := s.RedeliverFailed(ctx, "", finishedAt, at, 10)
 	must(t, err)
 	if len(got2) != 1 || got2[0] == got[0] {
 		t.Fatalf("RedeliverFailed(since the very millisecond) = %v after %v, want the other one", got2, got)

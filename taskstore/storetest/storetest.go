@@ -19,7 +19,8 @@
 // redelivery and its races with claims and attempts, repeated writes (Start,
 // Finish and RecordAttempt called again with the same arguments), walks in
 // (CreatedAt, ID) order with the claims they show, pages bounded in bytes,
-// and a concurrent run under load. The suite closes each store itself at the
+// the recorder names that keep several recorders' claims, sweeps and
+// recoveries apart (Recorders/*), and a concurrent run under load. The suite closes each store itself at the
 // end of the subtest (Close must be idempotent, so a Cleanup that closes it
 // again is fine).
 package storetest
@@ -117,19 +118,25 @@ func Run(t *testing.T, newStore func(t *testing.T) taskstore.Store) {
 		{"Status/SuccessBit", testStatusSuccessBit},         // status_extra.go
 		{"Redeliver/FailedSince", testRedeliverFailedSince}, // status_extra.go
 		{"Status/EscapedResponses", testStatusEscapedResponses},
-		{"Walk/Order", testWalkOrder},                         // walk.go
-		{"Walk/Invalid", testWalkInvalid},                     // walk.go
-		{"Walk/Claimed", testWalkClaimed},                     // walk.go
-		{"Walk/ConcurrentChanges", testWalkConcurrentChanges}, // walk.go
-		{"Outbox/Defer", testDeferDeliveries},                 // defer.go
-		{"Find/PageBytes", testPageBytes},                     // pagebytes.go
-		{"FinishMany", testFinishMany},                        // finishmany.go
-		{"FinishMany/Edges", testFinishManyEdges},             // finishmany.go
-		{"FinishMany/Invalid", testFinishManyInvalid},         // finishmany.go
-		{"Concurrent/FinishManyOnce", testFinishManyRace},     // finishmany.go
-		{"Repeat/Start", testRepeatStart},                     // repeat.go
-		{"Repeat/Finish", testRepeatFinish},                   // repeat.go
-		{"Repeat/Attempt", testRepeatAttempt},                 // repeat.go
+		{"Walk/Order", testWalkOrder},                               // walk.go
+		{"Walk/Invalid", testWalkInvalid},                           // walk.go
+		{"Walk/Claimed", testWalkClaimed},                           // walk.go
+		{"Walk/ConcurrentChanges", testWalkConcurrentChanges},       // walk.go
+		{"Outbox/Defer", testDeferDeliveries},                       // defer.go
+		{"Find/PageBytes", testPageBytes},                           // pagebytes.go
+		{"FinishMany", testFinishMany},                              // finishmany.go
+		{"FinishMany/Edges", testFinishManyEdges},                   // finishmany.go
+		{"FinishMany/Invalid", testFinishManyInvalid},               // finishmany.go
+		{"Concurrent/FinishManyOnce", testFinishManyRace},           // finishmany.go
+		{"Repeat/Start", testRepeatStart},                           // repeat.go
+		{"Repeat/Finish", testRepeatFinish},                         // repeat.go
+		{"Repeat/Attempt", testRepeatAttempt},                       // repeat.go
+		{"Recorders/RoundTrip", testRecordersRoundTrip},             // recorders.go
+		{"Recorders/Claim", testRecordersClaim},                     // recorders.go
+		{"Recorders/Abandoned", testRecordersAbandoned},             // recorders.go
+		{"Recorders/RedeliverFailed", testRecordersRedeliverFailed}, // recorders.go
+		{"Recorders/Interleaved", testRecordersInterleaved},         // recorders.go
+		{"Recorders/Invalid", testRecordersInvalid},                 // recorders.go
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
 	}
@@ -220,6 +227,7 @@ func equal(t *testing.T, got, want taskstore.Task) {
 	}
 	cmpS("Callback.LastError", got.Callback.LastError, want.Callback.LastError)
 	cmpT("LeaseUntil", got.LeaseUntil, want.LeaseUntil)
+	cmpS("Recorder", got.Recorder, want.Recorder)
 	if len(diffs) > 0 {
 		t.Fatalf("task %s differs:\n  %s", want.ID, strings.Join(diffs, "\n  "))
 	}
@@ -734,7 +742,7 @@ func testDelete(t *testing.T, s taskstore.Store) {
 			t.Fatalf("deleted task still found by %+v: %v total %d", f, got, total)
 		}
 	}
-	claimed, err := s.ClaimDeliveries(ctx, base.Add(time.Hour), time.Minute, 10)
+	claimed, err := s.ClaimDeliveries(ctx, "", base.Add(time.Hour), time.Minute, 10)
 	must(t, err)
 	if len(claimed) != 0 {
 		t.Fatalf("deleted task's delivery still claimable: %v", ids(claimed))
@@ -794,22 +802,22 @@ func testLeases(t *testing.T, s taskstore.Store) {
 	must(t, s.Finish(ctx, "done", json.RawMessage(`{}`), base))
 
 	now := base.Add(time.Minute)
-	got, err := s.Abandoned(ctx, now, 10)
+	got, err := s.Abandoned(ctx, "", now, 10)
 	must(t, err)
 	if want := []string{"none", "old"}; !slices.Equal(ids(got), want) {
 		t.Fatalf("Abandoned = %v, want %v (zero lease first, then oldest; no live or finished ones)", ids(got), want)
 	}
-	got, err = s.Abandoned(ctx, now, 1)
+	got, err = s.Abandoned(ctx, "", now, 1)
 	must(t, err)
 	if len(got) != 1 {
 		t.Fatalf("Abandoned limit 1 returned %d", len(got))
 	}
-	_, err = s.Abandoned(ctx, now, 0)
+	_, err = s.Abandoned(ctx, "", now, 0)
 	wantErr(t, "Abandoned limit 0", err, taskstore.ErrInvalid)
 
 	must(t, s.RenewLeases(ctx, []string{"old", "none", "done", "missing"}, now.Add(time.Hour)))
 	must(t, s.RenewLeases(ctx, nil, now))
-	got, err = s.Abandoned(ctx, now, 10)
+	got, err = s.Abandoned(ctx, "", now, 10)
 	must(t, err)
 	if len(got) != 0 {
 		t.Fatalf("after renewal Abandoned = %v, want none", ids(got))
@@ -820,7 +828,7 @@ func testLeases(t *testing.T, s taskstore.Store) {
 	if g := mustGet(t, s, "done"); !g.LeaseUntil.IsZero() {
 		t.Fatalf("finished task got a lease: %v", g.LeaseUntil)
 	}
-	got, err = s.Abandoned(ctx, now.Add(2*time.Hour), 10)
+	got, err = s.Abandoned(ctx, "", now.Add(2*time.Hour), 10)
 	must(t, err)
 	if len(got) != 3 {
 		t.Fatalf("after expiry Abandoned = %v, want 3", ids(got))
@@ -847,13 +855,13 @@ func testOutboxOrder(t *testing.T, s taskstore.Store) {
 	mustCreate(t, s, unfinished)
 
 	now := base.Add(time.Second)
-	_, err := s.ClaimDeliveries(ctx, now, time.Minute, 0)
+	_, err := s.ClaimDeliveries(ctx, "", now, time.Minute, 0)
 	wantErr(t, "Claim limit 0", err, taskstore.ErrInvalid)
-	_, err = s.ClaimDeliveries(ctx, time.Time{}, time.Minute, 10)
+	_, err = s.ClaimDeliveries(ctx, "", time.Time{}, time.Minute, 10)
 	wantErr(t, "Claim with a zero now", err, taskstore.ErrInvalid)
-	_, err = s.ClaimDeliveries(ctx, now, -time.Second, 10)
+	_, err = s.ClaimDeliveries(ctx, "", now, -time.Second, 10)
 	wantErr(t, "Claim with a negative lease", err, taskstore.ErrInvalid)
-	got, err := s.ClaimDeliveries(ctx, now, time.Minute, 2)
+	got, err := s.ClaimDeliveries(ctx, "", now, time.Minute, 2)
 	must(t, err)
 	if !slices.Equal(ids(got), []string{"a", "b"}) {
 		t.Fatalf("first claim = %v, want [a b] (earliest due first, bounded)", ids(got))
@@ -866,18 +874,18 @@ func testOutboxOrder(t *testing.T, s taskstore.Store) {
 			t.Fatalf("claimed task lacks response or URL: %+v", x)
 		}
 	}
-	got, err = s.ClaimDeliveries(ctx, now, time.Minute, 10)
+	got, err = s.ClaimDeliveries(ctx, "", now, time.Minute, 10)
 	must(t, err)
 	if !slices.Equal(ids(got), []string{"c"}) {
 		t.Fatalf("second claim = %v, want [c] (claimed ones are not handed out again)", ids(got))
 	}
-	got, err = s.ClaimDeliveries(ctx, now, time.Minute, 10)
+	got, err = s.ClaimDeliveries(ctx, "", now, time.Minute, 10)
 	must(t, err)
 	if len(got) != 0 {
 		t.Fatalf("third claim = %v, want none", ids(got))
 	}
 	// When the claim expires the delivery is due again (the claimer died).
-	got, err = s.ClaimDeliveries(ctx, now.Add(time.Minute), time.Minute, 10)
+	got, err = s.ClaimDeliveries(ctx, "", now.Add(time.Minute), time.Minute, 10)
 	must(t, err)
 	if !slices.Equal(ids(got), []string{"later", "a", "b", "c"}) {
 		t.Fatalf("after expiry = %v, want [later a b c] (due time, then id)", ids(got))
@@ -887,7 +895,7 @@ func testOutboxOrder(t *testing.T, s taskstore.Store) {
 func testOutboxAttempts(t *testing.T, s taskstore.Store) {
 	finished(t, s, map[string]int{"r": 0, "d": 0, "g": 0})
 	now := base.Add(time.Second)
-	_, err := s.ClaimDeliveries(ctx, now, time.Minute, 10)
+	_, err := s.ClaimDeliveries(ctx, "", now, time.Minute, 10)
 	must(t, err)
 
 	// r: fails, is rescheduled, then delivered.
@@ -898,12 +906,12 @@ func testOutboxAttempts(t *testing.T, s taskstore.Store) {
 		!got.Callback.NextAttemptAt.Equal(next) || got.CallbackStatus() != taskstore.CallbackPending {
 		t.Fatalf("after failed attempt: %+v state %v", got.Callback, got.CallbackStatus())
 	}
-	claimed, err := s.ClaimDeliveries(ctx, next.Add(-time.Millisecond), time.Minute, 10)
+	claimed, err := s.ClaimDeliveries(ctx, "", next.Add(-time.Millisecond), time.Minute, 10)
 	must(t, err)
 	if len(claimed) != 0 {
 		t.Fatalf("rescheduled delivery claimed early: %v", ids(claimed))
 	}
-	claimed, err = s.ClaimDeliveries(ctx, next, time.Minute, 10)
+	claimed, err = s.ClaimDeliveries(ctx, "", next, time.Minute, 10)
 	must(t, err)
 	if !slices.Equal(ids(claimed), []string{"r"}) {
 		t.Fatalf("rescheduled claim = %v, want [r]", ids(claimed))
@@ -923,7 +931,7 @@ func testOutboxAttempts(t *testing.T, s taskstore.Store) {
 	if got.CallbackStatus() != taskstore.CallbackFailed || got.Callback.Attempts != 1 || got.Callback.LastStatus != 410 {
 		t.Fatalf("gave up: %+v state %v", got.Callback, got.CallbackStatus())
 	}
-	claimed, err = s.ClaimDeliveries(ctx, now.Add(100*time.Hour), time.Minute, 10)
+	claimed, err = s.ClaimDeliveries(ctx, "", now.Add(100*time.Hour), time.Minute, 10)
 	must(t, err)
 	if len(claimed) != 0 {
 		t.Fatalf("delivered or given-up callbacks claimed: %v", ids(claimed))
@@ -1005,7 +1013,7 @@ func testAbandonedTieBreak(t *testing.T, s taskstore.Store) {
 		x.LeaseUntil = base.Add(time.Second)
 		mustCreate(t, s, x)
 	}
-	got, err := s.Abandoned(ctx, base.Add(time.Minute), 10)
+	got, err := s.Abandoned(ctx, "", base.Add(time.Minute), 10)
 	must(t, err)
 	if want := []string{"t-a", "t-b", "t-c"}; !slices.Equal(ids(got), want) {
 		t.Fatalf("Abandoned = %v, want %v (same lease: by id)", ids(got), want)
@@ -1018,9 +1026,9 @@ func testClaimReturnsCopy(t *testing.T, s taskstore.Store) {
 	leased := task("lease", 0)
 	leased.LeaseUntil = base.Add(time.Second)
 	mustCreate(t, s, leased)
-	claimed, err := s.ClaimDeliveries(ctx, base.Add(time.Second), time.Minute, 10)
+	claimed, err := s.ClaimDeliveries(ctx, "", base.Add(time.Second), time.Minute, 10)
 	must(t, err)
-	abandoned, err := s.Abandoned(ctx, base.Add(time.Minute), 10)
+	abandoned, err := s.Abandoned(ctx, "", base.Add(time.Minute), 10)
 	must(t, err)
 	if len(claimed) != 1 || len(abandoned) != 1 {
 		t.Fatalf("claimed %v, abandoned %v", ids(claimed), ids(abandoned))
@@ -1068,9 +1076,9 @@ func everyMethod(s taskstore.Store) map[string]func(context.Context) error {
 		"Delete":      func(c context.Context) error { return s.Delete(c, "x") },
 		"Prune":       func(c context.Context) error { _, err := s.Prune(c, base, 1); return err },
 		"RenewLeases": func(c context.Context) error { return s.RenewLeases(c, []string{"x"}, base) },
-		"Abandoned":   func(c context.Context) error { _, err := s.Abandoned(c, base, 1); return err },
+		"Abandoned":   func(c context.Context) error { _, err := s.Abandoned(c, "", base, 1); return err },
 		"ClaimDeliveries": func(c context.Context) error {
-			_, err := s.ClaimDeliveries(c, base, time.Minute, 1)
+			_, err := s.ClaimDeliveries(c, "", base, time.Minute, 1)
 			return err
 		},
 		"RecordAttempt": func(c context.Context) error {
@@ -1082,7 +1090,7 @@ func everyMethod(s taskstore.Store) map[string]func(context.Context) error {
 			return err
 		},
 		"RedeliverFailed": func(c context.Context) error {
-			_, err := s.RedeliverFailed(c, base, base, 1)
+			_, err := s.RedeliverFailed(c, "", base, base, 1)
 			return err
 		},
 	}
@@ -1197,7 +1205,7 @@ func testPruneAnyState(t *testing.T, s taskstore.Store) {
 			t.Errorf("%s after Prune: %v", id, err)
 		}
 	}
-	if claimed, err := s.ClaimDeliveries(ctx, base.Add(time.Hour), time.Minute, 10); err != nil || len(claimed) != 0 {
+	if claimed, err := s.ClaimDeliveries(ctx, "", base.Add(time.Hour), time.Minute, 10); err != nil || len(claimed) != 0 {
 		t.Errorf("deliveries of pruned tasks: %v, %v", ids(claimed), err)
 	}
 }
@@ -1227,10 +1235,10 @@ func testBeforeWithFraction(t *testing.T, s taskstore.Store) {
 	x := task("x", 5)
 	x.LeaseUntil = base.Add(7 * time.Millisecond)
 	mustCreate(t, s, x)
-	if got, err := s.Abandoned(ctx, base.Add(7*time.Millisecond+500*time.Microsecond), 10); err != nil || len(got) != 1 {
+	if got, err := s.Abandoned(ctx, "", base.Add(7*time.Millisecond+500*time.Microsecond), 10); err != nil || len(got) != 1 {
 		t.Fatalf("Abandoned(lease+0.5ms) = %v, %v; want the task", ids(got), err)
 	}
-	if got, err := s.Abandoned(ctx, base.Add(7*time.Millisecond), 10); err != nil || len(got) != 0 {
+	if got, err := s.Abandoned(ctx, "", base.Add(7*time.Millisecond), 10); err != nil || len(got) != 0 {
 		t.Fatalf("Abandoned(lease) = %v, %v; want none", ids(got), err)
 	}
 	if n, err := s.Prune(ctx, base.Add(5*time.Millisecond), 10); err != nil || n != 0 {
@@ -1271,7 +1279,7 @@ func testConcurrent(t *testing.T, s taskstore.Store) {
 					return
 				}
 				if i%5 == 0 {
-					got, err := s.ClaimDeliveries(ctx, base.Add(time.Minute), time.Hour, 5)
+					got, err := s.ClaimDeliveries(ctx, "", base.Add(time.Minute), time.Hour, 5)
 					if err != nil {
 						errs <- fmt.Errorf("claim: %w", err)
 						return
@@ -1303,7 +1311,7 @@ func testConcurrent(t *testing.T, s taskstore.Store) {
 	}
 	// Every finished task was claimed at most once per claim window: claim
 	// the rest and count pending deliveries.
-	rest, err := s.ClaimDeliveries(ctx, base.Add(2*time.Hour), time.Hour, workers*each)
+	rest, err := s.ClaimDeliveries(ctx, "", base.Add(2*time.Hour), time.Hour, workers*each)
 	must(t, err)
 	if len(rest) != workers*((each+1)/2) {
 		t.Fatalf("pending deliveries = %d, want %d", len(rest), workers*((each+1)/2))

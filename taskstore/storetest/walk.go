@@ -159,7 +159,7 @@ func testWalkClaimed(t *testing.T, s taskstore.Store) {
 	waiting.Callback.URL = "https://example.com/w"
 	mustCreate(t, s, waiting)
 	now := base.Add(time.Second)
-	got, err := s.ClaimDeliveries(ctx, now, time.Minute, 100)
+	got, err := s.ClaimDeliveries(ctx, "", now, time.Minute, 100)
 	must(t, err)
 	if len(got) != 7 {
 		t.Fatalf("claimed %v, want the seven finished tasks", ids(got))

@@ -477,7 +477,7 @@ func (b *bench) deliveryOver(ctx context.Context, rcv *receiver, open func(conte
 }
 
 // claimDeliveries is the store call the recorder makes to claim due
-// deliveries.
+// deliveries (the default recorder's, as tasksd's).
 func claimDeliveries(ctx context.Context, s taskstore.Store, now time.Time, lease time.Duration, limit int) ([]taskstore.Task, error) {
-	return s.ClaimDeliveries(ctx, now, lease, limit)
+	return s.ClaimDeliveries(ctx, "", now, lease, limit)
 }

@@ -137,7 +137,7 @@ func copyCorpus(t *testing.T, s taskstore.Store, url string, n int) (callback []
 	// Claim every due delivery (cases 2 and 4), as a deliverer would,
 	// until tomorrow; then end the claims of case 2 with an attempt that
 	// leaves them due.
-	claimed, err := s.ClaimDeliveries(ctx, time.Now(), 24*time.Hour, 10*n)
+	claimed, err := s.ClaimDeliveries(ctx, "", time.Now(), 24*time.Hour, 10*n)
 	must(err)
 	var unclaim []string
 	for _, x := range claimed {
