@@ -17,23 +17,9 @@ import (
 	"github.com/tasksapi/tasks/taskstore"
 )
 
-// logBuffer is a log destination safe for concurrent use.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// logBuffer is a log destination safe for concurrent use (a syncBuffer, see
+// upkeep_test.go) that can pick out lines.
+type logBuffer struct{ syncBuffer }
 
 // lines returns the log lines that contain every one of the parts.
 func (l *logBuffer) lines(parts ...string) []string {
