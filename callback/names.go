@@ -98,10 +98,11 @@ var names = struct {
 // claimName registers a recorder with options o on store. It gives an
 // error wrapping ErrNameInUse when a recorder of the same name with other
 // settings runs on the same store in this process. The returned function
-// releases the registration (once; Close calls it). A store whose type is
-// not comparable cannot be told apart from another and is not registered.
+// releases the registration (once; Close calls it). A store value that is
+// not comparable (its type, or an interface inside it holding a map, a
+// slice or a func) cannot be told apart from another and is not registered.
 func claimName(store taskstore.Store, o Options) (release func(), err error) {
-	if !reflect.TypeOf(store).Comparable() {
+	if !reflect.ValueOf(store).Comparable() {
 		return func() {}, nil
 	}
 	k, s := nameKey{store, o.Name}, settingsOf(o)

@@ -281,3 +281,20 @@ func TestRecorderNameInvalid(t *testing.T) {
 	newRecorder(t, store, callback.Options{Name: strings.Repeat("n", 64)})
 	newRecorder(t, store, callback.Options{Name: "svc A/v2 ~"})
 }
+
+// unhashableStore is a store wrapper whose type is comparable but whose
+// value is not: an interface field holding a map.
+type unhashableStore struct {
+	taskstore.Store
+	extra any
+}
+
+// TestRecordersUnhashableStore: New does not panic on a store value that
+// cannot be a map key; such a store is simply not registered by name.
+func TestRecordersUnhashableStore(t *testing.T) {
+	store := unhashableStore{newMemStore(t), map[string]int{}}
+	rec := newRecorder(t, store, callback.Options{Name: "svc"})
+	if err := rec.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
