@@ -72,7 +72,9 @@ type Options struct {
 	// MaxBodyBytes caps the JSON or multipart bodies of callback-mode
 	// requests, which Wrap holds in memory; a larger one is refused with
 	// 400 bad_request. Requests without callback_url are not limited by it:
-	// Wrap streams them to the handler (see Wrap). Default 32 MiB.
+	// Wrap streams them to the handler (see Wrap), except when no
+	// temporary file can be created: then a body larger than MaxBodyBytes
+	// is refused as before streaming, and a warning logged. Default 32 MiB.
 	MaxBodyBytes int64
 	// MaxRequestBytes caps a task's stored request (Task.Request): a
 	// callback-mode JSON body, compacted; the JSON object describing a

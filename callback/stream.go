@@ -42,27 +42,53 @@ const spillAt = 1 << 20
 // spills counts the temporary files created (read by tests).
 var spills atomic.Int64
 
+// errSpoolFull: a body spooled in memory (no temporary file could be
+// created) went past its limit.
+var errSpoolFull = errors.New("callback: request body too large to hold in memory")
+
 // spool is the reader between a request body and the scan: every byte read
 // from src is also written to a temporary file, created on the first read.
+// When no file can be created (a read-only or missing temporary
+// directory), the bytes are kept in memory instead, up to memMax, as Wrap
+// did for every body before it streamed them: past it the read fails with
+// errSpoolFull.
 type spool struct {
-	src  io.Reader
-	f    *os.File
-	name string // the file's name while it still has one
-	w    *bufio.Writer
-	n    int64 // bytes written
-	rerr error // src's first error other than io.EOF
-	werr error // the file's first error
+	src    io.Reader
+	memMax int64
+	f      *os.File
+	name   string // the file's name while it still has one
+	w      *bufio.Writer
+	mem    *bytes.Buffer // the bytes, when no file could be created
+	cerr   error         // why no file could be created
+	n      int64         // bytes written
+	rerr   error         // src's first error other than io.EOF
+	werr   error         // the file's first error, or errSpoolFull
 }
 
 func (s *spool) Read(p []byte) (int, error) {
 	if s.werr != nil {
 		return 0, s.werr
 	}
+	if s.mem != nil {
+		n, err := s.src.Read(p)
+		if n > 0 {
+			if s.n+int64(n) > s.memMax {
+				s.werr = errSpoolFull
+				return n, s.werr
+			}
+			s.mem.Write(p[:n])
+			s.n += int64(n)
+		}
+		if err != nil && err != io.EOF && s.rerr == nil {
+			s.rerr = err
+		}
+		return n, err
+	}
 	if s.f == nil {
 		f, err := os.CreateTemp("", "tasks-body-*")
 		if err != nil {
-			s.werr = err
-			return 0, err
+			s.cerr, s.mem = err, new(bytes.Buffer)
+			return s.Read(p)
 		}
 		spills.Add(1)
 		s.f, s.name = f, f.Name()
@@ -89,6 +115,9 @@ func (s *spool) Read(p []byte) (int, error) {
 
 // replay returns a reader of the bytes spooled so far.
 func (s *spool) replay() (io.Reader, error) {
+	if s.mem != nil {
+		return bytes.NewReader(s.mem.Bytes()), nil
+	}
 	if s.f == nil {
 		return bytes.NewReader(nil), nil
 	}

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -339,4 +340,34 @@ func serve(h http.Handler, req *http.Request) *httptest.ResponseRecorder {
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, req)
 	return w
+}
+
+// TestLargeBodyNoTempDir: where no temporary file can be created (a
+// read-only or missing temporary directory), a large body is held in
+// memory instead, as before Wrap streamed bodies: served up to
+// MaxBodyBytes, refused with 400 beyond it, never a 500.
+func TestLargeBodyNoTempDir(t *testing.T) {
+	t.Setenv("TMPDIR", filepath.Join(t.TempDir(), "missing"))
+	store := newMemStore(t)
+	rec := newRecorder(t, store, callback.Options{MaxBodyBytes: 4 << 20})
+	s := &sink{}
+	h := rec.Wrap("images_generations", s)
+	for _, tc := range []struct {
+		size int64
+		want int
+	}{{2 << 20, http.StatusCreated}, {8 << 20, http.StatusBadRequest}} {
+		gen, length := bigJSON(`"model":"gpt-image-1",`, `,"n":1`, tc.size)
+		want := sum(gen())
+		req := httptest.NewRequest(http.MethodPost, "/v1/images/generations", gen())
+		req.ContentLength = length
+		req.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != tc.want {
+			t.Fatalf("%d bytes: answer %d %s, want %d", length, w.Code, w.Body, tc.want)
+		}
+		if tc.want == http.StatusCreated && (s.n != length || s.sum() != want) {
+			t.Fatalf("%d bytes: the handler read %d bytes, same bytes %v", length, s.n, s.sum() == want)
+		}
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"net/http"
 	"strconv"
@@ -165,7 +166,7 @@ func (wh *wrapped) serveBody(w http.ResponseWriter, req *http.Request, kind int,
 // declared so); head holds the bytes read so far (see stream.go).
 func (wh *wrapped) serveLarge(w http.ResponseWriter, req *http.Request, kind int, boundary string, head []byte) {
 	r := wh.r
-	sp := &spool{src: req.Body}
+	sp := &spool{src: req.Body, memMax: max(r.o.MaxBodyBytes-int64(len(head)), 0)}
 	defer sp.close()
 	scanned := io.MultiReader(bytes.NewReader(head), sp)
 	var candidate bool
@@ -176,6 +177,14 @@ func (wh *wrapped) serveLarge(w http.ResponseWriter, req *http.Request, kind int
 	}
 	if sp.rerr != nil {
 		wh.readError(w, sp.rerr)
+		return
+	}
+	if sp.cerr != nil {
+		r.log.LogAttrs(req.Context(), slog.LevelWarn, "callback: no temporary file for a large request body; held it in memory (at most MaxBodyBytes)",
+			slog.String("error", sp.cerr.Error()))
+	}
+	if sp.werr == errSpoolFull {
+		wh.tooLarge(w)
 		return
 	}
 	spooled, err := sp.replay()
