@@ -32,6 +32,11 @@ var refusedCallbackURLs = []string{
 	"http://localhost:8080/cb",
 	"http://api.localhost/cb",
 	"http://LOCALHOST./cb",
+	// Spellings net/http maps to the above before it dials (IDNA).
+	"http://\uff11\uff12\uff17.\uff10.\uff10.\uff11/",
+	"http://169\u3002254\u3002169\u3002254/",
+	"http://127.0.0.1\u00ad/",
+	"http://\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54/",
 }
 
 // TestPrivateCallbackURLAtSubmit: with the guard on, a callback_url whose

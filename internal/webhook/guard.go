@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/net/idna"
 )
 
 // Sentinel errors. CheckURL and failed deliveries wrap them; test with
@@ -110,10 +112,32 @@ func parseURL(raw string, allowPrivate bool) (*url.URL, error) {
 	} else if strings.HasSuffix(u.Host, ":") {
 		return nil, invalidURL("empty port")
 	}
-	if _, err := checkHost(u.Hostname(), allowPrivate, refusedReason); err != nil {
+	host := u.Hostname()
+	if !isASCII(host) {
+		// net/http maps a non-ASCII host to ASCII before it dials (IDNA,
+		// UTS #46 lookup mapping): check what it will dial, so that
+		// "１２７.０.０.１" or "ｌｏｃａｌｈｏｓｔ" is refused as 127.0.0.1 and
+		// localhost are.
+		mapped, err := idna.Lookup.ToASCII(host)
+		if err != nil {
+			return nil, invalidURL("host is not a valid internationalized domain name")
+		}
+		host = mapped
+	}
+	if _, err := checkHost(host, allowPrivate, refusedReason); err != nil {
 		return nil, err
 	}
 	return u, nil
+}
+
+// isASCII reports whether s is plain ASCII.
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // checkHost validates a host (no brackets, no port). For an IP literal it

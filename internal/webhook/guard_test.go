@@ -152,10 +152,10 @@ func TestGuardMatrix(t *testing.T) {
 		{"http://0x7f.0.0.1/", false},
 		{"http://017700000001/", false},
 		{"http://foo.0x10/", false},
-		{"http://%EF%BC%91%EF%BC%92%EF%BC%97.0.0.1" + port + "/", false}, // fullwidth "127" (IDNA maps it to ASCII digits)
-		// All fullwidth digits or ideographic full stops: the URL check sees no
-		// number, the transport's IDNA mapping turns the host into 127.0.0.1
-		// and the connect-time check refuses it.
+		// Fullwidth digits or ideographic full stops: the URL check maps the
+		// host as the transport does (IDNA) and refuses what it will dial,
+		// here 127.0.0.1.
+		{"http://%EF%BC%91%EF%BC%92%EF%BC%97.0.0.1" + port + "/", true},
 		{"http://%EF%BC%91%EF%BC%92%EF%BC%97.%EF%BC%90.%EF%BC%90.%EF%BC%91" + port + "/", true},
 		{"http://127%E3%80%820%E3%80%820%E3%80%821" + port + "/", true},
 		{"http://%EF%BC%92%EF%BC%91%EF%BC%93%EF%BC%90%EF%BC%97%EF%BC%90%EF%BC%96%EF%BC%94%EF%BC%93%EF%BC%93" + port + "/", false},
