@@ -47,6 +47,10 @@ const (
 	// stuck in a store that ignores its context, before leaving them
 	// behind.
 	closeGrace = 500 * time.Millisecond
+	// stageGrace is how long, once Close has given up, each later stage
+	// of its shutdown (the delivery loop, the background goroutines) may
+	// still take to end before it is left behind.
+	stageGrace = 50 * time.Millisecond
 	// renewChunk is how many ids go into one RenewLeases call.
 	renewChunk = 500
 )
@@ -267,10 +271,14 @@ func (r *Recorder) close(ctx context.Context) error {
 		case <-done:
 			return true
 		case <-giveUp:
+			// A stage that was not stuck (the delivery loop, the background
+			// goroutines, told to stop only now) still gets a moment to end.
+			t := time.NewTimer(stageGrace)
+			defer t.Stop()
 			select {
 			case <-done:
 				return true
-			default:
+			case <-t.C:
 				abandoned++
 				return false
 			}
@@ -322,7 +330,7 @@ func (r *Recorder) close(ctx context.Context) error {
 	r.sender.CloseIdleConnections()
 	r.releaseName()
 	if abandoned > 0 {
-		r.log.Warn("callback: Close gave up waiting for the store: calls that ignore their context are left behind",
+		r.log.Warn("callback: Close gave up waiting: store calls or hooks that ignore their context are left behind",
 			"stages", abandoned)
 		if err == nil {
 			err = ctx.Err()
