@@ -86,8 +86,9 @@ func (s settings) diff(t settings) []string {
 
 // nameEntry is the recorders of one key running in this process.
 type nameEntry struct {
-	settings settings
-	n        int
+	settings  settings
+	soleOwner bool // one of them is a SoleOwner
+	n         int
 }
 
 var names = struct {
@@ -110,8 +111,11 @@ func claimName(store taskstore.Store, o Options) (release func(), err error) {
 	defer names.mu.Unlock()
 	e := names.m[k]
 	if e == nil {
-		e = &nameEntry{settings: s}
+		e = &nameEntry{settings: s, soleOwner: o.SoleOwner}
 		names.m[k] = e
+	} else if o.SoleOwner || e.soleOwner {
+		return nil, fmt.Errorf("%w: recorder %q already runs on this store in this process, and a SoleOwner recorder must be the only one of its name (its first sweep would finish the other's running tasks as interrupted)",
+			ErrNameInUse, o.Name)
 	} else if d := e.settings.diff(s); len(d) > 0 {
 		return nil, fmt.Errorf("%w: recorder %q differs in %s; give each service its own Options.Name (replicas share a name and their settings)",
 			ErrNameInUse, o.Name, strings.Join(d, ", "))

@@ -298,3 +298,25 @@ func TestRecordersUnhashableStore(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRecordersSoleOwnerAlone: a SoleOwner recorder must be the only one
+// of its name on its store in this process, whichever comes first.
+func TestRecordersSoleOwnerAlone(t *testing.T) {
+	store := newMemStore(t)
+	first := newRecorder(t, store, callback.Options{Name: "svc"})
+	if rec, err := startRecorder(t, store, callback.Options{Name: "svc", SoleOwner: true}, func(*callback.Options) {}); err == nil {
+		rec.Close(context.Background())
+		t.Fatal("New accepted a SoleOwner recorder beside another of its name")
+	} else if !errors.Is(err, callback.ErrNameInUse) || !strings.Contains(err.Error(), "SoleOwner") {
+		t.Fatalf("error %v, want ErrNameInUse naming SoleOwner", err)
+	}
+	if err := first.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	newRecorder(t, store, callback.Options{Name: "svc", SoleOwner: true})
+	if rec, err := startRecorder(t, store, callback.Options{Name: "svc"}, func(*callback.Options) {}); err == nil {
+		rec.Close(context.Background())
+		t.Fatal("New accepted a recorder beside a SoleOwner one of its name")
+	}
+	newRecorder(t, store, callback.Options{Name: "other"})
+}
