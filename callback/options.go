@@ -199,6 +199,8 @@ type Options struct {
 	// in the background, instead of waiting for their leases to expire
 	// (see New). Recorders of other names may run on the same store, in
 	// this process or another: their tasks are never swept by this one.
+	// New refuses (ErrNameInUse) a SoleOwner recorder beside another of
+	// its name on the same store in this process, and any beside it.
 	SoleOwner bool
 	// Retention, when positive, prunes tasks created longer ago than this,
 	// in the background, every min(Retention/10, 1h) but not more often
