@@ -14,12 +14,13 @@ import (
 	"time"
 
 	"github.com/tasksapi/tasks/callback"
+	"github.com/tasksapi/tasks/internal/logtest"
 	"github.com/tasksapi/tasks/taskstore"
 )
 
-// logBuffer is a log destination safe for concurrent use (a syncBuffer, see
-// upkeep_test.go) that can pick out lines.
-type logBuffer struct{ syncBuffer }
+// logBuffer is a log destination safe for concurrent use that can pick out
+// lines.
+type logBuffer struct{ logtest.Buffer }
 
 // lines returns the log lines that contain every one of the parts.
 func (l *logBuffer) lines(parts ...string) []string {

@@ -1,7 +1,6 @@
 package callback_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,29 +13,12 @@ import (
 	"time"
 
 	"github.com/tasksapi/tasks/callback"
+	"github.com/tasksapi/tasks/internal/logtest"
 	"github.com/tasksapi/tasks/taskstore"
 )
 
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // infoLogger logs at Info and above to buf.
-func infoLogger(buf *syncBuffer) *slog.Logger {
+func infoLogger(buf *logtest.Buffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
@@ -84,7 +66,7 @@ func TestRecoveryInBackground(t *testing.T) {
 			}
 		}
 
-		var logs syncBuffer
+		var logs logtest.Buffer
 		gate := make(chan struct{})
 		var gateOnce sync.Once
 		open := func() { gateOnce.Do(func() { close(gate) }) }
@@ -169,7 +151,7 @@ func TestRecoveryRetried(t *testing.T) {
 	left := storeTask(t, inner, func(task *taskstore.Task) { task.LeaseUntil = time.Now().Add(time.Hour) })
 	store := &failFinishMany{Store: inner}
 	store.fail.Store(true)
-	var logs syncBuffer
+	var logs logtest.Buffer
 	newRecorder(t, store, callback.Options{SoleOwner: true, Logger: infoLogger(&logs),
 		Lease: 300 * time.Millisecond, AttemptTimeout: 100 * time.Millisecond})
 	eventually(t, "the failure logged", func() bool { return strings.Contains(logs.String(), "injected failure") })
@@ -193,7 +175,7 @@ func TestPrunerBatches(t *testing.T) {
 			}
 		})
 	}
-	var logs syncBuffer
+	var logs logtest.Buffer
 	newRecorder(t, store, callback.Options{Retention: 24 * time.Hour, Logger: infoLogger(&logs)})
 	eventually(t, "the old tasks pruned", func() bool { return countTasks(t, store) == recent })
 	eventually(t, "the pass logged", func() bool { return strings.Contains(logs.String(), "pruned old tasks") })

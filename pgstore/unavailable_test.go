@@ -1,7 +1,6 @@
 package pgstore_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tasksapi/tasks/internal/logtest"
 	"github.com/tasksapi/tasks/internal/pgtest"
 	"github.com/tasksapi/tasks/pgstore"
 	"github.com/tasksapi/tasks/taskstore"
@@ -74,7 +74,7 @@ func TestPingUnavailable(t *testing.T) {
 // a second wait for it and succeed, writes included; the store logs the
 // outage once and its end once.
 func TestOutageWithinGrace(t *testing.T) {
-	var logs syncBuffer
+	var logs logtest.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	s, p := proxied(t, pgstore.WithRetryGrace(20*time.Second), pgstore.WithLogger(log))
 	ctx := context.Background()
@@ -233,7 +233,7 @@ func TestStartupWait(t *testing.T) {
 		t.Fatalf("Open's error %q does not say it could not connect", err)
 	}
 
-	var logs syncBuffer
+	var logs logtest.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	time.AfterFunc(1500*time.Millisecond, p.Up)
 	s, err := pgstore.Open(ctx, p.URL(dbURL), pgstore.WithStartupWait(30*time.Second), pgstore.WithLogger(log))
@@ -261,22 +261,4 @@ func TestStartupWait(t *testing.T) {
 	if err == nil || errors.Is(err, taskstore.ErrUnavailable) || time.Since(began) > 5*time.Second {
 		t.Fatalf("Open of a missing database: %v after %v, want a failure at once", err, time.Since(began))
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a reader at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

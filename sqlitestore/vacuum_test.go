@@ -9,12 +9,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jmoiron/sqlx"
 
+	"github.com/tasksapi/tasks/internal/logtest"
 	"github.com/tasksapi/tasks/taskstore"
 )
 
@@ -67,30 +67,12 @@ func pages(t *testing.T, s *Store) (total, free int64) {
 	return total, free
 }
 
-// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // A new file gives the pages that pruning freed back to the file system,
 // beyond the reserve (in whole steps), and the file shrinks; the tasks kept
 // are intact.
 func TestVacuumGivesSpaceBack(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "tasks.db")
-	var logs syncBuffer
+	var logs logtest.Buffer
 	s, err := Open(path, WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	if err != nil {
 		t.Fatal(err)
@@ -162,7 +144,7 @@ func TestVacuumOffForOldFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw.Close()
-	var logs syncBuffer
+	var logs logtest.Buffer
 	s, err := Open(path, WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	if err != nil {
 		t.Fatal(err)

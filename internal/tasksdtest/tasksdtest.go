@@ -24,7 +24,6 @@ package tasksdtest
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -38,6 +37,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tasksapi/tasks/internal/logtest"
 )
 
 // How long Start waits for the listening line, Stop for a clean exit after
@@ -311,21 +312,4 @@ func (d *Daemon) tail() string {
 
 // Buffer is a bytes.Buffer that is safe for concurrent writers and readers.
 // The zero value is empty and ready to use.
-type Buffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-// Write appends p to the buffer.
-func (s *Buffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// String returns the contents written so far.
-func (s *Buffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type Buffer = logtest.Buffer
