@@ -17,6 +17,23 @@ import (
 	"github.com/tasksapi/tasks/taskstore/storekit"
 )
 
+// openAtVersion creates a database at path with the schema of the first
+// version migrations, as a release of that schema left it, and returns it
+// opened with rawOpen.
+func openAtVersion(t *testing.T, path string, version int) *sql.DB {
+	t.Helper()
+	db := rawOpen(t, path)
+	for _, m := range migrations[:version] {
+		if _, err := db.Exec(m.SQL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Exec(fmt.Sprintf("PRAGMA user_version = %d", version)); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
 func rawOpen(t *testing.T, path string) *sql.DB {
 	t.Helper()
 	db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(10000)")
@@ -236,15 +253,7 @@ func v2Task(i int) taskstore.Task {
 // with the counters following.
 func TestMigrateFromV2(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "v2.db")
-	db := rawOpen(t, path)
-	for _, m := range migrations[:2] {
-		if _, err := db.Exec(m.SQL); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := db.Exec("PRAGMA user_version = 2"); err != nil {
-		t.Fatal(err)
-	}
+	db := openAtVersion(t, path, 2)
 	const n = 8 * 9 * 2 // every state with every response, twice
 	var all []taskstore.Task
 	for i := range n {
@@ -451,15 +460,7 @@ func matches(x taskstore.Task, f taskstore.Filter) bool {
 // and the outbox and lease indexes are rebuilt led by the recorder.
 func TestMigrateFromV3(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "v3.db")
-	db := rawOpen(t, path)
-	for _, m := range migrations[:3] {
-		if _, err := db.Exec(m.SQL); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := db.Exec("PRAGMA user_version = 3"); err != nil {
-		t.Fatal(err)
-	}
+	db := openAtVersion(t, path, 3)
 	const v3Insert = `INSERT INTO tasks (id, trace_id, type, created_ms, started_ms, finished_ms,
 		application_id, user_id, credential_id, callback_url, attempts, next_attempt_ms,
 		delivered_ms, last_status, last_error, lease_ms, request, response, failed, gave_up)
