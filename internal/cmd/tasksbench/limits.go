@@ -111,25 +111,20 @@ func (b *bench) submit(ctx context.Context) ([]Result, error) {
 	return out, nil
 }
 
-// submitOver compares, interleaved, Wrap over s (side 0) with s.Create of
-// the same tasks from as many goroutines (side 1) and, with bare, a bare
-// handler answering a constant {"task_id"} (side 2).
-func (b *bench) submitOver(ctx context.Context, s taskstore.Store, bare bool) (medians, error) {
+// heldLease is the lease of held-back tasks: long enough that no lease
+// renewal runs during a measurement.
+const heldLease = time.Hour
+
+// heldBackWrap returns a Recorder's Wrap over s whose image handler waits
+// for stop: the workers are held back, so what is measured is the
+// submission path alone (parse, store, queue, answer). stop records the held-back backlog
+// as interrupted at once and releases the handlers.
+func heldBackWrap(s taskstore.Store, queue int) (h http.Handler, stop func(), err error) {
 	gate := make(chan struct{})
-	const lease = time.Hour // no lease renewal during the measurement
-	rec, err := callback.New(s, callback.Options{Queue: 1 << 20, Lease: lease, Logger: discard})
+	rec, err := callback.New(s, callback.Options{Queue: queue, Lease: heldLease, Logger: discard})
 	if err != nil {
-		return medians{}, err
+		return nil, nil, err
 	}
-	defer func() {
-		cctx, cancel := context.WithCancel(context.Background())
-		cancel() // record the held-back backlog as interrupted at once
-		rec.Close(cctx)
-		close(gate)
-	}()
-	// The image handler waits for the end of the scenario: the workers are
-	// held back, so what is measured is the submission path alone (parse,
-	// store, queue, answer).
 	images := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-gate:
@@ -137,12 +132,29 @@ func (b *bench) submitOver(ctx context.Context, s taskstore.Store, bare bool) (m
 		}
 		io.WriteString(w, `{"created":1721626477,"data":[{"url":"https://img.example/1.png"}]}`)
 	})
+	return rec.Wrap("images_generations", images), func() {
+		cctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		rec.Close(cctx)
+		close(gate)
+	}, nil
+}
+
+// submitOver compares, interleaved, Wrap over s (side 0) with s.Create of
+// the same tasks from as many goroutines (side 1) and, with bare, a bare
+// handler answering a constant {"task_id"} (side 2).
+func (b *bench) submitOver(ctx context.Context, s taskstore.Store, bare bool) (medians, error) {
+	wrap, stopRec, err := heldBackWrap(s, 1<<20)
+	if err != nil {
+		return medians{}, err
+	}
+	defer stopRec()
 	bareHandler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"task_id":"7489df4c-ef03-4de0-b598-e9a590793434","trace_id":"bench-trace"}`)
 	})
-	oursURL, bareURL, client, stop, err := servePair(rec.Wrap("images_generations", images), bareHandler, b.cfg.Concurrency)
+	oursURL, bareURL, client, stop, err := servePair(wrap, bareHandler, b.cfg.Concurrency)
 	if err != nil {
 		return medians{}, err
 	}
@@ -158,7 +170,7 @@ func (b *bench) submitOver(ctx context.Context, s taskstore.Store, bare bool) (m
 	}
 	c := b.cfg.Concurrency
 	create := load{conc: c, op: func(ctx context.Context, _ int) error {
-		return s.Create(ctx, submittedTask(lease))
+		return s.Create(ctx, submittedTask(heldLease))
 	}}
 	loads := []load{post(client, oursURL, bodies, c), create}
 	if bare {

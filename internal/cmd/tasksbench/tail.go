@@ -245,27 +245,14 @@ func (b *bench) tailSubmit(ctx context.Context) ([]Result, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		// The workers are held back, as in row 9: what is measured is the
-		// submission (parse, store, queue, answer). The lease is long
-		// enough that no renewal runs meanwhile.
-		gate := make(chan struct{})
-		rec, err := callback.New(s, callback.Options{Queue: 1 << 21, Lease: time.Hour, Logger: discard})
+		// The workers are held back, as in row 9.
+		h, stop, err := heldBackWrap(s, 1<<21)
 		if err != nil {
 			s.Close()
 			return nil, nil, err
 		}
-		images := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			select {
-			case <-gate:
-			case <-r.Context().Done():
-			}
-			io.WriteString(w, `{"created":1721626477,"data":[{"url":"https://img.example/1.png"}]}`)
-		})
-		return rec.Wrap("images_generations", images), func() {
-			cctx, cancel := context.WithCancel(context.Background())
-			cancel()
-			rec.Close(cctx)
-			close(gate)
+		return h, func() {
+			stop()
 			s.Close()
 		}, nil
 	}, [][]byte{submitBody})
